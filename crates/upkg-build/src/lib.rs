@@ -1,0 +1,18 @@
+//! Builds upkg packages: manifest and tree of files in, one signed file out.
+//!
+//! - [`manifest`]: the authored `package.toml`, with line-and-column errors;
+//! - [`sources`]: the manifest's file rules resolved into sorted entries;
+//! - [`build()`]: planning, parallel member encoding, signing, atomic output;
+//! - [`keys`]: key pair generation.
+//!
+//! The byte format itself lives in `upkg-format`; this crate only decides what
+//! goes into a package and drives the writer.
+
+pub mod build;
+pub mod error;
+pub mod keys;
+pub mod manifest;
+pub mod sources;
+
+pub use build::{BuildOptions, BuildOutput, build};
+pub use error::BuildError;

@@ -1,0 +1,340 @@
+//! Turning the manifest's `[[files]]` rules into the list of entries a package holds.
+//!
+//! Sources are read with `lstat` (links are packaged as links), listed in any
+//! order and sorted afterwards, and their owners and times are ignored: what a
+//! package holds depends only on paths, kinds, permission bits, link targets and
+//! contents, so rebuilding from the same inputs gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use globset::GlobBuilder;
+use upkg_format::header::{Kind, Policy};
+use upkg_format::paths::{self, PACKAGE_DIR};
+use upkg_format::{Version, header};
+
+use crate::error::BuildError;
+use crate::manifest::{FilesRule, LoadedManifest, parse_mode};
+
+/// Mode of directories the builder adds as parents of listed entries.
+const IMPLIED_DIR_MODE: u32 = 0o755;
+
+/// One entry to package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// Destination path in the package.
+    pub path: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size of a file.
+    pub size: u64,
+    /// Where the contents come from (files only).
+    pub source: Option<PathBuf>,
+    /// Link target (links only).
+    pub target: Option<String>,
+    /// File version (product files only).
+    pub version: Option<Version>,
+    /// Replacement policy (product files and links only).
+    pub policy: Option<Policy>,
+}
+
+/// Resolves every rule of the manifest, plus the scripts and EULA, into a sorted list.
+pub fn resolve(loaded: &LoadedManifest) -> Result<Vec<SourceEntry>, BuildError> {
+    let mut entries: BTreeMap<String, (SourceEntry, String)> = BTreeMap::new();
+    let manifest = &loaded.manifest;
+    for rule in &manifest.files {
+        let origin = format!("[[files]] source {:?}", rule.source.get_ref());
+        for entry in resolve_rule(loaded, rule)? {
+            insert(&mut entries, entry, &origin, loaded, rule.source.span())?;
+        }
+    }
+
+    // The package's own files: scripts and EULA under .package/.
+    let scripts = &manifest.scripts;
+    let package_files = [
+        ("pre-install", &scripts.pre_install),
+        ("post-install", &scripts.post_install),
+        ("post-install-undo", &scripts.post_install_undo),
+        ("pre-uninstall", &scripts.pre_uninstall),
+        ("post-uninstall", &scripts.post_uninstall),
+    ];
+    for (role, script) in package_files {
+        if let Some(script) = script {
+            let source = loaded.base.join(script.get_ref());
+            let entry = package_file(
+                loaded,
+                &source,
+                &format!("{PACKAGE_DIR}/scripts/{role}{}", extension(&source)),
+                0o755,
+                script.span(),
+            )?;
+            insert(&mut entries, entry, &format!("[scripts] {role}"), loaded, script.span())?;
+        }
+    }
+    if let Some(eula) = &manifest.package.eula {
+        let source = loaded.base.join(eula.get_ref());
+        let entry =
+            package_file(loaded, &source, &format!("{PACKAGE_DIR}/EULA{}", extension(&source)), 0o644, eula.span())?;
+        insert(&mut entries, entry, "[package] eula", loaded, eula.span())?;
+    }
+
+    // Every parent directory is an entry of its own.
+    let paths: Vec<String> = entries.keys().cloned().collect();
+    for path in paths {
+        let mut parent = paths::parent(&path);
+        while let Some(dir) = parent {
+            entries.entry(dir.to_owned()).or_insert_with(|| (implied_dir(dir), "an implied parent directory".into()));
+            parent = paths::parent(dir);
+        }
+    }
+    let entries: Vec<SourceEntry> = entries.into_values().map(|(entry, _)| entry).collect();
+    check_links(&entries)?;
+    Ok(entries)
+}
+
+fn implied_dir(path: &str) -> SourceEntry {
+    SourceEntry {
+        path: path.to_owned(),
+        kind: Kind::Dir,
+        mode: IMPLIED_DIR_MODE,
+        size: 0,
+        source: None,
+        target: None,
+        version: None,
+        policy: None,
+    }
+}
+
+fn extension(path: &Path) -> String {
+    path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default()
+}
+
+fn package_file(
+    loaded: &LoadedManifest,
+    source: &Path,
+    path: &str,
+    mode: u32,
+    span: std::ops::Range<usize>,
+) -> Result<SourceEntry, BuildError> {
+    let metadata =
+        std::fs::metadata(source).map_err(|e| loaded.error_at(span.clone(), format!("{}: {e}", source.display())))?;
+    if !metadata.is_file() {
+        return Err(loaded.error_at(span, format!("{} is not a regular file", source.display())));
+    }
+    Ok(SourceEntry {
+        path: path.to_owned(),
+        kind: Kind::File,
+        mode,
+        size: metadata.len(),
+        source: Some(source.to_owned()),
+        target: None,
+        version: None,
+        policy: None,
+    })
+}
+
+fn insert(
+    entries: &mut BTreeMap<String, (SourceEntry, String)>,
+    entry: SourceEntry,
+    origin: &str,
+    loaded: &LoadedManifest,
+    span: std::ops::Range<usize>,
+) -> Result<(), BuildError> {
+    match entries.get(&entry.path) {
+        // Two rules may both bring the same directory; its contents merge.
+        Some((existing, _)) if existing.kind == Kind::Dir && entry.kind == Kind::Dir => Ok(()),
+        Some((_, other)) => Err(loaded.error_at(span, format!("{:?} is already provided by {other}", entry.path))),
+        None => {
+            entries.insert(entry.path.clone(), (entry, origin.to_owned()));
+            Ok(())
+        }
+    }
+}
+
+/// Expands one `[[files]]` rule.
+fn resolve_rule(loaded: &LoadedManifest, rule: &FilesRule) -> Result<Vec<SourceEntry>, BuildError> {
+    let source_text = rule.source.get_ref();
+    let dest_text = rule.dest.get_ref().as_str();
+    let dest = normalize_dest(dest_text).map_err(|reason| loaded.error_at(rule.dest.span(), reason))?;
+    let dest_is_dir = dest_text.is_empty() || dest_text.ends_with('/') || dest.is_empty();
+    let mode_override = rule.mode.as_ref().map(|m| parse_mode(m.get_ref()).expect("checked when loading"));
+    let version = rule.version.clone().unwrap_or_else(|| loaded.manifest.package.version.clone());
+    let settings = RuleSettings { version, policy: rule.policy, mode: mode_override };
+
+    let mut found = Vec::new();
+    if source_text.contains(['*', '?', '[', '{']) {
+        if !dest_is_dir {
+            return Err(loaded.error_at(rule.dest.span(), "a glob's dest must be a directory (end it with /)"));
+        }
+        let glob = GlobBuilder::new(source_text)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| loaded.error_at(rule.source.span(), format!("invalid glob: {e}")))?
+            .compile_matcher();
+        let literal: Vec<&str> = source_text.split('/').take_while(|c| !c.contains(['*', '?', '[', '{'])).collect();
+        let literal_base = literal.join("/");
+        let walk_root = loaded.base.join(&literal_base);
+        if !walk_root.exists() {
+            return Err(loaded.error_at(rule.source.span(), format!("{} does not exist", walk_root.display())));
+        }
+        for item in walkdir::WalkDir::new(&walk_root).min_depth(1).follow_links(false) {
+            let item = item.map_err(|e| walk_error(&walk_root, e))?;
+            let relative_to_base = relative(item.path(), &loaded.base)?;
+            if glob.is_match(&relative_to_base) {
+                let below_literal = relative(item.path(), &walk_root)?;
+                found.push((item.path().to_owned(), join(&dest, &below_literal)));
+            }
+        }
+        if found.is_empty() {
+            return Err(loaded.error_at(rule.source.span(), format!("the glob {source_text:?} matches nothing")));
+        }
+        // A matched directory brings its whole tree.
+        let mut out = Vec::new();
+        for (path, dest_path) in found {
+            add_tree(&path, &dest_path, &settings, &mut out)?;
+        }
+        return Ok(out);
+    }
+
+    let source = loaded.base.join(source_text);
+    let metadata = std::fs::symlink_metadata(&source)
+        .map_err(|e| loaded.error_at(rule.source.span(), format!("{}: {e}", source.display())))?;
+    let dest_path = if metadata.is_dir() || !dest_is_dir {
+        dest
+    } else {
+        let name = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| BuildError::Source { path: source.clone(), reason: "the file name is not UTF-8".into() })?;
+        join(&dest, name)
+    };
+    let mut out = Vec::new();
+    add_tree(&source, &dest_path, &settings, &mut out)?;
+    Ok(out)
+}
+
+struct RuleSettings {
+    version: Version,
+    policy: Policy,
+    mode: Option<u32>,
+}
+
+/// Adds `source` at `dest` (and, for a directory, everything below it; the root itself is not an entry).
+fn add_tree(source: &Path, dest: &str, settings: &RuleSettings, out: &mut Vec<SourceEntry>) -> Result<(), BuildError> {
+    for item in walkdir::WalkDir::new(source).follow_links(false).follow_root_links(false) {
+        let item = item.map_err(|e| walk_error(source, e))?;
+        let below = relative(item.path(), source)?;
+        let path = join(dest, &below);
+        if path.is_empty() {
+            continue; // the destination root
+        }
+        out.push(entry_for(item.path(), path, settings)?);
+    }
+    Ok(())
+}
+
+fn entry_for(source: &Path, path: String, settings: &RuleSettings) -> Result<SourceEntry, BuildError> {
+    let source_error = |reason: String| BuildError::Source { path: source.to_owned(), reason };
+    if let Err(reason) = paths::check_entry_path(&path) {
+        return Err(source_error(format!("its destination {path:?} is not allowed: {reason}")));
+    }
+    if header::is_package_path(&path) {
+        return Err(source_error(format!(
+            "its destination {path:?} is inside {PACKAGE_DIR}/, which holds the package's own files"
+        )));
+    }
+    let metadata = std::fs::symlink_metadata(source).map_err(|e| source_error(e.to_string()))?;
+    let file_type = metadata.file_type();
+    // Special bits are dropped unless the manifest sets them explicitly.
+    let mode = settings.mode.unwrap_or(metadata.mode() & 0o777);
+    let base =
+        SourceEntry { path, kind: Kind::File, mode, size: 0, source: None, target: None, version: None, policy: None };
+    if file_type.is_file() {
+        Ok(SourceEntry {
+            size: metadata.len(),
+            source: Some(source.to_owned()),
+            version: Some(settings.version.clone()),
+            policy: Some(settings.policy),
+            ..base
+        })
+    } else if file_type.is_dir() {
+        Ok(SourceEntry { kind: Kind::Dir, mode: metadata.mode() & 0o777, ..base })
+    } else if file_type.is_symlink() {
+        let target = std::fs::read_link(source).map_err(|e| source_error(e.to_string()))?;
+        let target = target.to_str().ok_or_else(|| source_error("the link target is not UTF-8".into()))?.to_owned();
+        Ok(SourceEntry {
+            kind: Kind::Symlink,
+            mode: 0o777,
+            target: Some(target),
+            policy: Some(settings.policy),
+            ..base
+        })
+    } else {
+        let kind = if file_type.is_fifo() {
+            "a named pipe"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else if file_type.is_block_device() || file_type.is_char_device() {
+            "a device file"
+        } else {
+            "not a regular file"
+        };
+        Err(source_error(format!("it is {kind}; packages hold only files, directories and symbolic links")))
+    }
+}
+
+/// Refuses links that point outside the package tree (absolute, or `..` past the root).
+fn check_links(entries: &[SourceEntry]) -> Result<(), BuildError> {
+    let links: BTreeMap<&str, &str> =
+        entries.iter().filter_map(|e| e.target.as_deref().map(|t| (e.path.as_str(), t))).collect();
+    let lookup = |path: &str| links.get(path).map(|t| (*t).to_owned());
+    for (path, target) in &links {
+        paths::resolve_link_target(path, target, &lookup).map_err(|reason| BuildError::Source {
+            path: PathBuf::from(path),
+            reason: format!("a symbolic link in the package must stay inside it: {reason}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// A destination without leading `./`, trailing `/`, or `.` for the root.
+fn normalize_dest(dest: &str) -> Result<String, String> {
+    if dest.starts_with('/') {
+        return Err(format!("dest {dest:?} is relative to the target directory: drop the leading /"));
+    }
+    let trimmed = dest.trim_end_matches('/');
+    let trimmed = trimmed.strip_prefix("./").unwrap_or(trimmed);
+    if trimmed.is_empty() || trimmed == "." {
+        return Ok(String::new());
+    }
+    paths::check_entry_path(trimmed).map_err(|reason| format!("dest {dest:?} is not allowed: {reason}"))?;
+    Ok(trimmed.to_owned())
+}
+
+fn join(dir: &str, name: &str) -> String {
+    match (dir.is_empty(), name.is_empty()) {
+        (true, _) => name.to_owned(),
+        (_, true) => dir.to_owned(),
+        _ => format!("{dir}/{name}"),
+    }
+}
+
+/// `path` relative to `base`, `/`-separated, as UTF-8.
+fn relative(path: &Path, base: &Path) -> Result<String, BuildError> {
+    let rel = path.strip_prefix(base).map_err(|_| BuildError::Source {
+        path: path.to_owned(),
+        reason: format!("is not below {}", base.display()),
+    })?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    parts
+        .map(|p| p.join("/"))
+        .ok_or_else(|| BuildError::Source { path: path.to_owned(), reason: "the file name is not UTF-8".into() })
+}
+
+fn walk_error(root: &Path, error: walkdir::Error) -> BuildError {
+    let path = error.path().map(Path::to_owned).unwrap_or_else(|| root.to_owned());
+    BuildError::Source { path, reason: error.to_string() }
+}

@@ -1,0 +1,641 @@
+//! The signed header: package metadata and the catalog (spec section "Header").
+//!
+//! The header is one JSON object. Writers emit it canonically (fields in the
+//! order declared here, no insignificant whitespace); this reader requires the
+//! canonical form for the minor versions it knows, so one set of signed bytes
+//! has exactly one meaning.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::paths::{self, PACKAGE_DIR};
+use crate::trailer::{FORMAT_MAJOR, FORMAT_MINOR};
+use crate::version::{Version, VersionReq};
+
+/// Largest header this reader accepts (the whole header is held in memory).
+pub const MAX_HEADER_LEN: u64 = 256 << 20;
+
+/// The header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Format version; equal to the trailer's.
+    pub format: FormatVersion,
+    /// What the package is and where it applies.
+    pub package: PackageInfo,
+    /// Size and digest of the stub, or `None` for a package built without one.
+    pub stub: Option<Part>,
+    /// How the payload is encoded and the digest of every part of it.
+    pub payload: Payload,
+    /// Every entry of the tree, sorted by path (bytewise).
+    pub files: Vec<FileEntry>,
+}
+
+/// Format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatVersion {
+    /// Incompatible changes.
+    pub major: u16,
+    /// Compatible additions.
+    pub minor: u16,
+}
+
+impl FormatVersion {
+    /// The version this crate writes.
+    pub const CURRENT: FormatVersion = FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR };
+}
+
+/// Identity, description and installation behaviour of a package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageInfo {
+    /// Unique identifier, for example `acme-server-2.1-hotfix-1042`.
+    pub id: String,
+    /// One-line human title.
+    pub title: String,
+    /// Version of the product this package brings it to.
+    pub version: Version,
+    /// Build number; a later build of the same package id supersedes an earlier one.
+    pub build: u64,
+    /// What the update does.
+    pub description: String,
+    /// Knowledge-base article or ticket reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub article: Option<String>,
+    /// Where to read more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Build time in seconds since the Unix epoch (`SOURCE_DATE_EPOCH`); also every tar entry's mtime.
+    pub created: u64,
+    /// Catalog path of the licence text that must be accepted before installing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eula: Option<String>,
+    /// Which installed products the package applies to.
+    pub applies_to: Applicability,
+    /// Services stopped before files are replaced and started afterwards.
+    pub services: Vec<Service>,
+    /// Scripts run during install and uninstall.
+    pub scripts: Scripts,
+    /// Whether the machine must restart after installing.
+    pub restart: Restart,
+    /// Target paths the package removes when installed (restored on uninstall).
+    pub remove: Vec<String>,
+    /// Farm roles, in the order they are upgraded.
+    pub rollout: Vec<Role>,
+}
+
+/// Applicability rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applicability {
+    /// Product identifier the target must hold.
+    pub product: String,
+    /// Installed product versions the package applies to.
+    pub versions: VersionReq,
+    /// Package ids that must already be installed.
+    pub requires: Vec<String>,
+}
+
+/// A service to stop before changing files and start afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Display name.
+    pub name: String,
+    /// systemd unit, stopped and started with `systemctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Shell command that stops the service (when there is no unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    /// Shell command that starts the service (when there is no unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+/// Catalog paths of the package's scripts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scripts {
+    /// Runs before any file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_install: Option<String>,
+    /// Runs after the files are in place; its failure rolls the install back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_install: Option<String>,
+    /// Undoes what `post_install` did; run when the install is rolled back after it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_install_undo: Option<String>,
+    /// Runs before an uninstall changes any file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_uninstall: Option<String>,
+    /// Runs after an uninstall restored the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_uninstall: Option<String>,
+    /// Seconds a script may run before it is killed and counted as failed.
+    pub timeout: u64,
+}
+
+impl Scripts {
+    /// Every script path with its role name, in a fixed order.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("pre-install", &self.pre_install),
+            ("post-install", &self.post_install),
+            ("post-install-undo", &self.post_install_undo),
+            ("pre-uninstall", &self.pre_uninstall),
+            ("post-uninstall", &self.post_uninstall),
+        ]
+        .into_iter()
+        .filter_map(|(name, path)| path.as_deref().map(|p| (name, p)))
+    }
+}
+
+/// Restart behaviour after installing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Never ask for a restart.
+    Never,
+    /// Ask for a restart only when files were in use.
+    IfNeeded,
+    /// Always ask for a restart.
+    Always,
+}
+
+impl fmt::Display for Restart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Restart::Never => "never",
+            Restart::IfNeeded => "if-needed",
+            Restart::Always => "always",
+        })
+    }
+}
+
+/// A farm role and how its hosts are upgraded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    /// Role name, matched against host groups by the orchestration.
+    pub name: String,
+    /// What the role is.
+    pub description: String,
+    /// How many hosts of the role are upgraded at once: a number or a percentage (`"100%"`).
+    pub serial: String,
+    /// Move the workload off a host before upgrading it.
+    pub drain: bool,
+}
+
+/// Size and digest of a contiguous part of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// Length in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: Digest,
+}
+
+/// The payload's encoding and parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Archive and compression.
+    pub codec: Codec,
+    /// Compression level used (informational).
+    pub level: i32,
+    /// Payload length in bytes; equal to the trailer's.
+    pub size: u64,
+    /// Length of the uncompressed stream (the tar stream, or the cabinet folders' data).
+    pub raw_size: u64,
+    /// The cabinet's header and tables at the start of the payload (cab only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<Part>,
+    /// Independently decodable members, in file order, covering the rest of the payload.
+    pub members: Vec<Member>,
+}
+
+/// One independently decodable member of the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Offset from the start of the payload.
+    pub offset: u64,
+    /// Compressed length.
+    pub size: u64,
+    /// Offset in the uncompressed stream.
+    pub raw_offset: u64,
+    /// Uncompressed length.
+    pub raw_size: u64,
+    /// SHA-256 of the compressed bytes.
+    pub sha256: Digest,
+    /// The member does not start at an entry boundary (tar: it continues a file's
+    /// data; cab: it continues a folder), so it is decoded after the one before it.
+    pub continues: bool,
+}
+
+/// Payload encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// tar, each member a zstd frame.
+    TarZstd,
+    /// tar, each member a gzip member.
+    TarGzip,
+    /// Microsoft cabinet, MSZIP.
+    Cab,
+}
+
+impl Codec {
+    /// The name used in the header and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::TarZstd => "tar+zstd",
+            Codec::TarGzip => "tar+gzip",
+            Codec::Cab => "cab",
+        }
+    }
+
+    /// Parses a header or command-line name (`zstd` and `gzip` are accepted on the command line).
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name {
+            "tar+zstd" | "zstd" => Some(Codec::TarZstd),
+            "tar+gzip" | "gzip" => Some(Codec::TarGzip),
+            "cab" => Some(Codec::Cab),
+            _ => None,
+        }
+    }
+
+    /// Whether the payload is a tar stream.
+    pub fn is_tar(self) -> bool {
+        matches!(self, Codec::TarZstd | Codec::TarGzip)
+    }
+
+    /// The default compression level.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Codec::TarZstd => 3,
+            Codec::TarGzip | Codec::Cab => 6,
+        }
+    }
+
+    /// Accepted compression levels.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Codec::TarZstd => 1..=19,
+            Codec::TarGzip | Codec::Cab => 1..=9,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Codec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Codec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "tar+zstd" | "tar+gzip" | "cab" => Ok(Codec::from_name(&name).expect("known name")),
+            _ => Err(serde::de::Error::custom(format!("unknown codec {name:?}"))),
+        }
+    }
+}
+
+/// Kinds of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// How an installer treats a file already present on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Replace only an older version; add it when absent.
+    #[default]
+    Newer,
+    /// Always replace; add it when absent.
+    Always,
+    /// Replace an older version only if the file is present; never add it.
+    IfPresent,
+    /// Add it only when absent; never replace an existing file.
+    Add,
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Policy::Newer => "newer",
+            Policy::Always => "always",
+            Policy::IfPresent => "if-present",
+            Policy::Add => "add",
+        })
+    }
+}
+
+/// Permission bits, written in the header as four octal digits (`"0755"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mode(pub u32);
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:04o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() != 4 || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(serde::de::Error::custom("expected four octal digits, like \"0644\""));
+        }
+        Ok(Mode(u32::from_str_radix(&text, 8).expect("octal digits")))
+    }
+}
+
+/// One entry of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative path, `/`-separated (see [`crate::paths`]).
+    pub path: String,
+    /// Entry kind.
+    pub kind: Kind,
+    /// Permission bits (`0777` for links).
+    pub mode: Mode,
+    /// Size in bytes (0 for directories and links).
+    pub size: u64,
+    /// SHA-256 of the contents (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    /// Link target (links only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// File version, compared by the installer's replacement policy (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    /// Replacement policy (files and links outside `.package/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// Index of the member holding the entry's first byte in the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u32>,
+    /// Offset of the entry in the uncompressed stream (tar: its first header record; cab: its data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+impl FileEntry {
+    /// Whether the entry belongs to the package itself (scripts, EULA) rather than the product tree.
+    pub fn is_package_file(&self) -> bool {
+        is_package_path(&self.path)
+    }
+}
+
+/// Whether a catalog path is inside the package's own directory.
+pub fn is_package_path(path: &str) -> bool {
+    path == PACKAGE_DIR || path.starts_with(".package/")
+}
+
+impl Header {
+    /// The canonical JSON encoding, as written and signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("header types always serialize")
+    }
+
+    /// Parses header bytes and checks everything that does not need the payload:
+    /// canonical encoding, version, identity, paths, kinds, and that the member
+    /// table covers the payload exactly. `offset` is the header's offset in the file.
+    pub fn parse(bytes: &[u8], offset: u64) -> Result<Header> {
+        // Check the version first, leniently, so that a newer major version is
+        // reported as such rather than as a parse error.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            format: FormatVersion,
+        }
+        let version: VersionOnly = serde_json::from_slice(bytes)
+            .map_err(|e| Error::malformed("header", Some(offset), format!("not a JSON header: {e}")))?;
+        if version.format.major != FORMAT_MAJOR {
+            return Err(Error::UnsupportedVersion {
+                major: version.format.major,
+                minor: version.format.minor,
+                supported: FORMAT_MAJOR,
+            });
+        }
+        let header: Header = serde_json::from_slice(bytes)
+            .map_err(|e| Error::malformed("header", Some(offset), format!("invalid JSON header: {e}")))?;
+        // One meaning per signed byte string: within the minor versions this reader
+        // knows, only the canonical encoding is accepted (no unknown fields, no
+        // duplicate keys, no alternative spellings of the same values).
+        if header.format.minor <= known_minor() && header.to_bytes() != bytes {
+            return Err(Error::malformed(
+                "header",
+                Some(offset),
+                "the JSON is not in canonical form (unknown fields, reordered fields or extra whitespace)",
+            ));
+        }
+        header.validate()?;
+        Ok(header)
+    }
+
+    /// Checks the rules of the spec that do not depend on the payload bytes.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::malformed("header", None, reason));
+        check_identifier("package id", &self.package.id)?;
+        check_identifier("product id", &self.package.applies_to.product)?;
+        for required in &self.package.applies_to.requires {
+            check_identifier("required package id", required)?;
+        }
+        if self.payload.size < self.payload.directory.as_ref().map_or(0, |d| d.size) {
+            return bad("the payload is shorter than its directory".into());
+        }
+
+        let mut kinds: HashMap<&str, &FileEntry> = HashMap::with_capacity(self.files.len());
+        let mut previous: Option<&str> = None;
+        for entry in &self.files {
+            let unsafe_path = |reason: String| Err(Error::UnsafePath { path: entry.path.clone(), reason });
+            if let Err(reason) = paths::check_entry_path(&entry.path) {
+                return unsafe_path(reason);
+            }
+            if let Some(prev) = previous
+                && prev.as_bytes() >= entry.path.as_bytes()
+            {
+                return bad(format!("catalog is not sorted, or lists {:?} twice", entry.path));
+            }
+            previous = Some(&entry.path);
+            if let Some(parent) = paths::parent(&entry.path) {
+                match kinds.get(parent) {
+                    Some(p) if p.kind == Kind::Dir => {}
+                    Some(_) => {
+                        return unsafe_path(format!(
+                            "its parent {parent:?} is not a directory (writing through a link is refused)"
+                        ));
+                    }
+                    None => return bad(format!("{:?} is listed without its parent directory {parent:?}", entry.path)),
+                }
+            }
+            if entry.mode.0 > 0o7777 {
+                return bad(format!("{:?} has an invalid mode", entry.path));
+            }
+            if entry.path == PACKAGE_DIR && entry.kind != Kind::Dir {
+                return unsafe_path(format!(
+                    "{PACKAGE_DIR} is reserved for the package's own files and must be a directory"
+                ));
+            }
+            let package_file = entry.is_package_file();
+            match entry.kind {
+                Kind::File => {
+                    if entry.sha256.is_none() || entry.target.is_some() {
+                        return bad(format!("file {:?} must have a digest and no link target", entry.path));
+                    }
+                    if package_file != entry.policy.is_none() || package_file != entry.version.is_none() {
+                        return bad(format!(
+                            "file {:?}: product files have a version and a policy, package files neither",
+                            entry.path
+                        ));
+                    }
+                }
+                Kind::Dir => {
+                    if entry.size != 0
+                        || entry.sha256.is_some()
+                        || entry.target.is_some()
+                        || entry.version.is_some()
+                        || entry.policy.is_some()
+                    {
+                        return bad(format!("directory {:?} has file fields", entry.path));
+                    }
+                }
+                Kind::Symlink => {
+                    if entry.size != 0 || entry.sha256.is_some() || entry.target.is_none() || entry.version.is_some() {
+                        return bad(format!("link {:?} must have a target and no size, digest or version", entry.path));
+                    }
+                    if entry.mode.0 != 0o777 {
+                        return bad(format!("link {:?} must have mode 0777", entry.path));
+                    }
+                    if package_file != entry.policy.is_none() {
+                        return bad(format!("link {:?}: product links have a policy, package links none", entry.path));
+                    }
+                }
+            }
+            kinds.insert(&entry.path, entry);
+        }
+        // Link targets are checked once every entry is known, so chains are followed.
+        let lookup = |path: &str| match kinds.get(path) {
+            Some(e) if e.kind == Kind::Symlink => e.target.clone(),
+            _ => None,
+        };
+        for entry in self.files.iter().filter(|e| e.kind == Kind::Symlink) {
+            let target = entry.target.as_deref().expect("checked above");
+            paths::resolve_link_target(&entry.path, target, &lookup)
+                .map_err(|reason| Error::UnsafePath { path: entry.path.clone(), reason })?;
+        }
+
+        let is_package_file =
+            |path: &str| is_package_path(path) && kinds.get(path).is_some_and(|e| e.kind == Kind::File);
+        for (role, path) in self.package.scripts.all() {
+            if !is_package_file(path) {
+                return bad(format!("the {role} script {path:?} is not a file under .package/"));
+            }
+        }
+        if let Some(eula) = &self.package.eula
+            && !is_package_file(eula)
+        {
+            return bad(format!("the EULA {eula:?} is not a file under .package/"));
+        }
+        for removed in &self.package.remove {
+            if let Err(reason) = paths::check_entry_path(removed) {
+                return Err(Error::UnsafePath { path: removed.clone(), reason });
+            }
+            if is_package_path(removed) || kinds.contains_key(removed.as_str()) {
+                return bad(format!("{removed:?} is both removed and part of the package"));
+            }
+        }
+        if self.package.scripts.post_install_undo.is_some() && self.package.scripts.post_install.is_none() {
+            return bad("a post-install undo script without a post-install script".into());
+        }
+        self.validate_members()?;
+        crate::layout::validate(self)
+    }
+
+    fn validate_members(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::malformed("header", None, reason));
+        let mut offset = self.payload.directory.as_ref().map_or(0, |d| d.size);
+        let mut raw_offset = 0u64;
+        for (index, member) in self.payload.members.iter().enumerate() {
+            if member.offset != offset || member.raw_offset != raw_offset {
+                return bad(format!("payload member {index} does not follow the one before it"));
+            }
+            if member.size == 0 || member.raw_size == 0 {
+                return bad(format!("payload member {index} is empty"));
+            }
+            if index == 0 && member.continues {
+                return bad("the first payload member cannot continue another".into());
+            }
+            offset = offset
+                .checked_add(member.size)
+                .ok_or_else(|| Error::malformed("header", None, "member sizes overflow"))?;
+            raw_offset = raw_offset
+                .checked_add(member.raw_size)
+                .ok_or_else(|| Error::malformed("header", None, "member sizes overflow"))?;
+        }
+        if offset != self.payload.size {
+            return bad(format!(
+                "payload members cover {offset} bytes but the payload has {} (bytes not accounted for)",
+                self.payload.size
+            ));
+        }
+        if raw_offset != self.payload.raw_size {
+            return bad("payload members do not add up to the uncompressed size".into());
+        }
+        Ok(())
+    }
+
+    /// The entry with this path.
+    pub fn find(&self, path: &str) -> Option<&FileEntry> {
+        self.files.binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &self.files[i])
+    }
+
+    /// Total size of regular files.
+    pub fn expanded_size(&self) -> u64 {
+        self.files.iter().map(|e| e.size).sum()
+    }
+
+    /// The text signed in minisign's trusted comment for this header.
+    pub fn trusted_comment(&self) -> String {
+        format!("upkg package id={} version={} build={}", self.package.id, self.package.version, self.package.build)
+    }
+}
+
+/// The newest minor version this reader knows (a function, so the comparison above
+/// reads the same when it is no longer zero).
+fn known_minor() -> u16 {
+    FORMAT_MINOR
+}
+
+/// Identifiers (package and product ids): 1 to 128 of `A-Z a-z 0-9 . _ + -`, starting with a letter or digit.
+pub fn check_identifier(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::malformed(
+            "header",
+            None,
+            format!(
+                "{what} {id:?} must be 1 to 128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+            ),
+        ))
+    }
+}

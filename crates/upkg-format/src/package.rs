@@ -1,0 +1,363 @@
+//! Opening a package: a package file (stub, payload, header, signature, trailer)
+//! or an expanded tree (the files plus `.package/header.json` and its signature).
+//!
+//! Opening reads and checks everything but the stub and payload bytes: the
+//! trailer, the header's digest and rules, the signature block's form, and that
+//! the parts agree with each other. Checking the payload is [`crate::payload`]'s job.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, Result};
+use crate::header::{Header, MAX_HEADER_LEN};
+use crate::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
+use crate::sign::SignatureBlock;
+use crate::trailer::{TRAILER_LEN, Trailer};
+
+/// Largest signature block accepted.
+pub const MAX_SIGNATURE_LEN: u64 = 4096;
+
+/// A byte range of the package file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Range {
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub size: u64,
+}
+
+impl Range {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.size
+    }
+}
+
+/// Where each part of a package file lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    /// The stub (size 0 when there is none).
+    pub stub: Range,
+    /// The payload.
+    pub payload: Range,
+    /// The signed header.
+    pub header: Range,
+    /// The signature block (size 0 when unsigned).
+    pub signature: Range,
+    /// The trailer.
+    pub trailer: Range,
+}
+
+/// An opened package file.
+#[derive(Debug)]
+pub struct PackageFile {
+    path: PathBuf,
+    file: File,
+    trailer: Trailer,
+    header_bytes: Vec<u8>,
+    header: Header,
+    signature: Option<SignatureBlock>,
+}
+
+impl PackageFile {
+    /// Opens `path` and checks its structure (not the stub or payload bytes).
+    pub fn open(path: &Path) -> Result<PackageFile> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len < TRAILER_LEN as u64 {
+            return Err(Error::NotAPackage {
+                path: path.to_owned(),
+                reason: format!("it is {len} bytes long, shorter than a package trailer"),
+            });
+        }
+        let mut trailer_bytes = [0u8; TRAILER_LEN];
+        file.read_exact_at(&mut trailer_bytes, len - TRAILER_LEN as u64).map_err(|e| Error::io(path, e))?;
+        let trailer = Trailer::decode(&trailer_bytes, len)?;
+        if trailer.header_len > MAX_HEADER_LEN {
+            return Err(Error::Limit { what: "header size".into(), limit: MAX_HEADER_LEN, actual: trailer.header_len });
+        }
+        if trailer.signature_len > MAX_SIGNATURE_LEN {
+            return Err(Error::malformed(
+                "signature block",
+                Some(trailer.signature_offset()),
+                format!(
+                    "it is {} bytes, more than the {MAX_SIGNATURE_LEN} a minisign signature can be",
+                    trailer.signature_len
+                ),
+            ));
+        }
+        let mut header_bytes = vec![0u8; trailer.header_len as usize];
+        file.read_exact_at(&mut header_bytes, trailer.header_offset()).map_err(|e| Error::io(path, e))?;
+        let actual = Digest::of(&header_bytes);
+        if actual.0 != trailer.header_sha256 {
+            return Err(Error::DigestMismatch {
+                what: "the header".into(),
+                offset: Some(trailer.header_offset()),
+                expected: Digest(trailer.header_sha256).to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        let header = Header::parse(&header_bytes, trailer.header_offset())?;
+        let inconsistent = |reason: String| Err(Error::malformed("header", Some(trailer.header_offset()), reason));
+        if header.format.minor != trailer.minor {
+            return inconsistent(format!(
+                "it says format 1.{} but the trailer says 1.{}",
+                header.format.minor, trailer.minor
+            ));
+        }
+        if header.stub.as_ref().map_or(0, |s| s.size) != trailer.stub_len {
+            return inconsistent(format!("its stub size does not match the trailer's {}", trailer.stub_len));
+        }
+        if header.stub.as_ref().is_some_and(|s| s.size == 0) {
+            return inconsistent("it lists an empty stub".into());
+        }
+        if header.payload.size != trailer.payload_len {
+            return inconsistent(format!("its payload size does not match the trailer's {}", trailer.payload_len));
+        }
+        let signature = if trailer.signature_len == 0 {
+            None
+        } else {
+            let mut bytes = vec![0u8; trailer.signature_len as usize];
+            file.read_exact_at(&mut bytes, trailer.signature_offset()).map_err(|e| Error::io(path, e))?;
+            Some(parse_signature(&bytes, &header, Some(trailer.signature_offset()))?)
+        };
+        Ok(PackageFile { path: path.to_owned(), file, trailer, header_bytes, header, signature })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The exact signed header bytes.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// The signature block, if the package is signed.
+    pub fn signature(&self) -> Option<&SignatureBlock> {
+        self.signature.as_ref()
+    }
+
+    /// The open file, for positioned reads of the payload.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The decoded trailer.
+    pub fn trailer(&self) -> &Trailer {
+        &self.trailer
+    }
+
+    /// Where each part of the file lies.
+    pub fn layout(&self) -> Layout {
+        let t = &self.trailer;
+        Layout {
+            stub: Range { offset: 0, size: t.stub_len },
+            payload: Range { offset: t.payload_offset(), size: t.payload_len },
+            header: Range { offset: t.header_offset(), size: t.header_len },
+            signature: Range { offset: t.signature_offset(), size: t.signature_len },
+            trailer: Range { offset: t.trailer_offset(), size: TRAILER_LEN as u64 },
+        }
+    }
+
+    /// Verifies the stub's bytes against the catalog.
+    pub fn verify_stub(&self) -> Result<()> {
+        let Some(stub) = &self.header.stub else { return Ok(()) };
+        let range = self.layout().stub;
+        let (actual, _) = self.hash_range(range)?;
+        if actual != stub.sha256 {
+            return Err(Error::DigestMismatch {
+                what: "the stub (the executable part of the package)".into(),
+                offset: Some(0),
+                expected: stub.sha256.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of a byte range of the file.
+    pub fn hash_range(&self, range: Range) -> Result<(Digest, u64)> {
+        let mut reader = HashingReader::new(RangeReader::new(&self.file, range));
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io(&self.path, e))?;
+        Ok(reader.finish())
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+fn parse_signature(bytes: &[u8], header: &Header, offset: Option<u64>) -> Result<SignatureBlock> {
+    let block = SignatureBlock::decode(bytes).map_err(|reason| Error::malformed("signature block", offset, reason))?;
+    if block.trusted_comment != header.trusted_comment() {
+        return Err(Error::malformed(
+            "signature block",
+            offset,
+            format!(
+                "its trusted comment {:?} does not name this package ({:?})",
+                block.trusted_comment,
+                header.trusted_comment()
+            ),
+        ));
+    }
+    Ok(block)
+}
+
+/// A `Read` over a byte range of a file, by positioned reads (so several may share one file).
+pub struct RangeReader<'a> {
+    file: &'a File,
+    position: u64,
+    end: u64,
+}
+
+impl<'a> RangeReader<'a> {
+    /// Reads `range` of `file`.
+    pub fn new(file: &'a File, range: Range) -> Self {
+        RangeReader { file, position: range.offset, end: range.end() }
+    }
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min((self.end - self.position) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.position)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the package file is shorter than it was",
+            ));
+        }
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+/// An expanded package tree (the result of `pkgrun -x`).
+#[derive(Debug)]
+pub struct ExpandedTree {
+    root: PathBuf,
+    header_bytes: Vec<u8>,
+    header: Header,
+    signature: Option<SignatureBlock>,
+}
+
+impl ExpandedTree {
+    /// Opens the tree at `root` by reading its header and signature.
+    pub fn open(root: &Path) -> Result<ExpandedTree> {
+        let header_path = root.join(EXPANDED_HEADER);
+        let header_bytes = match std::fs::read(&header_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAPackage {
+                    path: root.to_owned(),
+                    reason: format!("it is a directory without {EXPANDED_HEADER} (not an expanded package)"),
+                });
+            }
+            Err(e) => return Err(Error::io(header_path, e)),
+        };
+        if header_bytes.len() as u64 > MAX_HEADER_LEN {
+            return Err(Error::Limit {
+                what: "header size".into(),
+                limit: MAX_HEADER_LEN,
+                actual: header_bytes.len() as u64,
+            });
+        }
+        let header = Header::parse(&header_bytes, 0)?;
+        let signature_path = root.join(EXPANDED_SIGNATURE);
+        let signature = match std::fs::read(&signature_path) {
+            Ok(bytes) => Some(parse_signature(&bytes, &header, None)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(signature_path, e)),
+        };
+        Ok(ExpandedTree { root: root.to_owned(), header_bytes, header, signature })
+    }
+
+    /// The tree's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The exact signed header bytes.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// The signature block, if the package is signed.
+    pub fn signature(&self) -> Option<&SignatureBlock> {
+        self.signature.as_ref()
+    }
+}
+
+/// A package in either form.
+#[derive(Debug)]
+pub enum Package {
+    /// A package file (self-extracting or not).
+    File(PackageFile),
+    /// An expanded tree.
+    Tree(ExpandedTree),
+}
+
+impl Package {
+    /// Opens a package file, or an expanded tree when `path` is a directory.
+    pub fn open(path: &Path) -> Result<Package> {
+        let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if metadata.is_dir() {
+            Ok(Package::Tree(ExpandedTree::open(path)?))
+        } else {
+            Ok(Package::File(PackageFile::open(path)?))
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        match self {
+            Package::File(p) => p.header(),
+            Package::Tree(t) => t.header(),
+        }
+    }
+
+    /// The exact signed header bytes.
+    pub fn header_bytes(&self) -> &[u8] {
+        match self {
+            Package::File(p) => p.header_bytes(),
+            Package::Tree(t) => t.header_bytes(),
+        }
+    }
+
+    /// The signature block, if the package is signed.
+    pub fn signature(&self) -> Option<&SignatureBlock> {
+        match self {
+            Package::File(p) => p.signature(),
+            Package::Tree(t) => t.signature(),
+        }
+    }
+
+    /// The path the package was opened from.
+    pub fn path(&self) -> &Path {
+        match self {
+            Package::File(p) => &p.path,
+            Package::Tree(t) => &t.root,
+        }
+    }
+}

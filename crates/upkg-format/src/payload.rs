@@ -1,0 +1,463 @@
+//! Reading the payload: members verified before they are decoded, grouped into
+//! units that decode independently, and walked entry by entry against the catalog
+//! (spec sections "Members" and "Reading").
+//!
+//! Every member's compressed bytes are read into memory and checked against the
+//! catalog's SHA-256 before a decoder sees them, so decoders and parsers only ever
+//! work on authenticated bytes. File contents are hashed again as they are
+//! produced and compared with the catalog when each file ends.
+
+use std::io::{self, Cursor, Read, Write};
+use std::ops::Range;
+
+use crate::cabfmt::{self, FolderDecoder};
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, Result};
+use crate::header::{Codec, FileEntry, Header, Kind};
+use crate::layout;
+use crate::package::PackageFile;
+use crate::tarfmt;
+
+/// Stand-in path of errors raised while decoding, before they are attributed to a member.
+const PAYLOAD: &str = "<payload>";
+
+/// Largest member a reader accepts; members are held in memory while verified.
+pub const MAX_MEMBER_SIZE: u64 = 64 << 20;
+/// Largest zstd window a reader accepts (2^25 bytes).
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 25;
+
+/// A run of members that decode together: one or more members that start at an
+/// entry boundary (tar) or a folder (cab), with the members that continue them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Member indices.
+    pub members: Range<usize>,
+    /// Range of the uncompressed stream.
+    pub raw: Range<u64>,
+    /// Catalog indices of the entries whose bytes start in the unit, in stream order
+    /// (tar: every kind; cab: regular files only).
+    pub entries: Vec<usize>,
+    /// Compressed bytes in the unit.
+    pub size: u64,
+}
+
+/// The units of a (validated) header, in payload order.
+pub fn units(header: &Header) -> Vec<Unit> {
+    let members = &header.payload.members;
+    let mut units: Vec<Unit> = Vec::new();
+    match header.payload.codec {
+        Codec::TarZstd | Codec::TarGzip => {
+            for (index, member) in members.iter().enumerate() {
+                match units.last_mut() {
+                    Some(unit) if member.continues => {
+                        unit.members.end = index + 1;
+                        unit.raw.end += member.raw_size;
+                        unit.size += member.size;
+                    }
+                    _ => units.push(Unit {
+                        members: index..index + 1,
+                        raw: member.raw_offset..member.raw_offset + member.raw_size,
+                        entries: Vec::new(),
+                        size: member.size,
+                    }),
+                }
+            }
+            let unit_of_member = unit_index_by_member(&units, members.len());
+            for (index, entry) in header.files.iter().enumerate() {
+                if let Some(member) = entry.member {
+                    units[unit_of_member[member as usize]].entries.push(index);
+                }
+            }
+        }
+        Codec::Cab => {
+            let folders = cabfmt::folders(header);
+            for folder in &folders {
+                units.push(Unit {
+                    members: folder.members.clone(),
+                    raw: folder.raw_offset..folder.raw_offset + folder.raw_size,
+                    entries: Vec::new(),
+                    size: members[folder.members.clone()].iter().map(|m| m.size).sum(),
+                });
+            }
+            for (index, entry) in header.files.iter().enumerate() {
+                if entry.kind == Kind::File {
+                    units[layout::cab_folder_of(&folders, entry) as usize].entries.push(index);
+                }
+            }
+        }
+    }
+    units
+}
+
+fn unit_index_by_member(units: &[Unit], member_count: usize) -> Vec<usize> {
+    let mut map = vec![0; member_count];
+    for (unit_index, unit) in units.iter().enumerate() {
+        for member in unit.members.clone() {
+            map[member] = unit_index;
+        }
+    }
+    map
+}
+
+/// Checks the cabinet's header and tables: their digest, then that they are
+/// exactly what the catalog implies. Does nothing for tar payloads.
+pub fn verify_directory(package: &PackageFile, header: &Header) -> Result<()> {
+    let Some(directory) = &header.payload.directory else { return Ok(()) };
+    let offset = package.layout().payload.offset;
+    let mut bytes = vec![0u8; directory.size as usize];
+    package.read_exact_at(&mut bytes, offset)?;
+    let actual = Digest::of(&bytes);
+    if actual != directory.sha256 {
+        return Err(Error::DigestMismatch {
+            what: "the cabinet directory (header and file tables)".into(),
+            offset: Some(offset),
+            expected: directory.sha256.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    let folders = cabfmt::folders(header);
+    let expected = cabfmt::encode_directory(header, &folders, &|entry| layout::cab_folder_of(&folders, entry));
+    if let Some(at) =
+        bytes.iter().zip(&expected).position(|(a, b)| a != b).or((bytes.len() != expected.len()).then_some(0))
+    {
+        return Err(Error::malformed(
+            "the cabinet directory",
+            Some(offset + at as u64),
+            "it does not match what the signed catalog describes",
+        ));
+    }
+    Ok(())
+}
+
+/// Walks a unit: calls `visit` for every regular file with a reader of its
+/// contents, after checking every other byte of the unit against the catalog;
+/// checks each file's size and digest once `visit` returns (reading whatever
+/// `visit` left unread). `visit` may write what it reads anywhere but its final
+/// place: the contents are only known good when this function returns `Ok`.
+pub fn walk_unit(
+    package: &PackageFile,
+    header: &Header,
+    unit: &Unit,
+    visit: &mut dyn FnMut(usize, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let mut stream = UnitStream::new(package, header, unit.members.clone());
+    let result = walk_entries(header, unit, &mut stream, visit);
+    result.map_err(|e| stream.explain(e))
+}
+
+fn walk_entries(
+    header: &Header,
+    unit: &Unit,
+    stream: &mut UnitStream<'_>,
+    visit: &mut dyn FnMut(usize, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let mut position = unit.raw.start;
+    for &index in &unit.entries {
+        let entry = &header.files[index];
+        if entry.offset != Some(position) {
+            return Err(stream.malformed(format!("{:?} does not start where the catalog says", entry.path)));
+        }
+        position += read_entry_bytes(header, entry, index, stream, visit)?;
+    }
+    if header.payload.codec.is_tar() && unit.raw.end == header.payload.raw_size {
+        let mut marker = [0u8; tarfmt::END_OF_ARCHIVE as usize];
+        stream.read_exact(&mut marker).map_err(io_to_error)?;
+        if marker.iter().any(|&b| b != 0) {
+            return Err(stream.malformed("the tar end-of-archive blocks are not zero".into()));
+        }
+        position += tarfmt::END_OF_ARCHIVE;
+    }
+    let mut extra = [0u8; 1];
+    if position != unit.raw.end || stream.read(&mut extra).map_err(io_to_error)? != 0 {
+        return Err(stream.malformed("it holds bytes the catalog does not account for".into()));
+    }
+    Ok(())
+}
+
+/// Reads one entry at the stream's position; returns the bytes it spans.
+fn read_entry_bytes(
+    header: &Header,
+    entry: &FileEntry,
+    index: usize,
+    stream: &mut UnitStream<'_>,
+    visit: &mut dyn FnMut(usize, &mut dyn Read) -> Result<()>,
+) -> Result<u64> {
+    let tar = header.payload.codec.is_tar();
+    let mut span = 0;
+    if tar {
+        let expected = tarfmt::encode_records(entry, header.package.created);
+        let mut found = vec![0u8; expected.len()];
+        stream.read_exact(&mut found).map_err(io_to_error)?;
+        if found != expected {
+            return Err(stream.malformed(format!(
+                "the tar header of {:?} does not match the signed catalog (name, type, mode, size or link differ)",
+                entry.path
+            )));
+        }
+        span += expected.len() as u64;
+    }
+    if entry.kind == Kind::File {
+        let expected = entry.sha256.expect("validated: files have digests");
+        let mut data = HashingReader::new((&mut *stream).take(entry.size));
+        visit(index, &mut data)?;
+        io::copy(&mut data, &mut io::sink()).map_err(io_to_error)?;
+        let (actual, count) = data.finish();
+        if count != entry.size {
+            return Err(stream.malformed(format!("{:?} is cut short ({count} of {} bytes)", entry.path, entry.size)));
+        }
+        if actual != expected {
+            return Err(Error::DigestMismatch {
+                what: format!("file {:?}", entry.path),
+                offset: None,
+                expected: expected.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        span += entry.size;
+        if tar {
+            let padding = tarfmt::padded(entry.size) - entry.size;
+            let mut zeros = vec![0u8; padding as usize];
+            stream.read_exact(&mut zeros).map_err(io_to_error)?;
+            if zeros.iter().any(|&b| b != 0) {
+                return Err(stream.malformed(format!("the tar padding after {:?} is not zero", entry.path)));
+            }
+            span += padding;
+        }
+    }
+    Ok(span)
+}
+
+/// Reads one regular file's contents into `out`, decoding only the members that hold it.
+pub fn read_file(package: &PackageFile, header: &Header, index: usize, out: &mut dyn Write) -> Result<()> {
+    let entry = &header.files[index];
+    if entry.kind != Kind::File {
+        return Err(Error::malformed("catalog", None, format!("{:?} is not a regular file", entry.path)));
+    }
+    let Some(member) = entry.member.map(|m| m as usize) else {
+        // Only empty files of a cabinet without data have no member.
+        return Ok(());
+    };
+    let unit_end = header.payload.members[member + 1..]
+        .iter()
+        .position(|m| !m.continues)
+        .map_or(header.payload.members.len(), |p| member + 1 + p);
+    let mut stream = UnitStream::new(package, header, member..unit_end);
+    let skip = entry.offset.expect("validated") - header.payload.members[member].raw_offset;
+    let result = (|| {
+        io::copy(&mut (&mut stream).take(skip), &mut io::sink()).map_err(io_to_error)?;
+        read_entry_bytes(header, entry, index, &mut stream, &mut |_, data| {
+            io::copy(data, out).map_err(|e| Error::io("<output>", e))?;
+            Ok(())
+        })
+        .map(drop)
+    })();
+    result.map_err(|e| stream.explain(e))
+}
+
+/// The uncompressed bytes of a run of members, each verified before it is decoded.
+struct UnitStream<'a> {
+    package: &'a PackageFile,
+    header: &'a Header,
+    members: Range<usize>,
+    next: usize,
+    current: Option<MemberDecoder>,
+    /// Index of the member being decoded (for messages).
+    member: usize,
+    produced: u64,
+    raw_position: u64,
+    cab_history: FolderDecoder,
+}
+
+enum MemberDecoder {
+    Zstd(zstd::stream::read::Decoder<'static, Cursor<Vec<u8>>>),
+    Gzip(Box<flate2::bufread::GzDecoder<Cursor<Vec<u8>>>>),
+    Cab { compressed: Vec<u8>, position: usize, block: Vec<u8>, served: usize },
+}
+
+impl<'a> UnitStream<'a> {
+    fn new(package: &'a PackageFile, header: &'a Header, members: Range<usize>) -> Self {
+        let raw_position = header.payload.members.get(members.start).map_or(0, |m| m.raw_offset);
+        UnitStream {
+            package,
+            header,
+            next: members.start,
+            member: members.start,
+            members,
+            current: None,
+            produced: 0,
+            raw_position,
+            cab_history: FolderDecoder::new(),
+        }
+    }
+
+    fn member_offset(&self) -> u64 {
+        let member = self.header.payload.members.get(self.member).map_or(0, |m| m.offset);
+        self.package.layout().payload.offset + member
+    }
+
+    fn malformed(&self, reason: String) -> Error {
+        Error::malformed(format!("payload member {}", self.member), Some(self.member_offset()), reason)
+    }
+
+    /// Turns a decoder's or reader's error into one that names the member.
+    fn explain(&self, error: Error) -> Error {
+        match error {
+            Error::Io { path, source } if path.as_os_str() == PAYLOAD => {
+                self.malformed(format!("it does not decode: {source}"))
+            }
+            other => other,
+        }
+    }
+
+    fn open_next(&mut self) -> Result<()> {
+        let index = self.next;
+        let member = &self.header.payload.members[index];
+        self.member = index;
+        if member.size > MAX_MEMBER_SIZE {
+            return Err(Error::Limit {
+                what: format!("payload member {index}"),
+                limit: MAX_MEMBER_SIZE,
+                actual: member.size,
+            });
+        }
+        let offset = self.package.layout().payload.offset + member.offset;
+        let mut compressed = vec![0u8; member.size as usize];
+        self.package.read_exact_at(&mut compressed, offset)?;
+        let actual = Digest::of(&compressed);
+        if actual != member.sha256 {
+            return Err(Error::DigestMismatch {
+                what: format!("payload member {index} (bytes {offset}..{})", offset + member.size),
+                offset: Some(offset),
+                expected: member.sha256.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        let decoder = match self.header.payload.codec {
+            Codec::TarZstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(Cursor::new(compressed))
+                    .map_err(|e| self.malformed(format!("zstd: {e}")))?
+                    .single_frame();
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| self.malformed(format!("zstd: {e}")))?;
+                MemberDecoder::Zstd(decoder)
+            }
+            Codec::TarGzip => MemberDecoder::Gzip(Box::new(flate2::bufread::GzDecoder::new(Cursor::new(compressed)))),
+            Codec::Cab => {
+                if !member.continues {
+                    self.cab_history = FolderDecoder::new();
+                }
+                MemberDecoder::Cab { compressed, position: 0, block: Vec::new(), served: 0 }
+            }
+        };
+        self.current = Some(decoder);
+        self.produced = 0;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Ends the current member: it must have produced exactly its raw size from all of its bytes.
+    fn close_current(&mut self) -> Result<()> {
+        let member = &self.header.payload.members[self.member];
+        let leftover = match self.current.take() {
+            Some(MemberDecoder::Zstd(decoder)) => remaining(decoder.get_ref()),
+            Some(MemberDecoder::Gzip(decoder)) => remaining(decoder.get_ref()),
+            Some(MemberDecoder::Cab { compressed, position, .. }) => compressed.len() - position,
+            None => 0,
+        };
+        if leftover != 0 {
+            return Err(self.malformed(format!("{leftover} bytes follow its compressed data")));
+        }
+        if self.produced != member.raw_size {
+            return Err(
+                self.malformed(format!("it decodes to {} bytes, the catalog says {}", self.produced, member.raw_size))
+            );
+        }
+        Ok(())
+    }
+
+    fn read_member(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let last = &self.header.payload.members[self.members.end - 1];
+        let unit_end = last.raw_offset + last.raw_size;
+        let raw_position = self.raw_position;
+        let history = &mut self.cab_history;
+        match self.current.as_mut().expect("a member is open") {
+            MemberDecoder::Zstd(decoder) => decoder.read(buf),
+            MemberDecoder::Gzip(decoder) => decoder.read(buf),
+            MemberDecoder::Cab { compressed, position, block, served } => {
+                if *served == block.len() && *position < compressed.len() {
+                    let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+                    let (data, size, len) = cabfmt::split_data_block(&compressed[*position..]).map_err(invalid)?;
+                    // Every block holds 32 KiB but a folder's last.
+                    let expected = (unit_end - raw_position).min(cabfmt::BLOCK_SIZE as u64) as usize;
+                    if size != expected {
+                        return Err(invalid(format!(
+                            "a cabinet block holds {size} bytes where {expected} are expected"
+                        )));
+                    }
+                    block.clear();
+                    history.decode_block(data, size, block).map_err(invalid)?;
+                    *served = 0;
+                    *position += len;
+                }
+                let n = buf.len().min(block.len() - *served);
+                buf[..n].copy_from_slice(&block[*served..*served + n]);
+                *served += n;
+                Ok(n)
+            }
+        }
+    }
+}
+
+fn remaining(cursor: &Cursor<Vec<u8>>) -> usize {
+    cursor.get_ref().len() - cursor.position() as usize
+}
+
+impl Read for UnitStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.current.is_none() {
+                if self.next == self.members.end {
+                    return Ok(0);
+                }
+                self.open_next().map_err(error_to_io)?;
+            }
+            let n = self.read_member(buf).map_err(|e| error_to_io(self.explain(Error::io(PAYLOAD, e))))?;
+            if n > 0 {
+                self.produced += n as u64;
+                self.raw_position += n as u64;
+                let raw_size = self.header.payload.members[self.member].raw_size;
+                if self.produced > raw_size {
+                    return Err(error_to_io(
+                        self.malformed(format!("it decodes to more than the {raw_size} bytes the catalog says")),
+                    ));
+                }
+                return Ok(n);
+            }
+            self.close_current().map_err(error_to_io)?;
+        }
+    }
+}
+
+/// Carries a format error through `io::Read`.
+fn error_to_io(error: Error) -> io::Error {
+    io::Error::other(error)
+}
+
+/// Recovers a format error carried through `io::Read`, or wraps a plain I/O error.
+fn io_to_error(error: io::Error) -> Error {
+    if error.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return *error.into_inner().expect("checked").downcast::<Error>().expect("checked");
+    }
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        return Error::malformed("payload", None, "a unit ends before the entries the catalog lists in it");
+    }
+    Error::io(PAYLOAD, error)
+}
+
+/// Converts an error from reading a file's contents in [`walk_unit`]'s `visit`
+/// back into the format error it carries (a digest mismatch, a damaged member).
+pub fn read_error(error: io::Error) -> Error {
+    io_to_error(error)
+}

@@ -1,0 +1,190 @@
+//! Full verification without writing anything: every byte of a package file,
+//! or every entry of an expanded tree, against the signed catalog.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use upkg_format::header::Kind;
+use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
+use upkg_format::payload::{self, Unit};
+use upkg_format::{Digest, Error, ExpandedTree, Package, PackageFile};
+
+use crate::error::{TreeProblem, UnpackError};
+use crate::write::for_each_unit;
+
+/// What a check covered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// Payload members verified (0 for an expanded tree).
+    pub members: u64,
+    /// Regular files whose contents were verified.
+    pub files: u64,
+    /// Bytes of file contents verified.
+    pub bytes: u64,
+}
+
+/// Verifies a package in either form.
+pub fn check(package: &Package, threads: usize, progress: &(dyn Fn(u64) + Sync)) -> Result<CheckReport, UnpackError> {
+    match package {
+        Package::File(file) => check_file(file, threads, progress),
+        Package::Tree(tree) => check_tree(tree, threads, progress),
+    }
+}
+
+/// Verifies the stub, the cabinet directory, every member and every file of a package file.
+pub fn check_file(
+    package: &PackageFile,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CheckReport, UnpackError> {
+    let header = package.header();
+    package.verify_stub()?;
+    payload::verify_directory(package, header)?;
+    let units = payload::units(header);
+    let all: Vec<&Unit> = units.iter().collect();
+    let files = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    for_each_unit(&all, threads, &|unit| {
+        let mut visit = |_: usize, data: &mut dyn Read| -> Result<(), Error> {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = data.read(&mut buf).map_err(payload::read_error)?;
+                if n == 0 {
+                    break;
+                }
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                progress(n as u64);
+            }
+            files.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        payload::walk_unit(package, header, unit, &mut visit).map_err(UnpackError::Format)
+    })?;
+    let empty_without_member =
+        header.files.iter().filter(|e| e.kind == Kind::File && e.member.is_none()).count() as u64;
+    Ok(CheckReport {
+        members: header.payload.members.len() as u64,
+        files: files.into_inner() + empty_without_member,
+        bytes: bytes.into_inner(),
+    })
+}
+
+/// Verifies an expanded tree: every catalog entry present with its kind, mode,
+/// size, digest or link target, and nothing else in the tree.
+pub fn check_tree(
+    tree: &ExpandedTree,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CheckReport, UnpackError> {
+    let root = tree.root();
+    let header = tree.header();
+    let problems = Mutex::new(Vec::new());
+    let report = |path: &str, kind: &'static str, detail: String| {
+        problems.lock().expect("problems lock").push(TreeProblem { path: path.to_owned(), kind, detail });
+    };
+    let bytes = AtomicU64::new(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| UnpackError::io("<threads>", std::io::Error::other(e)))?;
+    pool.install(|| {
+        header.files.par_iter().for_each(|entry| {
+            let path = root.join(&entry.path);
+            let metadata = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return report(&entry.path, "missing", "not in the tree".into());
+                }
+                Err(e) => return report(&entry.path, "unreadable", e.to_string()),
+            };
+            let file_type = metadata.file_type();
+            let actual_kind = if file_type.is_symlink() {
+                Kind::Symlink
+            } else if file_type.is_dir() {
+                Kind::Dir
+            } else if file_type.is_file() {
+                Kind::File
+            } else {
+                return report(&entry.path, "wrong-kind", "a special file".into());
+            };
+            if actual_kind != entry.kind {
+                return report(
+                    &entry.path,
+                    "wrong-kind",
+                    format!("expected a {:?}, found a {actual_kind:?}", entry.kind).to_lowercase(),
+                );
+            }
+            if entry.kind != Kind::Symlink && metadata.mode() & 0o7777 != entry.mode.0 {
+                return report(
+                    &entry.path,
+                    "wrong-mode",
+                    format!("mode {:04o}, expected {:04o}", metadata.mode() & 0o7777, entry.mode.0),
+                );
+            }
+            match entry.kind {
+                Kind::Dir => {}
+                Kind::Symlink => {
+                    let target =
+                        std::fs::read_link(&path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+                    if Some(&target) != entry.target.as_ref() {
+                        report(&entry.path, "wrong-target", format!("points to {target:?}"));
+                    }
+                }
+                Kind::File => match hash_file(&path, progress) {
+                    Ok((digest, size)) => {
+                        bytes.fetch_add(size, Ordering::Relaxed);
+                        if size != entry.size || Some(digest) != entry.sha256 {
+                            report(&entry.path, "modified", format!("{size} bytes, SHA-256 {digest}"));
+                        }
+                    }
+                    Err(e) => report(&entry.path, "unreadable", e.to_string()),
+                },
+            }
+        });
+    });
+    // Anything in the tree that the catalog does not list.
+    let listed: BTreeSet<&str> =
+        header.files.iter().map(|e| e.path.as_str()).chain([EXPANDED_HEADER, EXPANDED_SIGNATURE]).collect();
+    for item in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let item = item.map_err(|e| UnpackError::io(root, e.into()))?;
+        let relative = item.path().strip_prefix(root).expect("below root").to_string_lossy().into_owned();
+        let expected = listed.contains(relative.as_str())
+            || (relative == upkg_format::paths::PACKAGE_DIR && item.file_type().is_dir());
+        if !expected {
+            report(&relative, "unexpected", "not in the catalog".into());
+        }
+    }
+    let mut problems = problems.into_inner().expect("problems lock");
+    if !problems.is_empty() {
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        return Err(UnpackError::TreeMismatch { root: root.to_owned(), problems });
+    }
+    let files = header.files.iter().filter(|e| e.kind == Kind::File).count() as u64;
+    Ok(CheckReport { members: 0, files, bytes: bytes.into_inner() })
+}
+
+/// SHA-256 and size of a file, refusing to follow a link.
+pub fn hash_file(path: &Path, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<(Digest, u64)> {
+    let mut file = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        progress(n as u64);
+    }
+    Ok((Digest(hasher.finalize().into()), total))
+}

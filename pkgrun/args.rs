@@ -1,0 +1,161 @@
+//! Command-line arguments of `pkgrun` (clap structures only).
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+/// Verify, inspect, expand and install upkg update packages.
+///
+/// Run as `pkgrun PKG [ACTION]`, or run a self-extracting package directly
+/// (`./update.run [ACTION]`). PKG may also be a directory expanded with -x.
+#[derive(Debug, Parser)]
+#[command(name = "pkgrun", version, about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    /// Commands on installed targets.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The package file, or an expanded package directory.
+    #[arg(value_name = "PKG")]
+    pub package: Option<PathBuf>,
+
+    /// What to do with the package (installs it when none is given).
+    #[command(flatten)]
+    pub action: ActionArgs,
+
+    /// Which signers to trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+
+    /// Output.
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Installation.
+    #[command(flatten)]
+    pub install: InstallArgs,
+}
+
+/// The action on a package; at most one.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("action").multiple(false)))]
+pub struct ActionArgs {
+    /// Show what the package is: identity, signer, codec, sizes, applicability.
+    #[arg(long, group = "action")]
+    pub info: bool,
+    /// List every entry with its size, version and digest.
+    #[arg(long, group = "action")]
+    pub list: bool,
+    /// Verify everything (signature, catalog, every payload byte) without writing anything.
+    #[arg(long, group = "action")]
+    pub check: bool,
+    /// Show the space expanding needs on DIR's filesystem against its free space.
+    #[arg(long, value_name = "DIR", group = "action")]
+    pub estimate: Option<PathBuf>,
+    /// Verify and expand the package into DIR (new, or an empty directory).
+    #[arg(short = 'x', long = "extract", value_name = "DIR", group = "action")]
+    pub extract: Option<PathBuf>,
+    /// Show what installing would do on each target, without changing anything.
+    #[arg(long, group = "action")]
+    pub plan: bool,
+}
+
+/// Trust options.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Trust this public key (minisign .pub format); may be repeated.
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Vec<PathBuf>,
+    /// Directory of trusted *.pub keys [default: /etc/pkgrun/trusted-keys].
+    #[arg(long, value_name = "DIR", env = "PKGRUN_TRUSTED_KEYS")]
+    pub trusted_keys: Option<PathBuf>,
+    /// Accept a package signed by an unknown key: only its digests are checked.
+    #[arg(long)]
+    pub allow_untrusted: bool,
+    /// Accept an unsigned package: only its digests are checked.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+/// Output options.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Machine-readable output on standard output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No output but errors, and no prompts.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Progress, but no prompts.
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    pub passive: bool,
+    /// Threads for decoding and hashing (default: one per core, at least two).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+/// Installation options.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The target directory holding the product instance to update; may be repeated.
+    #[arg(long, value_name = "DIR")]
+    pub target: Vec<PathBuf>,
+    /// Update every registered instance that qualifies.
+    #[arg(long, conflicts_with = "target")]
+    pub all_instances: bool,
+    /// Accept the package's licence without showing it.
+    #[arg(long)]
+    pub accept_eula: bool,
+    /// Do not keep backups: the update cannot be uninstalled.
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Do not keep a copy of the package's files for `repair`.
+    #[arg(long)]
+    pub no_repair_copy: bool,
+    /// Never restart the machine (report that a restart is needed instead).
+    #[arg(long)]
+    pub norestart: bool,
+    /// Write a copy of the install log here too.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub log: Option<PathBuf>,
+    /// Install an older build over a newer one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Reinstall even when the same build is installed.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse, before changing anything, when files to replace are in use.
+    #[arg(long)]
+    pub fail_if_in_use: bool,
+}
+
+/// Commands on installed targets.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Remove an installed package: restore its backups, run its uninstall scripts.
+    Uninstall(UninstallArgs),
+    /// Show a target's product version and installed packages.
+    Status(TargetArgs),
+    /// Check every file the installer owns against its recorded digest.
+    Verify(TargetArgs),
+    /// Restore modified and missing files from the installer's kept copies.
+    Repair(TargetArgs),
+}
+
+/// `pkgrun uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The package id to remove.
+    pub id: String,
+    /// The target directory.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+}
+
+/// Commands that act on one target.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The target directory.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+}

@@ -1,0 +1,228 @@
+//! `pkgrun`: the runner, and the stub inside every self-extracting package.
+//!
+//! Run as `pkgrun PKG ...`, or as a package (`./update.run ...`): when its own
+//! executable ends with a package trailer it acts on itself. Arguments are turned
+//! into library calls here; every outcome maps to one exit code (README, "Exit
+//! codes"). None of the inspection, check or extraction modes runs any code from
+//! the package.
+
+mod args;
+mod inspect;
+mod outcome;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use upkg_cli::human;
+use upkg_cli::progress::Progress;
+use upkg_format::trust::{self, TrustPolicy};
+use upkg_format::{Package, Signer, TrustStore};
+use upkg_unpack::{Durability, WriteOptions};
+
+use args::{Cli, Command, TrustArgs};
+use outcome::{Outcome, UsageError};
+
+/// Where trusted keys are looked for when `PKGRUN_TRUSTED_KEYS` and `--trusted-keys` are not set.
+const DEFAULT_TRUSTED_KEYS: &str = "/etc/pkgrun/trusted-keys";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(arguments());
+    let json = cli.output.json;
+    match run(cli) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => outcome::report_error(&error, json),
+    }
+}
+
+/// The command line, with this executable inserted as the package when it is one.
+fn arguments() -> Vec<OsString> {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(exe) = self_package() {
+        const SUBCOMMANDS: [&str; 5] = ["uninstall", "status", "verify", "repair", "help"];
+        let is_subcommand = args.get(1).and_then(|a| a.to_str()).is_some_and(|a| SUBCOMMANDS.contains(&a));
+        if !is_subcommand {
+            args.insert(1, exe.into_os_string());
+        }
+    }
+    args
+}
+
+/// This executable's path, if a package is appended to it.
+fn self_package() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let file = std::fs::File::open(&exe).ok()?;
+    let len = file.metadata().ok()?.len();
+    let magic = upkg_format::trailer::MAGIC;
+    let mut end = [0u8; 8];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut end, len.checked_sub(8)?).ok()?;
+    (end == magic).then_some(exe)
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    if let Some(command) = cli.command {
+        return match command {
+            Command::Uninstall(_) | Command::Status(_) | Command::Verify(_) | Command::Repair(_) => {
+                Err(UsageError("installed-target commands are not available in this build".into()).into())
+            }
+        };
+    }
+    let Some(package_path) = cli.package.clone() else {
+        return Err(UsageError("no package given: run `pkgrun PKG --info`, or see `pkgrun --help`".into()).into());
+    };
+    let store = trust_store(&cli.trust)?;
+    let policy = TrustPolicy { allow_untrusted: cli.trust.allow_untrusted, allow_unsigned: cli.trust.allow_unsigned };
+    let threads = cli.output.threads.unwrap_or_else(upkg_unpack::write::default_threads).max(1);
+    let quiet = cli.output.quiet;
+    let json = cli.output.json;
+    let action = &cli.action;
+
+    let package = Package::open(&package_path)?;
+    let signer = trust::identify_signer(package.header_bytes(), package.signature(), &store)?;
+
+    if action.info {
+        if json {
+            print_json(&inspect::info_json(&package, &signer))?;
+        } else {
+            print!("{}", inspect::info_text(&package, &signer));
+        }
+        return Ok(Outcome::Success);
+    }
+    if action.list {
+        if json {
+            print_json(&serde_json::json!({ "files": package.header().files }))?;
+        } else {
+            print!("{}", inspect::list_text(package.header()));
+        }
+        return Ok(Outcome::Success);
+    }
+    if let Some(dir) = &action.estimate {
+        return estimate(&package, dir, json);
+    }
+
+    // Everything below uses the package's contents: the signer must be accepted.
+    trust::enforce(&signer, policy)?;
+    warn_if_unverified(&signer);
+
+    if action.check {
+        let progress = Progress::new(!quiet && !json, Some(package.header().expanded_size()), "checking");
+        let report = upkg_unpack::check(&package, threads, &|n| progress.add(n))?;
+        progress.finish();
+        let header = package.header();
+        if json {
+            print_json(&serde_json::json!({
+                "ok": true,
+                "id": header.package.id,
+                "version": header.package.version,
+                "build": header.package.build,
+                "signer": signer,
+                "members": report.members,
+                "files": report.files,
+                "bytes": report.bytes,
+            }))?;
+        } else if !quiet {
+            println!(
+                "OK: {} {} (build {}): signature {}; {} files ({}) in {} payload members verified.",
+                header.package.id,
+                header.package.version,
+                header.package.build,
+                short_signer(&signer),
+                report.files,
+                human::bytes(report.bytes),
+                report.members
+            );
+        }
+        return Ok(Outcome::Success);
+    }
+    if let Some(dir) = &action.extract {
+        let Package::File(file) = package else {
+            return Err(UsageError(format!(
+                "{} is already an expanded package: copy it, or check it with --check",
+                package_path.display()
+            ))
+            .into());
+        };
+        let progress = Progress::new(!quiet && !json, Some(file.header().expanded_size()), "expanding");
+        let options = WriteOptions { threads, durability: Durability::Batched, progress: &|n| progress.add(n) };
+        let report = upkg_unpack::expand(file, dir, &options)?;
+        progress.finish();
+        if json {
+            print_json(&report)?;
+        } else if !quiet {
+            eprintln!(
+                "Expanded {} files, {} directories and {} links ({}) into {}.",
+                report.written.files,
+                report.written.dirs,
+                report.written.symlinks,
+                human::bytes(report.written.bytes),
+                dir.display()
+            );
+            eprintln!("Verify it later, or from another machine, with: pkgrun {} --check", dir.display());
+        }
+        return Ok(Outcome::Success);
+    }
+    Err(UsageError(
+        "installing is not available in this build: use --info, --list, --check, --estimate DIR or -x DIR".into(),
+    )
+    .into())
+}
+
+fn estimate(package: &Package, dir: &Path, json: bool) -> Result<Outcome> {
+    let (header_len, signature_len) = match package {
+        Package::File(file) => (file.layout().header.size, file.layout().signature.size),
+        Package::Tree(_) => {
+            (package.header_bytes().len() as u64, package.signature().map_or(0, |s| s.encode().len() as u64))
+        }
+    };
+    let estimate = upkg_unpack::estimate(package.header(), header_len, signature_len, dir)?;
+    if json {
+        print_json(&serde_json::json!({ "path": dir, "estimate": estimate }))?;
+    } else {
+        let inodes = estimate
+            .free
+            .available_inodes
+            .map_or_else(|| "no inode limit".to_owned(), |n| format!("{} inodes", human::thousands(n)));
+        println!("Destination: {} (filesystem measured at {})", dir.display(), estimate.free.measured.display());
+        println!("Block size:  {} bytes", estimate.free.block_size);
+        println!("Needed:      {}, {} inodes", human::bytes(estimate.needed), human::thousands(estimate.needed_inodes));
+        println!("Available:   {}, {inodes}", human::bytes(estimate.free.available));
+        println!("Fits:        {}", if estimate.fits { "yes" } else { "NO" });
+    }
+    if estimate.fits { Ok(Outcome::Success) } else { Ok(Outcome::InsufficientSpace) }
+}
+
+fn short_signer(signer: &Signer) -> String {
+    match signer {
+        Signer::Trusted { key_id, .. } => format!("valid (trusted key {key_id})"),
+        Signer::Untrusted { key_id } => format!("NOT VERIFIED (untrusted key {key_id})"),
+        Signer::Unsigned => "NONE (unsigned)".to_owned(),
+    }
+}
+
+/// Says loudly, on standard error, that the signer could not be verified.
+fn warn_if_unverified(signer: &Signer) {
+    let reason = match signer {
+        Signer::Trusted { .. } => return,
+        Signer::Untrusted { key_id } => format!("this package is signed by key {key_id}, which is NOT TRUSTED"),
+        Signer::Unsigned => "this package is NOT SIGNED".to_owned(),
+    };
+    eprintln!("WARNING: {reason}.");
+    eprintln!("WARNING: only the digests in its header are checked, and anyone could have written that header.");
+}
+
+fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
+    let mut store = TrustStore::new();
+    let dir = args.trusted_keys.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_TRUSTED_KEYS));
+    store.add_dir(&dir).with_context(|| format!("reading trusted keys from {}", dir.display()))?;
+    for key in &args.trust {
+        store.add_file(key)?;
+    }
+    Ok(store)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
