@@ -92,6 +92,22 @@ pub struct OutputArgs {
     /// Threads for decoding and hashing (default: one per core, at least two).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// When written files are made durable: batched (one filesystem sync before
+    /// they are moved into place, the default), per-file (fsync each file), or
+    /// none (benchmarks only: a power cut may lose the files).
+    #[arg(long, global = true, value_enum, default_value = "batched", hide = true)]
+    pub durability: DurabilityArg,
+}
+
+/// `--durability` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// One sync of the filesystem before renaming into place.
+    Batched,
+    /// fsync every file.
+    PerFile,
+    /// No sync at all.
+    None,
 }
 
 /// Installation options.

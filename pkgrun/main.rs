@@ -123,15 +123,18 @@ fn run(cli: Cli) -> Result<Outcome> {
                 "bytes": report.bytes,
             }))?;
         } else if !quiet {
+            let source = match &package {
+                Package::File(_) => format!("{} payload members", report.members),
+                Package::Tree(_) => "the expanded tree".to_owned(),
+            };
             println!(
-                "OK: {} {} (build {}): signature {}; {} files ({}) in {} payload members verified.",
+                "OK: {} {} (build {}): signature {}; {} files, {}, verified in {source}.",
                 header.package.id,
                 header.package.version,
                 header.package.build,
                 short_signer(&signer),
                 report.files,
                 human::bytes(report.bytes),
-                report.members
             );
         }
         return Ok(Outcome::Success);
@@ -145,14 +148,19 @@ fn run(cli: Cli) -> Result<Outcome> {
             .into());
         };
         let progress = Progress::new(!quiet && !json, Some(file.header().expanded_size()), "expanding");
-        let options = WriteOptions { threads, durability: Durability::Batched, progress: &|n| progress.add(n) };
+        let durability = match cli.output.durability {
+            args::DurabilityArg::Batched => Durability::Batched,
+            args::DurabilityArg::PerFile => Durability::PerFile,
+            args::DurabilityArg::None => Durability::None,
+        };
+        let options = WriteOptions { threads, durability, progress: &|n| progress.add(n) };
         let report = upkg_unpack::expand(file, dir, &options)?;
         progress.finish();
         if json {
             print_json(&report)?;
         } else if !quiet {
             eprintln!(
-                "Expanded {} files, {} directories and {} links ({}) into {}.",
+                "Expanded {} files, {} directories and {} links, {}, into {}.",
                 report.written.files,
                 report.written.dirs,
                 report.written.symlinks,

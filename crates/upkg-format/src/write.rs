@@ -381,6 +381,13 @@ pub fn cab_directory_len(files: &[FileEntry], plan: &PayloadPlan) -> u64 {
 /// cannot produce a package that readers refuse.
 pub fn finish_bytes(header: &Header, key: Option<&SecretKey>) -> Result<Vec<u8>> {
     header.validate()?;
+    Ok(finish_bytes_unvalidated(header, key))
+}
+
+/// Like [`finish_bytes`] without validating the header first: a correctly signed
+/// and framed package whose contents may break any rule. Only for test vectors
+/// and tests of hostile input; readers must refuse what this can produce.
+pub fn finish_bytes_unvalidated(header: &Header, key: Option<&SecretKey>) -> Vec<u8> {
     let header_bytes = header.to_bytes();
     let signature = key.map(|k| k.sign(&header_bytes, &header.trusted_comment()).encode()).unwrap_or_default();
     let trailer = Trailer {
@@ -394,5 +401,5 @@ pub fn finish_bytes(header: &Header, key: Option<&SecretKey>) -> Result<Vec<u8>>
     let mut out = header_bytes;
     out.extend_from_slice(signature.as_bytes());
     out.extend_from_slice(&trailer.encode());
-    Ok(out)
+    out
 }
