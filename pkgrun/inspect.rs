@@ -146,7 +146,8 @@ pub fn info_text(package: &Package, signer: &Signer) -> String {
         add("File size", human::bytes(file.layout().trailer.end()));
     }
     let applies = &p.applies_to;
-    add("Applies to", format!("{}, {}", applies.product, applies.versions.describe()));
+    let fresh = if applies.fresh_install { "; also installs a new instance into an empty target" } else { "" };
+    add("Applies to", format!("{}, {}{fresh}", applies.product, applies.versions.describe()));
     if !applies.requires.is_empty() {
         add("Requires", applies.requires.join(", "));
     }

@@ -250,6 +250,7 @@ fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::P
             product: m.applies_to.product.get_ref().clone(),
             versions: m.applies_to.versions.clone(),
             requires: m.applies_to.requires.iter().map(|r| r.get_ref().clone()).collect(),
+            fresh_install: m.applies_to.fresh_install,
         },
         services: m
             .services

@@ -80,6 +80,9 @@ pub struct AppliesTo {
     /// Packages that must be installed first.
     #[serde(default)]
     pub requires: Vec<Spanned<String>>,
+    /// The package may create a new instance in an empty target (default false).
+    #[serde(default)]
+    pub fresh_install: bool,
 }
 
 /// One `[[files]]` rule.

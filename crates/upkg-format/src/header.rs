@@ -95,6 +95,9 @@ pub struct Applicability {
     pub versions: VersionReq,
     /// Package ids that must already be installed.
     pub requires: Vec<String>,
+    /// Whether the package may create a new instance in an empty target (a full
+    /// release), rather than only update an existing one.
+    pub fresh_install: bool,
 }
 
 /// A service to stop before changing files and start afterwards.
