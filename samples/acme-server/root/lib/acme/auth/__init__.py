@@ -1,0 +1,1 @@
+"""Authentication and sessions for Acme Server 2.2.0."""

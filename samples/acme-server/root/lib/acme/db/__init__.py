@@ -1,0 +1,1 @@
+"""Database access layer of Acme Server 2.2.0."""

@@ -1,0 +1,1 @@
+"""HTTP front end of Acme Server 2.2.0."""

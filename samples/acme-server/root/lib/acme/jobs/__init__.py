@@ -1,0 +1,1 @@
+"""Background jobs for Acme Server 2.2.0."""

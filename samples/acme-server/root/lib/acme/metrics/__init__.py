@@ -1,0 +1,1 @@
+"""Metrics and health checks for Acme Server 2.2.0."""

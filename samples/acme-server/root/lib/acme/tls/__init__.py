@@ -1,0 +1,1 @@
+"""TLS termination for Acme Server 2.2.0."""

@@ -1,0 +1,1 @@
+"""Small helpers used across Acme Server 2.2.0."""
