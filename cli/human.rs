@@ -13,6 +13,11 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// `n` with the singular or plural noun: `1 file`, `2 files`.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { singular } else { plural })
+}
+
 /// A byte count, exact and in binary units: `12,582,912 bytes (12.0 MiB)`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -45,6 +50,8 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(thousands(0), "0");
+        assert_eq!(count(1, "member", "members"), "1 member");
+        assert_eq!(count(1200, "directory", "directories"), "1,200 directories");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(bytes(512), "512 bytes");
         assert_eq!(bytes(12_582_912), "12,582,912 bytes (12.0 MiB)");

@@ -143,6 +143,10 @@ pub struct InstallArgs {
     /// Refuse, before changing anything, when files to replace are in use.
     #[arg(long)]
     pub fail_if_in_use: bool,
+    /// Install even when the space check says it does not fit (if the disk fills,
+    /// the install fails and is rolled back).
+    #[arg(long)]
+    pub skip_space_check: bool,
 }
 
 /// Commands on installed targets.

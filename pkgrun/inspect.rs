@@ -116,7 +116,8 @@ pub fn info_text(package: &Package, signer: &Signer) -> String {
     add("Package", format!("{} ({})", p.id, p.title));
     add("Version", format!("{} (build {})", p.version, p.build));
     if !p.description.is_empty() {
-        add("Description", p.description.trim().replace('\n', "\n             "));
+        let lines: Vec<&str> = p.description.trim().lines().map(str::trim_end).collect();
+        add("Description", lines.join("\n             ").replace("\n             \n", "\n\n"));
     }
     if let Some(article) = &p.article {
         add("Article", article.clone());
@@ -138,7 +139,15 @@ pub fn info_text(package: &Package, signer: &Signer) -> String {
         ),
     );
     let c = counts(header);
-    add("Entries", format!("{} files, {} directories, {} links", c.files, c.dirs, c.symlinks));
+    add(
+        "Entries",
+        format!(
+            "{}, {}, {}",
+            human::count(c.files as u64, "file", "files"),
+            human::count(c.dirs as u64, "directory", "directories"),
+            human::count(c.symlinks as u64, "link", "links")
+        ),
+    );
     add("Expanded", human::bytes(header.expanded_size()));
     if let Package::File(file) = package {
         let stub = header.stub.as_ref().map_or("none".to_owned(), |s| human::bytes(s.size));

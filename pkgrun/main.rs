@@ -8,11 +8,14 @@
 
 mod args;
 mod inspect;
+mod installing;
 mod outcome;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -62,11 +65,34 @@ fn self_package() -> Option<PathBuf> {
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
-    if let Some(command) = cli.command {
+    // Ctrl-C and termination requests cancel: a transaction rolls back at its next step.
+    let cancel = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&cancel)).context("installing the signal handlers")?;
+    }
+    let threads = cli.output.threads.unwrap_or_else(upkg_unpack::write::default_threads).max(1);
+    let quiet = cli.output.quiet;
+    let notify = |message: &str| {
+        if !quiet {
+            eprintln!("pkgrun: {message}");
+        }
+    };
+    let registry = installing::registry_path();
+    let ctx = upkg_install::Context {
+        threads,
+        durability: durability(&cli),
+        log_copy: cli.install.log.as_deref(),
+        cancel: &cancel,
+        notify: &notify,
+        progress: &|_| {},
+        registry: Some(&registry),
+    };
+    if let Some(command) = &cli.command {
         return match command {
-            Command::Uninstall(_) | Command::Status(_) | Command::Verify(_) | Command::Repair(_) => {
-                Err(UsageError("installed-target commands are not available in this build".into()).into())
-            }
+            Command::Uninstall(args) => installing::uninstall(&cli, &args.id, &args.target, &ctx),
+            Command::Status(args) => installing::status(&cli, &args.target, &ctx),
+            Command::Verify(args) => installing::verify(&cli, &args.target, &ctx),
+            Command::Repair(args) => installing::repair(&cli, &args.target, &ctx),
         };
     }
     let Some(package_path) = cli.package.clone() else {
@@ -74,8 +100,6 @@ fn run(cli: Cli) -> Result<Outcome> {
     };
     let store = trust_store(&cli.trust)?;
     let policy = TrustPolicy { allow_untrusted: cli.trust.allow_untrusted, allow_unsigned: cli.trust.allow_unsigned };
-    let threads = cli.output.threads.unwrap_or_else(upkg_unpack::write::default_threads).max(1);
-    let quiet = cli.output.quiet;
     let json = cli.output.json;
     let action = &cli.action;
 
@@ -148,12 +172,8 @@ fn run(cli: Cli) -> Result<Outcome> {
             .into());
         };
         let progress = Progress::new(!quiet && !json, Some(file.header().expanded_size()), "expanding");
-        let durability = match cli.output.durability {
-            args::DurabilityArg::Batched => Durability::Batched,
-            args::DurabilityArg::PerFile => Durability::PerFile,
-            args::DurabilityArg::None => Durability::None,
-        };
-        let options = WriteOptions { threads, durability, progress: &|n| progress.add(n) };
+        let options =
+            WriteOptions { threads, durability: ctx.durability, progress: &|n| progress.add(n), verify_all: true };
         let report = upkg_unpack::expand(file, dir, &options)?;
         progress.finish();
         if json {
@@ -171,10 +191,18 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
-    Err(UsageError(
-        "installing is not available in this build: use --info, --list, --check, --estimate DIR or -x DIR".into(),
-    )
-    .into())
+    if action.plan {
+        return installing::plan(&cli, &package, &ctx);
+    }
+    installing::install(&cli, &package, &ctx)
+}
+
+fn durability(cli: &Cli) -> Durability {
+    match cli.output.durability {
+        args::DurabilityArg::Batched => Durability::Batched,
+        args::DurabilityArg::PerFile => Durability::PerFile,
+        args::DurabilityArg::None => Durability::None,
+    }
 }
 
 fn estimate(package: &Package, dir: &Path, json: bool) -> Result<Outcome> {

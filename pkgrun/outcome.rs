@@ -1,40 +1,89 @@
 //! Outcomes and exit codes of `pkgrun`, and how errors are reported.
 //!
-//! | code | outcome |
+//! | code | outcome (`--json` name) |
 //! |---|---|
-//! | 0 | success |
-//! | 1 | failure: an I/O error, or an install that failed and was rolled back |
-//! | 2 | bad usage: wrong options, missing package, destination not empty |
-//! | 3 | the package is invalid: damaged, tampered, malformed, bad signature, unsafe content |
-//! | 4 | the package is not trusted: unknown signer, or unsigned |
-//! | 5 | not enough disk space |
-//! | 6 | unsupported package format version |
-//! | 10 | success, restart required |
-//! | 11 | cancelled (licence declined, interrupted) |
-//! | 12 | not applicable: no target qualifies |
-//! | 13 | target busy: another transaction holds it |
+//! | 0 | `success` |
+//! | 1 | `failure`: an I/O error, a failed install (rolled back), a refused uninstall, problems found by verify |
+//! | 2 | `usage`: wrong options, missing package, destination not empty |
+//! | 3 | `invalid-package`: damaged, tampered, malformed, bad signature, unsafe content |
+//! | 4 | `untrusted`: unknown signer, or unsigned |
+//! | 5 | `insufficient-space` |
+//! | 6 | `unsupported-version`: the package needs a newer pkgrun |
+//! | 10 | `success-restart-required` |
+//! | 11 | `cancelled`: licence declined, Ctrl-C |
+//! | 12 | `not-applicable`: no target qualifies |
+//! | 13 | `target-busy`: another transaction holds the target |
 
 use std::process::ExitCode;
 
 use upkg_format::FailureClass;
+use upkg_install::InstallError;
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// How a run (or one target of it) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Everything asked for was done.
     Success,
-    /// Not enough space (from `--estimate`).
+    /// Done; the machine must restart for it to take full effect.
+    SuccessRestartRequired,
+    /// The target did not qualify.
+    NotApplicable,
+    /// Another transaction holds the target.
+    TargetBusy,
+    /// Cancelled; nothing changed.
+    Cancelled,
+    /// Not enough space.
     InsufficientSpace,
+    /// The package is not trusted.
+    Untrusted,
+    /// The package needs a newer reader.
+    UnsupportedVersion,
+    /// The package is invalid.
+    InvalidPackage,
+    /// Bad usage.
+    Usage,
+    /// Failed (rolled back where something had started).
+    Failure,
 }
 
 impl Outcome {
     /// The process exit code.
-    pub fn exit_code(self) -> ExitCode {
-        ExitCode::from(match self {
+    pub fn code(self) -> u8 {
+        match self {
             Outcome::Success => 0,
+            Outcome::Failure => 1,
+            Outcome::Usage => 2,
+            Outcome::InvalidPackage => 3,
+            Outcome::Untrusted => 4,
             Outcome::InsufficientSpace => 5,
-        })
+            Outcome::UnsupportedVersion => 6,
+            Outcome::SuccessRestartRequired => 10,
+            Outcome::Cancelled => 11,
+            Outcome::NotApplicable => 12,
+            Outcome::TargetBusy => 13,
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+
+    /// The outcome of a failure class.
+    pub fn of_class(class: FailureClass) -> Outcome {
+        match class {
+            FailureClass::Usage => Outcome::Usage,
+            FailureClass::Malformed
+            | FailureClass::DigestMismatch
+            | FailureClass::BadSignature
+            | FailureClass::UnsafePath
+            | FailureClass::Limit => Outcome::InvalidPackage,
+            FailureClass::UntrustedSigner | FailureClass::Unsigned => Outcome::Untrusted,
+            FailureClass::InsufficientSpace => Outcome::InsufficientSpace,
+            FailureClass::UnsupportedVersion => Outcome::UnsupportedVersion,
+            _ => Outcome::Failure,
+        }
     }
 }
 
@@ -50,72 +99,104 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// The failure class of an error from any library crate.
-pub fn class_of(error: &anyhow::Error) -> FailureClass {
+/// An error carrying its own outcome (not applicable, cancelled).
+#[derive(Debug)]
+pub struct OutcomeError(pub Outcome, pub String);
+
+impl std::fmt::Display for OutcomeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for OutcomeError {}
+
+/// The outcome of an installer error.
+pub fn of_install_error(error: &InstallError) -> Outcome {
+    match error {
+        InstallError::NotApplicable(_) => Outcome::NotApplicable,
+        InstallError::Busy { .. } => Outcome::TargetBusy,
+        InstallError::Cancelled(_) => Outcome::Cancelled,
+        InstallError::InsufficientSpace { .. } => Outcome::InsufficientSpace,
+        InstallError::Format(e) => Outcome::of_class(e.class()),
+        InstallError::Unpack(e) => Outcome::of_class(e.class()),
+        _ => Outcome::Failure,
+    }
+}
+
+/// The outcome of any error.
+pub fn outcome_of(error: &anyhow::Error) -> Outcome {
     for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<OutcomeError>() {
+            return e.0;
+        }
+        if let Some(e) = cause.downcast_ref::<InstallError>() {
+            return of_install_error(e);
+        }
         if let Some(e) = cause.downcast_ref::<upkg_unpack::UnpackError>() {
-            return e.class();
+            return Outcome::of_class(e.class());
         }
         if let Some(e) = cause.downcast_ref::<upkg_format::Error>() {
-            return e.class();
+            return Outcome::of_class(e.class());
         }
         if cause.downcast_ref::<UsageError>().is_some() {
-            return FailureClass::Usage;
+            return Outcome::Usage;
         }
     }
-    FailureClass::Io
+    Outcome::Failure
 }
 
-/// The exit code of a failure class.
-pub fn exit_code(class: FailureClass) -> u8 {
-    match class {
-        FailureClass::Usage => 2,
-        FailureClass::Malformed
-        | FailureClass::DigestMismatch
-        | FailureClass::BadSignature
-        | FailureClass::UnsafePath
-        | FailureClass::Limit => 3,
-        FailureClass::UntrustedSigner | FailureClass::Unsigned => 4,
-        FailureClass::InsufficientSpace => 5,
-        FailureClass::UnsupportedVersion => 6,
-        _ => 1,
-    }
+/// The failure class of an error from the format or unpack libraries, if it is one.
+pub fn failure_class(error: &anyhow::Error) -> Option<FailureClass> {
+    error.chain().find_map(|c| {
+        c.downcast_ref::<upkg_format::Error>()
+            .map(|e| e.class())
+            .or_else(|| c.downcast_ref::<upkg_unpack::UnpackError>().map(|e| e.class()))
+            .or_else(|| match c.downcast_ref::<InstallError>() {
+                Some(InstallError::Format(e)) => Some(e.class()),
+                Some(InstallError::Unpack(e)) => Some(e.class()),
+                _ => None,
+            })
+    })
 }
 
-/// What to do about an error of this class.
-fn hint(class: FailureClass, error: &anyhow::Error) -> Option<String> {
+/// What to do about an error.
+pub fn hint(error: &anyhow::Error) -> Option<String> {
     let not_empty =
         error.chain().any(|c| matches!(c.downcast_ref(), Some(upkg_unpack::UnpackError::DestinationNotEmpty { .. })));
-    Some(match class {
-        FailureClass::UntrustedSigner => "trust the signer's public key with --trust KEY.pub (or put it in the trusted-keys directory: $PKGRUN_TRUSTED_KEYS, default /etc/pkgrun/trusted-keys), or pass --allow-untrusted to rely on digests alone".into(),
-        FailureClass::Unsigned => "pass --allow-unsigned to accept an unsigned package (only its digests are checked)".into(),
-        FailureClass::Malformed | FailureClass::DigestMismatch => "the package is damaged or was modified: copy or download it again, and compare its SHA-256 with the one its publisher gives".into(),
-        FailureClass::BadSignature => "the package was modified after it was signed, or signed with another key of the same id: do not use it".into(),
-        FailureClass::UnsafePath => "the package tries to write outside its directory or to create special files: do not use it".into(),
-        FailureClass::InsufficientSpace => "free some space on that filesystem, or expand to another one (pkgrun PKG --estimate DIR shows what is needed)".into(),
-        FailureClass::UnsupportedVersion => "this package needs a newer pkgrun: run the package itself (it carries its own pkgrun), or install a newer pkgrun".into(),
-        FailureClass::Usage if not_empty => "choose a new or empty directory: pkgrun never writes into an existing tree".into(),
+    let class = failure_class(error);
+    Some(match (outcome_of(error), class) {
+        (_, Some(FailureClass::UntrustedSigner)) => "trust the signer's public key with --trust KEY.pub (or put it in the trusted-keys directory: $PKGRUN_TRUSTED_KEYS, default /etc/pkgrun/trusted-keys), or pass --allow-untrusted to rely on digests alone".into(),
+        (_, Some(FailureClass::Unsigned)) => "pass --allow-unsigned to accept an unsigned package (only its digests are checked)".into(),
+        (_, Some(FailureClass::Malformed | FailureClass::DigestMismatch)) => "the package is damaged or was modified: copy or download it again, and compare its SHA-256 with the one its publisher gives".into(),
+        (_, Some(FailureClass::BadSignature)) => "the package was modified after it was signed, or signed with another key of the same id: do not use it".into(),
+        (_, Some(FailureClass::UnsafePath)) => "the package tries to write outside its directory or to create special files: do not use it".into(),
+        (_, Some(FailureClass::UnsupportedVersion)) => "this package needs a newer pkgrun: run the package itself (it carries its own pkgrun), or install a newer pkgrun".into(),
+        (Outcome::InsufficientSpace, _) => "free some space on that filesystem (pkgrun PKG --estimate DIR or --plan shows what is needed)".into(),
+        (Outcome::Usage, _) if not_empty => "choose a new or empty directory: pkgrun never writes into an existing tree".into(),
+        (Outcome::TargetBusy, _) => "wait for the other pkgrun to finish, then run this again".into(),
+        (Outcome::NotApplicable, _) => "pkgrun PKG --info shows what the package applies to; pkgrun status --target DIR shows what an instance has".into(),
         _ => return None,
     })
 }
 
 /// Prints an error (and, with `--json`, a JSON document on standard output) and returns the exit code.
 pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
-    let class = class_of(error);
-    let code = exit_code(class);
+    let outcome = outcome_of(error);
     let message = format!("{error:#}");
     eprintln!("error: {message}");
-    let hint = hint(class, error);
+    let hint = hint(error);
     if let Some(hint) = &hint {
         eprintln!("hint: {hint}");
     }
     if json {
         let document = serde_json::json!({
             "ok": false,
-            "exit_code": code,
-            "error": { "class": class, "message": message, "hint": hint },
+            "outcome": outcome,
+            "exit_code": outcome.code(),
+            "error": { "class": failure_class(error), "message": message, "hint": hint },
         });
         println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
     }
-    ExitCode::from(code)
+    outcome.exit_code()
 }

@@ -17,6 +17,11 @@ use upkg_format::{Version, header};
 use crate::error::BuildError;
 use crate::manifest::{FilesRule, LoadedManifest, parse_mode};
 
+/// Bits of a source's mode that a package keeps: permissions without the special
+/// bits and without write for group and others, so a checkout made under umask
+/// 002 builds the same bytes as one made under 022.
+const NORMALIZED_MODE_MASK: u32 = 0o755;
+
 /// Mode of directories the builder adds as parents of listed entries.
 const IMPLIED_DIR_MODE: u32 = 0o755;
 
@@ -248,8 +253,9 @@ fn entry_for(source: &Path, path: String, settings: &RuleSettings) -> Result<Sou
     }
     let metadata = std::fs::symlink_metadata(source).map_err(|e| source_error(e.to_string()))?;
     let file_type = metadata.file_type();
-    // Special bits are dropped unless the manifest sets them explicitly.
-    let mode = settings.mode.unwrap_or(metadata.mode() & 0o777);
+    // Special bits, and group and other write bits (which depend on the umask of
+    // whoever checked the sources out), are dropped unless the manifest sets them.
+    let mode = settings.mode.unwrap_or(metadata.mode() & NORMALIZED_MODE_MASK);
     let base =
         SourceEntry { path, kind: Kind::File, mode, size: 0, source: None, target: None, version: None, policy: None };
     if file_type.is_file() {
@@ -261,7 +267,7 @@ fn entry_for(source: &Path, path: String, settings: &RuleSettings) -> Result<Sou
             ..base
         })
     } else if file_type.is_dir() {
-        Ok(SourceEntry { kind: Kind::Dir, mode: metadata.mode() & 0o777, ..base })
+        Ok(SourceEntry { kind: Kind::Dir, mode: metadata.mode() & NORMALIZED_MODE_MASK, ..base })
     } else if file_type.is_symlink() {
         let target = std::fs::read_link(source).map_err(|e| source_error(e.to_string()))?;
         let target = target.to_str().ok_or_else(|| source_error("the link target is not UTF-8".into()))?.to_owned();

@@ -42,11 +42,19 @@ pub struct WriteOptions<'a> {
     pub durability: Durability,
     /// Receives counts of file bytes written.
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Verify every member of a package file, not only those holding selected
+    /// entries (an install checks the whole package before it changes anything).
+    pub verify_all: bool,
 }
 
 impl Default for WriteOptions<'_> {
     fn default() -> Self {
-        WriteOptions { threads: default_threads(), durability: Durability::Batched, progress: &|_| {} }
+        WriteOptions {
+            threads: default_threads(),
+            durability: Durability::Batched,
+            progress: &|_| {},
+            verify_all: false,
+        }
     }
 }
 
@@ -249,7 +257,8 @@ fn write_from_file(
 ) -> Result<(), UnpackError> {
     payload::verify_directory(package, header)?;
     let units = payload::units(header);
-    let wanted: Vec<&Unit> = units.iter().filter(|u| u.entries.iter().any(|&i| select(i))).collect();
+    let wanted: Vec<&Unit> =
+        units.iter().filter(|u| options.verify_all || u.entries.iter().any(|&i| select(i))).collect();
     for_each_unit(&wanted, options.threads, &|unit| {
         let mut visit = |index: usize, data: &mut dyn Read| -> Result<(), Error> {
             if !select(index) || header.files[index].kind != Kind::File {
@@ -269,14 +278,8 @@ fn write_from_file(
         };
         payload::walk_unit(package, header, unit, &mut visit).map_err(from_format_error)
     })?;
-    // Selected empty files of a cabinet without data belong to no unit.
-    for (index, entry) in header.files.iter().enumerate() {
-        if entry.kind == Kind::File && entry.member.is_none() && select(index) {
-            let path = root.join(&entry.path);
-            finish_file(create_file(&path)?, &path, entry.mode.0, options.durability)?;
-            counters.files.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    // Empty files of a cabinet without data have no member, but they are in the one
+    // folder `units` gives such a cabinet, so the walk above has written them already.
     Ok(())
 }
 

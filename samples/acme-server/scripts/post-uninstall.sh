@@ -5,8 +5,11 @@
 #
 #   var/lib/acme/schema-version  gets back the value pre-install saved (or is
 #                                removed if there was none);
-#   var/log/acme/upgrade.log     gets one line recording the uninstall (the
-#                                install line stays: the log is history);
+#   var/log/acme/upgrade.log     loses the line post-install appended (and is
+#                                removed if post-install created it and it is
+#                                now empty): an uninstall puts the instance back
+#                                exactly as it was, and pkgrun's own logs in
+#                                .pkgrun/logs/ keep the history;
 #   var/lib/acme/upgrade-2.2.0/  (the save) is removed, and so are the
 #                                directories the scripts created, when empty.
 #
@@ -146,19 +149,25 @@ fi
 previous=none
 [ -f "$save/schema-version" ] && previous=$(cat "$save/schema-version")
 
-# 1. The upgrade log: one line, appended once.
-if [ -f "$save/uninstall-line" ] && [ -f "$log" ] && grep -qxF -- "$(cat "$save/uninstall-line")" "$log"; then
-    echo "$phase: $log already records this uninstall"
-else
-    make_dir var/log/acme
-    line="$(date -u +%Y-%m-%dT%H:%M:%SZ) $package_id: uninstalled, $product back to the previous version, schema-version 2.2.0 -> $previous"
-    write_file "$save/uninstall-line" "$line"
-    printf '%s\n' "$line" >> "$log"
-    echo "$phase: appended to $log: $line"
+# 1. The upgrade log line post-install appended.
+if [ -f "$save/log-line" ] && [ -f "$log" ]; then
+    line=$(cat "$save/log-line")
+    if grep -qxF -- "$line" "$log"; then
+        status=0
+        rm -f "$log.tmp"
+        grep -vxF -- "$line" "$log" > "$log.tmp" || status=$?
+        [ "$status" -le 1 ] || fail "could not filter $log"
+        mv -f "$log.tmp" "$log"
+        echo "$phase: removed from $log: $line"
+    fi
+    if [ -f "$save/upgrade.log.absent" ] && [ ! -s "$log" ]; then
+        rm -f "$log"
+        echo "$phase: removed $log (post-install created it)"
+    fi
 fi
 
 # 2. The schema version.
 restore_schema
 
-# 3. The save, and the directories the scripts created (the log's stays: it is not empty).
+# 3. The save, and the directories the scripts created.
 clean_save

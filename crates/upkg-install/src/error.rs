@@ -1,0 +1,112 @@
+//! The installer's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use upkg_format::FailureClass;
+
+/// Errors of the installer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// The package is invalid, damaged, untrusted or unsafe.
+    #[error(transparent)]
+    Format(#[from] upkg_format::Error),
+
+    /// Verifying or staging the package failed.
+    #[error(transparent)]
+    Unpack(#[from] upkg_unpack::UnpackError),
+
+    /// No target qualifies for the package.
+    #[error("{0}")]
+    NotApplicable(String),
+
+    /// Another transaction holds the target.
+    #[error("{}: the target is busy: another pkgrun is working on it (pid {})", target.display(), holder.map_or_else(|| "unknown".to_string(), |p| p.to_string()))]
+    Busy {
+        /// The target.
+        target: PathBuf,
+        /// The process holding the lock, when known.
+        holder: Option<u32>,
+    },
+
+    /// The filesystem lacks the space the plan needs.
+    #[error("not enough space on {}: the install needs {needed} bytes, the filesystem has {available} bytes free", path.display())]
+    InsufficientSpace {
+        /// Where it was measured.
+        path: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+
+    /// Files to replace are in use and `--fail-if-in-use` was given.
+    #[error("files to replace are in use: {0}")]
+    InUse(String),
+
+    /// The operation was cancelled (Ctrl-C, licence declined).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+
+    /// A script failed.
+    #[error("the {phase} script failed: {reason}")]
+    Script {
+        /// The script's role.
+        phase: String,
+        /// Exit status or timeout.
+        reason: String,
+    },
+
+    /// A service could not be stopped or started.
+    #[error("service {name}: {reason}")]
+    Service {
+        /// The service's name.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// The request cannot be carried out on this target (uninstall refused, nothing to repair, ...).
+    #[error("{0}")]
+    Refused(String),
+
+    /// The installer's state in the target is damaged.
+    #[error("{}: the installer state is damaged: {reason}", path.display())]
+    State {
+        /// The state file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An I/O error.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl InstallError {
+    /// The failure class (for the classes the format crate defines).
+    pub fn class(&self) -> FailureClass {
+        match self {
+            InstallError::Format(e) => e.class(),
+            InstallError::Unpack(e) => e.class(),
+            InstallError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
+            InstallError::Refused(_) => FailureClass::Usage,
+            _ => FailureClass::Io,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        InstallError::Io { path: path.into(), source }
+    }
+}
+
+/// Result type of the installer.
+pub type Result<T, E = InstallError> = std::result::Result<T, E>;

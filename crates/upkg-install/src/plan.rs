@@ -1,0 +1,525 @@
+//! Applicability and the plan: what installing a package would do to one target,
+//! decided before anything changes (README section "The plan").
+//!
+//! The inventory reads the target as it is: every file the package could
+//! replace is hashed, so "identical" means identical bytes, and the installed
+//! version of a file is the one the installer recorded, trusted only while the
+//! file still has the recorded contents.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use upkg_format::header::{Kind, Policy, Restart};
+use upkg_format::{Digest, FileEntry, Header, Version};
+use upkg_unpack::check::hash_file;
+
+use crate::error::{InstallError, Result};
+use crate::inuse::{self, InUse};
+use crate::state::{STATE_DIR, State};
+
+/// What the plan does with one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanAction {
+    /// Add a file or link that is absent.
+    Add,
+    /// Replace an older file or link (the old one is backed up).
+    Replace,
+    /// Create a directory.
+    CreateDir,
+    /// Remove a file or link the package lists in `remove` (it is backed up).
+    Remove,
+    /// Leave it: the installed file is identical.
+    SkipIdentical,
+    /// Leave it: the installed file is the same or a later version.
+    SkipNewer,
+    /// Leave it: absent, and the policy only replaces files that are present.
+    SkipAbsent,
+    /// Leave it: present, and the policy only adds files that are absent.
+    SkipExists,
+}
+
+impl PlanAction {
+    /// Whether the action changes the target.
+    pub fn changes(self) -> bool {
+        matches!(self, PlanAction::Add | PlanAction::Replace | PlanAction::CreateDir | PlanAction::Remove)
+    }
+
+    /// The action's name in plans and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanAction::Add => "add",
+            PlanAction::Replace => "replace",
+            PlanAction::CreateDir => "create-dir",
+            PlanAction::Remove => "remove",
+            PlanAction::SkipIdentical => "skip-identical",
+            PlanAction::SkipNewer => "skip-newer",
+            PlanAction::SkipAbsent => "skip-absent",
+            PlanAction::SkipExists => "skip-exists",
+        }
+    }
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEntry {
+    /// Path relative to the target.
+    pub path: String,
+    /// Kind of the package's entry (of the installed one for removals).
+    pub kind: Kind,
+    /// What happens.
+    pub action: PlanAction,
+    /// The installed file's version, when the installer knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_version: Option<Version>,
+    /// The package's version of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<Version>,
+    /// Size of the package's file (of the installed one for removals).
+    pub size: u64,
+    /// Catalog index of the package's entry.
+    #[serde(skip)]
+    pub index: Option<usize>,
+}
+
+/// The space the plan needs on the target's filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceCheck {
+    /// The filesystem, as the directory measured.
+    pub filesystem: PathBuf,
+    /// Its block size.
+    pub block_size: u64,
+    /// New files staged on it before they are renamed into place.
+    pub staging: u64,
+    /// The copy of the package kept for `repair`.
+    pub repair_copy: u64,
+    /// Files moved into the backup (renamed: no extra space).
+    pub backup: u64,
+    /// Replaced files still open in running processes: their blocks stay in use
+    /// until those processes restart.
+    pub transient: u64,
+    /// Bytes needed beyond what the target uses now.
+    pub needed: u64,
+    /// Bytes free for unprivileged users.
+    pub available: u64,
+    /// Whether it fits.
+    pub fits: bool,
+}
+
+/// What installing a package would do to one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The target.
+    pub target: PathBuf,
+    /// The product.
+    pub product: String,
+    /// The installed product version (`None` when the install creates the instance).
+    pub installed_version: Option<Version>,
+    /// The product version after the install.
+    pub new_version: Version,
+    /// Whether the install creates a new instance.
+    pub creates_instance: bool,
+    /// Whether the same build is installed already (a `--force` reinstall).
+    pub reinstall: bool,
+    /// Every path the package concerns, in order.
+    pub entries: Vec<PlanEntry>,
+    /// Counts by action.
+    pub summary: Vec<(PlanAction, usize)>,
+    /// The space check.
+    pub space: SpaceCheck,
+    /// Files to replace or remove that running processes hold open.
+    pub in_use: Vec<InUse>,
+    /// Whether a restart will be required afterwards.
+    pub restart_required: bool,
+}
+
+impl Plan {
+    /// Whether the plan changes anything in the target.
+    pub fn changes_anything(&self) -> bool {
+        self.creates_instance || self.entries.iter().any(|e| e.action.changes())
+    }
+}
+
+/// Whether and how a package applies to a target.
+#[derive(Debug)]
+pub enum Applicability {
+    /// The target is empty or absent and the package may create the instance.
+    Fresh,
+    /// An instance the package updates.
+    Update(State),
+    /// The same build is installed already (nothing to do without `--force`).
+    AlreadyInstalled(State),
+}
+
+/// What a target holds before an install.
+#[derive(Debug)]
+pub enum Instance {
+    /// The directory does not exist, or holds nothing (or only an empty installer state).
+    Empty,
+    /// An instance with installer state.
+    Installed(State),
+    /// A directory with files but no installer state.
+    Foreign,
+}
+
+/// Decides whether `header` applies to an instance. `Err` holds the reason in words.
+pub fn applicability(
+    header: &Header,
+    target: &Path,
+    instance: Instance,
+    allow_downgrade: bool,
+    force: bool,
+) -> std::result::Result<Applicability, String> {
+    let applies = &header.package.applies_to;
+    let shown = target.display();
+    let state = match instance {
+        Instance::Empty if applies.fresh_install => return Ok(Applicability::Fresh),
+        Instance::Empty => {
+            return Err(format!(
+                "{shown} holds no instance of {}: this package updates an existing instance and cannot create one",
+                applies.product
+            ));
+        }
+        Instance::Foreign => {
+            return Err(format!(
+                "{shown} is not an instance managed by pkgrun (it holds files but no {STATE_DIR}/state.json)"
+            ));
+        }
+        Instance::Installed(state) => state,
+    };
+    if state.product != applies.product {
+        return Err(format!("{shown} is an instance of {}, not of {}", state.product, applies.product));
+    }
+    let same_id: Vec<_> = state.packages.iter().filter(|p| p.id == header.package.id).collect();
+    if let Some(newest) = same_id.iter().map(|p| p.build).max() {
+        if newest == header.package.build {
+            return if force { Ok(Applicability::Update(state)) } else { Ok(Applicability::AlreadyInstalled(state)) };
+        }
+        if newest > header.package.build && !allow_downgrade {
+            return Err(format!(
+                "{shown} has build {newest} of {}, newer than this build {} (use --allow-downgrade to install it anyway)",
+                header.package.id, header.package.build
+            ));
+        }
+    } else if !applies.versions.matches(&state.version) {
+        return Err(format!("it needs {}, {shown} has {}", applies.versions.describe(), state.version));
+    }
+    for required in &applies.requires {
+        if state.package(required).is_none() {
+            return Err(format!("it needs package {required} installed first, {shown} does not have it"));
+        }
+    }
+    Ok(Applicability::Update(state))
+}
+
+/// Reads what a target holds.
+pub fn inspect_instance(state_dir: &crate::state::StateDir) -> Result<Instance> {
+    if let Some(state) = state_dir.load()? {
+        return Ok(Instance::Installed(state));
+    }
+    match std::fs::read_dir(&state_dir.target) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|e| InstallError::io(&state_dir.target, e))?;
+                if entry.file_name() != STATE_DIR {
+                    return Ok(Instance::Foreign);
+                }
+            }
+            Ok(Instance::Empty)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Instance::Empty),
+        Err(e) => Err(InstallError::io(&state_dir.target, e)),
+    }
+}
+
+/// What is in the target at a path.
+enum Present {
+    Absent,
+    Dir,
+    File { size: u64, digest: Digest, mode: u32 },
+    Link { target: String },
+    Other,
+}
+
+fn inventory(path: &Path) -> Result<Present> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Present::Absent),
+        Err(e) => return Err(InstallError::io(path, e)),
+    };
+    let kind = metadata.file_type();
+    Ok(if kind.is_dir() {
+        Present::Dir
+    } else if kind.is_symlink() {
+        let target = std::fs::read_link(path).map_err(|e| InstallError::io(path, e))?;
+        Present::Link { target: target.to_string_lossy().into_owned() }
+    } else if kind.is_file() {
+        let (digest, size) = hash_file(path, &|_| {}).map_err(|e| InstallError::io(path, e))?;
+        Present::File { size, digest, mode: metadata.mode() & 0o7777 }
+    } else {
+        Present::Other
+    })
+}
+
+/// Refuses paths whose parents in the target are links or files: the package
+/// would write through a link placed there, possibly out of the target.
+fn check_parents(target: &Path, path: &str, created: &BTreeSet<String>) -> Result<()> {
+    let mut prefix = String::new();
+    for component in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(component);
+        if created.contains(&prefix) {
+            continue;
+        }
+        let full = target.join(&prefix);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(InstallError::Refused(format!(
+                    "cannot install {path:?}: {prefix:?} is a symbolic link in the target, and the package would write through it"
+                )));
+            }
+            Ok(_) => {
+                return Err(InstallError::Refused(format!(
+                    "cannot install {path:?}: {prefix:?} is a file in the target, where the package has a directory"
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(InstallError::io(full, e)),
+        }
+    }
+    Ok(())
+}
+
+/// How the plan is computed.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// A copy of the package is kept for repair, of this many bytes (0 when not kept).
+    pub repair_copy_bytes: u64,
+    /// Worker threads for hashing the target.
+    pub threads: usize,
+}
+
+/// Plans installing `header` on `target` (absolute) holding `state` (`None` when creating the instance).
+pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: PlanOptions) -> Result<Plan> {
+    let empty_state;
+    let state_ref = match state {
+        Some(s) => s,
+        None => {
+            empty_state = State::new_instance(&header.package.applies_to.product);
+            &empty_state
+        }
+    };
+    let product_entries: Vec<(usize, &FileEntry)> =
+        header.files.iter().enumerate().filter(|(_, e)| !e.is_package_file()).collect();
+    for (_, entry) in &product_entries {
+        if entry.path == STATE_DIR || entry.path.starts_with(&format!("{STATE_DIR}/")) {
+            return Err(InstallError::Format(upkg_format::Error::UnsafePath {
+                path: entry.path.clone(),
+                reason: format!("{STATE_DIR}/ is reserved for the installer's state"),
+            }));
+        }
+    }
+
+    // Inventory, hashing in parallel: reading the target dominates planning.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.max(1))
+        .build()
+        .map_err(|e| InstallError::io("<threads>", std::io::Error::other(e)))?;
+    let present: Vec<Result<Present>> = pool.install(|| {
+        use rayon::prelude::*;
+        product_entries.par_iter().map(|(_, entry)| inventory(&target.join(&entry.path))).collect()
+    });
+
+    let mut created = BTreeSet::new();
+    let mut entries = Vec::new();
+    for ((index, entry), present) in product_entries.iter().zip(present) {
+        let present = present?;
+        check_parents(target, &entry.path, &created)?;
+        let package_version = entry.version.clone();
+        let mut line = PlanEntry {
+            path: entry.path.clone(),
+            kind: entry.kind,
+            action: PlanAction::SkipIdentical,
+            installed_version: None,
+            package_version: package_version.clone(),
+            size: entry.size,
+            index: Some(*index),
+        };
+        let conflict = |what: &str| {
+            Err(InstallError::Refused(format!(
+                "cannot install {:?}: the target has {what} there, the package a {}",
+                entry.path,
+                kind_name(entry.kind)
+            )))
+        };
+        match entry.kind {
+            Kind::Dir => match present {
+                Present::Absent => {
+                    line.action = PlanAction::CreateDir;
+                    created.insert(entry.path.clone());
+                }
+                Present::Dir => continue,
+                _ => return conflict("something other than a directory"),
+            },
+            Kind::File | Kind::Symlink => {
+                let policy = entry.policy.unwrap_or_default();
+                let owned = state_ref.files.get(&entry.path);
+                let (identical, recorded_version) = match (&present, entry.kind) {
+                    (Present::Absent, _) => (false, None),
+                    (Present::Dir, _) => return conflict("a directory"),
+                    (Present::Other, _) => return conflict("a special file"),
+                    (Present::File { size, digest, mode }, Kind::File) => {
+                        let identical = *size == entry.size && Some(*digest) == entry.sha256 && *mode == entry.mode.0;
+                        let intact = owned.is_some_and(|o| o.sha256 == Some(*digest));
+                        (identical, owned.filter(|_| intact).and_then(|o| o.version.clone()))
+                    }
+                    (Present::Link { target: link }, Kind::Symlink) => (Some(link) == entry.target.as_ref(), None),
+                    _ => (false, None),
+                };
+                line.installed_version = recorded_version.clone();
+                line.action = match (&present, policy) {
+                    (Present::Absent, Policy::IfPresent) => PlanAction::SkipAbsent,
+                    (Present::Absent, _) => PlanAction::Add,
+                    _ if identical => PlanAction::SkipIdentical,
+                    (_, Policy::Add) => PlanAction::SkipExists,
+                    (_, Policy::Always) => PlanAction::Replace,
+                    (_, Policy::Newer | Policy::IfPresent) => match (&recorded_version, &package_version) {
+                        (Some(installed), Some(new)) if installed >= new => PlanAction::SkipNewer,
+                        // An unknown or older version is replaced.
+                        _ => PlanAction::Replace,
+                    },
+                };
+            }
+        }
+        entries.push(line);
+    }
+    for removed in &header.package.remove {
+        check_parents(target, removed, &created)?;
+        let path = target.join(removed);
+        let (kind, size) = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => (Kind::File, m.len()),
+            Ok(m) if m.file_type().is_symlink() => (Kind::Symlink, 0),
+            Ok(_) => {
+                return Err(InstallError::Refused(format!(
+                    "cannot remove {removed:?}: it is a directory or a special file in the target (packages remove files and links)"
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(InstallError::io(path, e)),
+        };
+        entries.push(PlanEntry {
+            path: removed.clone(),
+            kind,
+            action: PlanAction::Remove,
+            installed_version: state_ref.files.get(removed).and_then(|o| o.version.clone()),
+            package_version: None,
+            size,
+            index: None,
+        });
+    }
+
+    // Files to replace or remove that processes hold open.
+    let touched: Vec<(String, PathBuf)> = entries
+        .iter()
+        .filter(|e| matches!(e.action, PlanAction::Replace | PlanAction::Remove))
+        .map(|e| (e.path.clone(), target.join(&e.path)))
+        .collect();
+    let in_use = inuse::scan(&touched);
+
+    let space = space_check(header, target, &entries, &in_use, options.repair_copy_bytes)?;
+    let restart_required = match header.package.restart {
+        Restart::Always => true,
+        Restart::IfNeeded => !in_use.is_empty(),
+        Restart::Never => false,
+    };
+    let installed_version = state.map(|s| s.version.clone());
+    let new_version = match &installed_version {
+        Some(v) if *v > header.package.version => v.clone(),
+        _ => header.package.version.clone(),
+    };
+    let mut counts: HashMap<PlanAction, usize> = HashMap::new();
+    for entry in &entries {
+        *counts.entry(entry.action).or_default() += 1;
+    }
+    let order = [
+        PlanAction::Add,
+        PlanAction::Replace,
+        PlanAction::CreateDir,
+        PlanAction::Remove,
+        PlanAction::SkipIdentical,
+        PlanAction::SkipNewer,
+        PlanAction::SkipAbsent,
+        PlanAction::SkipExists,
+    ];
+    let summary = order.iter().filter_map(|a| counts.get(a).map(|n| (*a, *n))).collect();
+    let reinstall =
+        state.is_some_and(|s| s.packages.iter().any(|p| p.id == header.package.id && p.build == header.package.build));
+    Ok(Plan {
+        target: target.to_owned(),
+        product: header.package.applies_to.product.clone(),
+        installed_version,
+        new_version,
+        creates_instance: state.is_none(),
+        reinstall,
+        entries,
+        summary,
+        space,
+        in_use,
+        restart_required,
+    })
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "file",
+        Kind::Dir => "directory",
+        Kind::Symlink => "symbolic link",
+    }
+}
+
+/// Bytes of staged files (blocks), plus the package's own files, plus the repair copy,
+/// plus a few blocks for the journal, state and log.
+fn space_check(
+    header: &Header,
+    target: &Path,
+    entries: &[PlanEntry],
+    in_use: &[InUse],
+    repair_copy: u64,
+) -> Result<SpaceCheck> {
+    let free = upkg_unpack::space::free_space(target)?;
+    let block = free.block_size;
+    let blocks = |bytes: u64| bytes.div_ceil(block) * block;
+    let mut staging = 0;
+    let mut backup = 0;
+    for entry in entries {
+        match entry.action {
+            PlanAction::Add | PlanAction::Replace if entry.kind == Kind::File => staging += blocks(entry.size),
+            PlanAction::CreateDir => staging += block,
+            _ => {}
+        }
+        if matches!(entry.action, PlanAction::Replace | PlanAction::Remove) {
+            backup += blocks(entry.size);
+        }
+    }
+    staging += header.files.iter().filter(|e| e.is_package_file()).map(|e| blocks(e.size).max(block)).sum::<u64>();
+    let repair_copy = blocks(repair_copy);
+    let bookkeeping = 8 * block + blocks(serde_json::to_vec(&header.files).map_or(0, |v| v.len() as u64));
+    let transient = in_use.iter().map(|f| blocks(f.size)).sum();
+    let needed = staging + repair_copy + bookkeeping;
+    Ok(SpaceCheck {
+        filesystem: free.measured,
+        block_size: block,
+        staging,
+        repair_copy,
+        backup,
+        transient,
+        needed,
+        available: free.available,
+        fits: needed <= free.available,
+    })
+}

@@ -1,0 +1,459 @@
+//! Installing, planning, and the commands on installed targets: `uninstall`,
+//! `status`, `verify`, `repair`. Output goes to standard output (data) and
+//! standard error (progress, warnings); `--json` prints one document.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+use upkg_cli::human;
+use upkg_format::{Package, payload};
+use upkg_install::plan::Plan;
+use upkg_install::{Context, InstallError, InstallOptions, InstallOutcome, Planned};
+
+use crate::args::{Cli, InstallArgs};
+use crate::outcome::{self, Outcome, OutcomeError, UsageError};
+
+/// Where the instance registry is when `PKGRUN_REGISTRY` is not set.
+const DEFAULT_REGISTRY: &str = upkg_install::state::registry::DEFAULT_REGISTRY;
+
+/// The registry path: `PKGRUN_REGISTRY`, or the system default.
+pub fn registry_path() -> PathBuf {
+    std::env::var_os("PKGRUN_REGISTRY").map_or_else(|| PathBuf::from(DEFAULT_REGISTRY), PathBuf::from)
+}
+
+/// The targets to act on: `--target` values, or every registered instance with `--all-instances`.
+fn targets(args: &InstallArgs) -> Result<Vec<PathBuf>> {
+    if !args.target.is_empty() {
+        return Ok(args.target.clone());
+    }
+    let registry = registry_path();
+    let registered = upkg_install::state::registry::read(&registry)?;
+    if args.all_instances {
+        if registered.is_empty() {
+            return Err(OutcomeError(
+                Outcome::NotApplicable,
+                format!("--all-instances: no instance is registered in {}", registry.display()),
+            )
+            .into());
+        }
+        return Ok(registered);
+    }
+    if registered.is_empty() {
+        return Err(OutcomeError(
+            Outcome::NotApplicable,
+            format!(
+                "no target given, and no instance is registered in {}: give the instance's directory with --target DIR",
+                registry.display()
+            ),
+        )
+        .into());
+    }
+    let list: Vec<String> = registered.iter().map(|t| t.display().to_string()).collect();
+    Err(UsageError(format!(
+        "no target given: use --target DIR, or --all-instances for the registered instances ({})",
+        list.join(", ")
+    ))
+    .into())
+}
+
+fn options(args: &InstallArgs, eula_accepted: bool) -> InstallOptions {
+    InstallOptions {
+        no_backup: args.no_backup,
+        repair_copy: !args.no_repair_copy,
+        allow_downgrade: args.allow_downgrade,
+        force: args.force,
+        fail_if_in_use: args.fail_if_in_use,
+        skip_space_check: args.skip_space_check,
+        eula_accepted,
+    }
+}
+
+/// The licence text, read from the package without expanding it.
+fn eula_text(package: &Package) -> Result<Option<String>> {
+    let header = package.header();
+    let Some(path) = &header.package.eula else { return Ok(None) };
+    let bytes = match package {
+        Package::File(file) => {
+            let index =
+                header.files.iter().position(|e| &e.path == path).expect("validated: the EULA is in the catalog");
+            let mut out = Vec::new();
+            payload::read_file(file, header, index, &mut out)?;
+            out
+        }
+        Package::Tree(tree) => std::fs::read(tree.root().join(path))?,
+    };
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Whether the licence is accepted: `--accept-eula`, or a yes at the terminal.
+/// Quiet, passive and non-interactive runs without `--accept-eula` refuse.
+fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
+    let Some(text) = eula_text(package)? else { return Ok(true) };
+    if cli.install.accept_eula {
+        return Ok(true);
+    }
+    let unattended = cli.output.quiet || cli.output.passive || cli.output.json;
+    if unattended || !std::io::stdin().is_terminal() {
+        return Err(OutcomeError(
+            Outcome::Cancelled,
+            "this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula".into(),
+        )
+        .into());
+    }
+    let mut err = std::io::stderr().lock();
+    writeln!(err, "\n{}\n", text.trim_end())?;
+    write!(err, "Do you accept the licence terms above? [y/N] ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    let accepted = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+    if !accepted {
+        return Err(
+            OutcomeError(Outcome::Cancelled, "the licence was not accepted: nothing was installed".into()).into()
+        );
+    }
+    Ok(true)
+}
+
+/// One target's result, for `--json` and the summary.
+#[derive(Serialize)]
+struct TargetResult {
+    target: PathBuf,
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<InstallOutcome>,
+}
+
+/// Installs the package on every target.
+pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> {
+    let targets = targets(&cli.install)?;
+    let eula_accepted = accept_eula(package, cli)?;
+    let options = options(&cli.install, eula_accepted);
+    let header = package.header();
+    let mut results = Vec::new();
+    let mut any_applicable = false;
+    for target in &targets {
+        (ctx.notify)(&format!(
+            "installing {} {} (build {}) on {}",
+            header.package.id,
+            header.package.version,
+            header.package.build,
+            target.display()
+        ));
+        let result = upkg_install::install(ctx, package, target, options);
+        let (outcome, error, report) = match result {
+            Ok(InstallOutcome::AlreadyInstalled { target, recovered }) => {
+                any_applicable = true;
+                (ctx.notify)(&format!(
+                    "{}: build {} is already installed: nothing to do (use --force to reinstall)",
+                    target.display(),
+                    header.package.build
+                ));
+                (Outcome::Success, None, Some(InstallOutcome::AlreadyInstalled { target, recovered }))
+            }
+            Ok(InstallOutcome::Installed(report)) => {
+                any_applicable = true;
+                let outcome = if report.restart_required { Outcome::SuccessRestartRequired } else { Outcome::Success };
+                (ctx.notify)(&format!("{}: installed; log: {}", report.target.display(), report.log.display()));
+                for file in &report.plan.in_use {
+                    let who: Vec<String> =
+                        file.processes.iter().map(|p| format!("{} (pid {})", p.name, p.pid)).collect();
+                    (ctx.notify)(&format!(
+                        "in use, replaced on disk, old copy still running: {} ({})",
+                        file.path,
+                        who.join(", ")
+                    ));
+                }
+                if report.restart_required {
+                    (ctx.notify)(if cli.install.norestart {
+                        "a restart is required to finish the update (--norestart: not restarting)"
+                    } else {
+                        "a restart is required to finish the update: pkgrun never restarts the machine itself"
+                    });
+                }
+                (outcome, None, Some(InstallOutcome::Installed(report)))
+            }
+            Err(error) => {
+                let outcome = outcome::of_install_error(&error);
+                if outcome != Outcome::NotApplicable {
+                    any_applicable = true;
+                }
+                (outcome, Some(error_text(&error)), None)
+            }
+        };
+        results.push(TargetResult { target: target.clone(), outcome, error, report });
+    }
+    finish(cli, results, any_applicable, header)
+}
+
+fn error_text(error: &InstallError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Reports per-target results and decides the overall outcome: the worst one, except
+/// that with `--all-instances` instances that do not qualify are only reported.
+fn finish(
+    cli: &Cli,
+    results: Vec<TargetResult>,
+    any_applicable: bool,
+    header: &upkg_format::Header,
+) -> Result<Outcome> {
+    let skip_not_applicable = cli.install.all_instances && any_applicable;
+    let mut overall = Outcome::Success;
+    let mut not_applicable = Vec::new();
+    for result in &results {
+        if result.outcome == Outcome::NotApplicable {
+            not_applicable.push(format!("  {}", result.error.clone().unwrap_or_default()));
+            if skip_not_applicable {
+                continue;
+            }
+        }
+        overall = overall.max(result.outcome);
+    }
+    if cli.output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ok": overall <= Outcome::SuccessRestartRequired,
+                "outcome": overall,
+                "exit_code": overall.code(),
+                "targets": results,
+            }))?
+        );
+    } else {
+        for result in &results {
+            if let Some(error) = &result.error
+                && result.outcome != Outcome::NotApplicable
+            {
+                eprintln!("error: {}: {error}", result.target.display());
+                let as_anyhow = anyhow::Error::new(OutcomeError(result.outcome, error.clone()));
+                if let Some(hint) = outcome::hint(&as_anyhow) {
+                    eprintln!("hint: {hint}");
+                }
+            }
+        }
+        if !not_applicable.is_empty() {
+            let lead = if any_applicable {
+                "these instances do not qualify for this update and were left alone:".to_owned()
+            } else {
+                format!("no instance of {} qualifies for this update:", header.package.applies_to.product)
+            };
+            eprintln!("{}{lead}\n{}", if any_applicable { "note: " } else { "error: " }, not_applicable.join("\n"));
+        }
+    }
+    Ok(overall)
+}
+
+/// `--plan`: what installing would do on every target, changing nothing.
+pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> {
+    let targets = targets(&cli.install)?;
+    let options = options(&cli.install, true);
+    let mut documents = Vec::new();
+    let mut overall = Outcome::Success;
+    let mut text = String::new();
+    for target in &targets {
+        match upkg_install::plan_install(ctx, package, target, options) {
+            Ok(Planned::Plan(plan)) => {
+                if !plan.space.fits {
+                    overall = overall.max(Outcome::InsufficientSpace);
+                }
+                text.push_str(&plan_text(&plan));
+                documents.push(serde_json::json!({ "target": target, "outcome": "plan", "plan": plan }));
+            }
+            Ok(Planned::AlreadyInstalled) => {
+                text.push_str(&format!(
+                    "Target {}: build {} is already installed: nothing to do (--force reinstalls)\n",
+                    target.display(),
+                    package.header().package.build
+                ));
+                documents.push(serde_json::json!({ "target": target, "outcome": "already-installed" }));
+            }
+            Err(error) => {
+                let outcome = outcome::of_install_error(&error);
+                overall = overall.max(outcome);
+                text.push_str(&format!("Target {}: {}\n", target.display(), error_text(&error)));
+                documents
+                    .push(serde_json::json!({ "target": target, "outcome": outcome, "error": error_text(&error) }));
+            }
+        }
+    }
+    if cli.output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "targets": documents, "exit_code": overall.code() }))?
+        );
+    } else {
+        print!("{text}");
+    }
+    Ok(overall)
+}
+
+fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let from = plan.installed_version.as_ref().map_or_else(|| "new instance".to_owned(), |v| v.to_string());
+    out.push_str(&format!("Target {}: {} {from} -> {}\n", plan.target.display(), plan.product, plan.new_version));
+    let width = plan.entries.iter().map(|e| e.path.len()).max().unwrap_or(0).min(60);
+    for entry in &plan.entries {
+        let versions = match (&entry.installed_version, &entry.package_version, entry.action) {
+            (Some(i), Some(p), _) => format!("{i} -> {p}"),
+            (None, Some(p), a) if a.changes() => format!("-> {p}"),
+            (None, Some(p), _) => format!("unknown vs {p}"),
+            _ => String::new(),
+        };
+        out.push_str(format!("  {:<14} {:<width$} {versions}", entry.action.name(), entry.path).trim_end());
+        out.push('\n');
+    }
+    let summary: Vec<String> = plan.summary.iter().map(|(a, n)| format!("{n} {}", a.name())).collect();
+    out.push_str(&format!(
+        "  Summary: {}\n",
+        if summary.is_empty() { "nothing to do".into() } else { summary.join(", ") }
+    ));
+    let s = &plan.space;
+    out.push_str(&format!(
+        "  Space on the filesystem of {} (blocks of {} bytes): needs {} (staging {}, repair copy {}, bookkeeping {}); {} available: {}\n",
+        s.filesystem.display(),
+        s.block_size,
+        human::bytes(s.needed),
+        human::thousands(s.staging),
+        human::thousands(s.repair_copy),
+        human::thousands(s.needed - s.staging - s.repair_copy),
+        human::bytes(s.available),
+        if s.fits { "fits" } else { "DOES NOT FIT" }
+    ));
+    if s.backup > 0 {
+        out.push_str(&format!(
+            "  Backups: {} moved into the backup (renamed, no extra space)\n",
+            human::bytes(s.backup)
+        ));
+    }
+    for file in &plan.in_use {
+        let who: Vec<String> = file.processes.iter().map(|p| format!("{} (pid {})", p.name, p.pid)).collect();
+        out.push_str(&format!("  In use: {} held by {}\n", file.path, who.join(", ")));
+    }
+    if s.transient > 0 {
+        out.push_str(&format!(
+            "  Transient: {} stay allocated until those processes restart\n",
+            human::bytes(s.transient)
+        ));
+    }
+    if plan.restart_required {
+        out.push_str("  A restart will be required.\n");
+    }
+    out
+}
+
+/// `pkgrun uninstall ID --target DIR`.
+pub fn uninstall(cli: &Cli, id: &str, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
+    let report = upkg_install::uninstall(ctx, target, id)?;
+    if cli.output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "outcome": Outcome::Success, "report": report }))?
+        );
+    } else if !cli.output.quiet {
+        eprintln!(
+            "Uninstalled {} (build {}) from {}: the product is at version {} again. Log: {}",
+            report.package,
+            report.build,
+            report.target.display(),
+            report.version,
+            report.log.display()
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// `pkgrun status --target DIR`.
+pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
+    let status = upkg_install::status(ctx, target)?;
+    if cli.output.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(Outcome::Success);
+    }
+    println!("Target:    {}", status.target.display());
+    println!("Product:   {} {}", status.product, status.version);
+    if status.packages.is_empty() {
+        println!("Packages:  none");
+    }
+    for (index, package) in status.packages.iter().enumerate() {
+        let mut notes = Vec::new();
+        if package.permanent {
+            notes.push("permanent");
+        }
+        if !package.repair_copy {
+            notes.push("no repair copy");
+        }
+        let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
+        println!(
+            "{}{} {} (build {}), installed {}{notes}",
+            if index == 0 { "Packages:  " } else { "           " },
+            package.id,
+            package.version,
+            package.build,
+            package.installed_at
+        );
+    }
+    println!("Owned:     {}", human::count(status.owned_entries as u64, "entry", "entries"));
+    Ok(Outcome::Success)
+}
+
+/// `pkgrun verify --target DIR`: exit 0 when every owned entry is as installed, 1 otherwise.
+pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
+    let report = upkg_install::verify(ctx, target)?;
+    let outcome = if report.problems.is_empty() { Outcome::Success } else { Outcome::Failure };
+    if cli.output.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
+        return Ok(outcome);
+    }
+    for problem in &report.problems {
+        println!(
+            "{:<12} {} (from {} build {}): {}",
+            problem.problem, problem.path, problem.package, problem.build, problem.detail
+        );
+    }
+    if report.problems.is_empty() {
+        println!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
+    } else {
+        println!(
+            "{} of {} entries differ from what was installed; `pkgrun repair --target {}` restores them.",
+            report.problems.len(),
+            report.checked,
+            target.display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// `pkgrun repair --target DIR`.
+pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
+    let report = upkg_install::repair(ctx, target)?;
+    let outcome = if report.unrepairable.is_empty() { Outcome::Success } else { Outcome::Failure };
+    if cli.output.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
+        return Ok(outcome);
+    }
+    for path in &report.repaired {
+        println!("repaired      {path}");
+    }
+    for problem in &report.unrepairable {
+        println!("not repaired  {}: {}", problem.path, problem.detail);
+    }
+    if report.repaired.is_empty() && report.unrepairable.is_empty() {
+        println!("Nothing to repair: all entries are as installed.");
+    }
+    Ok(outcome)
+}
