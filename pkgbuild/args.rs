@@ -78,7 +78,7 @@ pub struct BuildArgs {
     /// The stub executable (default: the pkgrun installed beside pkgbuild).
     #[arg(long, value_name = "PATH")]
     pub stub: Option<PathBuf>,
-    /// Uncompressed bytes per payload member, a multiple of 32768 (default 4 MiB).
+    /// Uncompressed bytes per payload member, a multiple of 32768 up to 32 MiB (default 4 MiB).
     #[arg(long, value_name = "BYTES")]
     pub member_size: Option<u64>,
     /// Compression threads (default: one per core).

@@ -98,6 +98,15 @@ pub fn build(
             write::MEMBER_SIZE_UNIT
         )));
     }
+    if options.member_size > write::MAX_PLANNED_MEMBER_SIZE {
+        // Readers refuse compressed members over 64 MiB: a larger member of
+        // incompressible data would make a package no reader accepts.
+        return Err(BuildError::Options(format!(
+            "member size {} is larger than the {} bytes a package's members may hold",
+            options.member_size,
+            write::MAX_PLANNED_MEMBER_SIZE
+        )));
+    }
     let loaded = LoadedManifest::load(manifest)?;
     let sources = sources::resolve(&loaded)?;
     let mut files: Vec<FileEntry> = sources.iter().map(catalog_entry).collect();

@@ -26,6 +26,10 @@ pub const DEFAULT_MEMBER_SIZE: u64 = 4 << 20;
 /// Member sizes must be a multiple of this (a cabinet block), so cabinet members
 /// end on block boundaries and tar members on tar blocks.
 pub const MEMBER_SIZE_UNIT: u64 = cabfmt::BLOCK_SIZE as u64;
+/// Largest member size a writer may plan: half the largest compressed member
+/// readers accept ([`crate::payload::MAX_MEMBER_SIZE`]), so that even incompressible
+/// data, which every codec makes slightly larger, stays readable.
+pub const MAX_PLANNED_MEMBER_SIZE: u64 = crate::payload::MAX_MEMBER_SIZE / 2;
 
 /// A piece of a member's uncompressed bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

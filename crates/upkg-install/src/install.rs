@@ -12,7 +12,7 @@ use upkg_unpack::{Durability, WriteOptions};
 
 use crate::error::{InstallError, Result};
 use crate::failpoint;
-use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind};
+use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind, UndoScript};
 use crate::log::{AttemptLog, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
 use crate::state::{Change, ChangeAction, InstalledPackage, OwnedEntry, STATE_DIR, State, StateDir, registry};
@@ -225,7 +225,11 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
         ops: Vec::new(),
         services: header.package.services.clone(),
         services_stopped: false,
-        undo_script: script_rel(&scripts.post_install_undo),
+        services_restarted: false,
+        undo_scripts: script_rel(&scripts.post_install_undo)
+            .map(|path| UndoScript { phase: "post-install-undo".into(), path, env: Vec::new() })
+            .into_iter()
+            .collect(),
         undo_armed: false,
         script_env: env,
         remove_on_undo: vec![tx_rel.clone()],
@@ -255,11 +259,7 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
         tx.stop_services()?;
         tx.apply_ops()?;
         failpoint::point("files in place");
-        if scripts.post_install.is_some() {
-            tx.journal.undo_armed = tx.journal.undo_script.is_some();
-            tx.save_journal()?;
-            tx.script(script_rel(&scripts.post_install).as_deref(), "post-install")?;
-        }
+        tx.script(script_rel(&scripts.post_install).as_deref(), "post-install")?;
         tx.start_services()?;
         tx.ctx.check_cancel()?;
         Ok(())

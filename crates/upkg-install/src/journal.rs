@@ -73,12 +73,18 @@ pub struct Journal {
     pub ops: Vec<Op>,
     /// Services the transaction stops, and must start again whatever happens.
     pub services: Vec<Service>,
-    /// Whether the services have been stopped.
+    /// Whether the services are stopped (by this transaction).
     pub services_stopped: bool,
-    /// A script to run when undoing (a compensating script), relative to the state
-    /// directory, once the script it compensates has started.
-    pub undo_script: Option<String>,
-    /// Whether the script that `undo_script` compensates has started.
+    /// Whether the services were started again after the change: a rollback must
+    /// stop them before it puts the old files back.
+    pub services_restarted: bool,
+    /// Compensating scripts run, in order, when the transaction is undone after
+    /// `undo_armed` was set: for an install, `post-install-undo`; for an uninstall,
+    /// the package's own `pre-install` and `post-install`, which re-establish the
+    /// installed state.
+    pub undo_scripts: Vec<UndoScript>,
+    /// Set (and saved) when the first package script of the transaction starts:
+    /// from then on, undoing the files alone could leave the script's effects behind.
     pub undo_armed: bool,
     /// Environment for scripts run while undoing.
     pub script_env: Vec<(String, String)>,
@@ -86,6 +92,18 @@ pub struct Journal {
     pub remove_on_undo: Vec<String>,
     /// Directories removed once the transaction has committed.
     pub remove_on_commit: Vec<String>,
+}
+
+/// A compensating script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoScript {
+    /// Its role, as `PKGRUN_PHASE` gives it.
+    pub phase: String,
+    /// Its path, relative to the state directory.
+    pub path: String,
+    /// Environment it runs with, on top of the journal's `script_env`.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// Kinds of operation.

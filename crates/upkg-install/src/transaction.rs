@@ -99,10 +99,15 @@ impl Tx<'_, '_> {
         self.journal.save(&self.state_dir)
     }
 
-    /// Runs a script kept in the state directory; a failure is an error.
+    /// Runs a script kept in the state directory; a failure is an error. The
+    /// compensating scripts are armed (durably) before the first script starts.
     pub fn script(&mut self, relative: Option<&str>, phase: &str) -> Result<()> {
         let Some(relative) = relative else { return Ok(()) };
         self.ctx.check_cancel()?;
+        if !self.journal.undo_armed && !self.journal.undo_scripts.is_empty() {
+            self.journal.undo_armed = true;
+            self.save_journal()?;
+        }
         (self.ctx.notify)(&format!("running the {phase} script"));
         let path = self.state_dir.resolve(relative);
         let env = self.journal.script_env.clone();
@@ -153,6 +158,7 @@ impl Tx<'_, '_> {
                 .map_err(|f| InstallError::Service { name: service.name.clone(), reason: format!("start: {f}") })?;
         }
         self.journal.services_stopped = false;
+        self.journal.services_restarted = true;
         self.save_journal()?;
         failpoint::point("services started");
         Ok(())
@@ -217,26 +223,39 @@ fn describe_op(op: &journal::Op, state_dir: &StateDir) -> String {
     }
 }
 
-/// Undoes the first `applied` operations in reverse, runs the compensating script if
-/// armed, starts stopped services, removes the transaction's files and the journal.
+/// Undoes the first `applied` operations in reverse (stopping the services first if
+/// they had been started again), runs the compensating scripts if armed, starts
+/// the services, removes the transaction's files and the journal.
 pub fn rollback(state_dir: &StateDir, journal: &Journal, applied: usize, log: &mut AttemptLog) -> Result<()> {
+    let never = AtomicBool::new(false);
+    let target = state_dir.target.clone();
+    let mut services_stopped = journal.services_stopped;
+    if journal.services_restarted && !services_stopped {
+        for service in &journal.services {
+            // Best effort: the files go back whether or not the service stops.
+            let _ = run::service(service, "stop", &target, &journal.script_env, 300, log, &never);
+        }
+        services_stopped = true;
+    }
     for op in journal.ops[..applied.min(journal.ops.len())].iter().rev() {
         journal::undo(op, state_dir)?;
         log.line(&format!("undone: {}", describe_op(op, state_dir)));
     }
     failpoint::point("operations undone");
-    let never = AtomicBool::new(false);
-    let target = state_dir.target.clone();
-    let mut env = journal.script_env.clone();
-    if journal.undo_armed
-        && let Some(script) = &journal.undo_script
-    {
-        env.retain(|(k, _)| k != "PKGRUN_ACTION");
-        env.push(("PKGRUN_ACTION".into(), "rollback".into()));
-        // A compensating script that fails cannot be undone in turn: log it and go on.
-        let _ = run::script(&state_dir.resolve(script), "post-install-undo", &target, &env, 300, log, &never);
+    if journal.undo_armed {
+        for script in &journal.undo_scripts {
+            let mut env = journal.script_env.clone();
+            let overrides =
+                [("PKGRUN_ACTION".to_owned(), "rollback".to_owned())].into_iter().chain(script.env.iter().cloned());
+            for (key, value) in overrides {
+                env.retain(|(k, _)| *k != key);
+                env.push((key, value));
+            }
+            // A compensating script that fails cannot be undone in turn: log it and go on.
+            let _ = run::script(&state_dir.resolve(&script.path), &script.phase, &target, &env, 300, log, &never);
+        }
     }
-    if journal.services_stopped {
+    if services_stopped {
         for service in &journal.services {
             let _ = run::service(service, "start", &target, &journal.script_env, 300, log, &never);
         }
@@ -359,7 +378,13 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf> {
     let parent =
         absolute.parent().ok_or_else(|| InstallError::Refused(format!("{} cannot be a target", target.display())))?;
     let parent = parent.canonicalize().map_err(|e| {
-        InstallError::io(parent, std::io::Error::new(e.kind(), format!("the target's parent directory: {e}")))
+        let reason = if e.kind() == std::io::ErrorKind::NotFound {
+            "the target's parent directory does not exist (create it first: pkgrun creates the target, not its parents)"
+                .to_owned()
+        } else {
+            format!("the target's parent directory: {e}")
+        };
+        InstallError::Refused(format!("{}: {reason}", parent.display()))
     })?;
     Ok(parent.join(absolute.file_name().expect("a target has a name")))
 }

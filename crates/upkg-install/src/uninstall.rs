@@ -9,7 +9,7 @@ use upkg_format::paths::EXPANDED_HEADER;
 
 use crate::error::{InstallError, Result};
 use crate::failpoint;
-use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind};
+use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind, UndoScript};
 use crate::log::{AttemptLog, Verdict};
 use crate::state::{ChangeAction, InstalledPackage, State, StateDir, registry};
 use crate::transaction::{self, Context, Recovery, Tx};
@@ -92,7 +92,17 @@ pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<Uninstall
         ops,
         services: header.package.services.clone(),
         services_stopped: false,
-        undo_script: None,
+        services_restarted: false,
+        // Undoing an uninstall once post-uninstall has started means installing
+        // again: the package's own install scripts re-establish what it set up.
+        undo_scripts: [("pre-install", &scripts.pre_install), ("post-install", &scripts.post_install)]
+            .into_iter()
+            .filter_map(|(phase, script)| {
+                // They see the instance as they saw it when the package was first installed.
+                let env = vec![("PKGRUN_PRODUCT_VERSION".to_owned(), record.previous_version.to_string())];
+                script_rel(script).map(|path| UndoScript { phase: phase.into(), path, env })
+            })
+            .collect(),
         undo_armed: false,
         script_env: env,
         remove_on_undo: vec![tx_rel.clone()],
@@ -102,7 +112,10 @@ pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<Uninstall
     failpoint::point("journal written");
     let mut tx = Tx { ctx, state_dir: state_dir.clone(), journal, log, applied: 0, timeout: scripts.timeout };
     let result = (|| {
+        // pre-uninstall only prepares: undoing the files alone suffices until post-uninstall starts.
+        let undo = std::mem::take(&mut tx.journal.undo_scripts);
         tx.script(script_rel(&scripts.pre_uninstall).as_deref(), "pre-uninstall")?;
+        tx.journal.undo_scripts = undo;
         tx.stop_services()?;
         tx.apply_ops()?;
         failpoint::point("files restored");
