@@ -191,17 +191,7 @@ pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcom
 }
 
 fn error_text(error: &InstallError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
+    upkg_install::util::describe(error)
 }
 
 /// Reports per-target results and decides the overall outcome: the worst one, except

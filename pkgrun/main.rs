@@ -103,6 +103,15 @@ fn run(cli: Cli) -> Result<Outcome> {
     let json = cli.output.json;
     let action = &cli.action;
 
+    if let Err(e) = std::fs::metadata(&package_path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return Err(UsageError(format!(
+            "{}: no such package file or expanded package directory",
+            package_path.display()
+        ))
+        .into());
+    }
     let package = Package::open(&package_path)?;
     let signer = trust::identify_signer(package.header_bytes(), package.signature(), &store)?;
 
@@ -129,6 +138,9 @@ fn run(cli: Cli) -> Result<Outcome> {
     // Everything below uses the package's contents: the signer must be accepted.
     trust::enforce(&signer, policy)?;
     warn_if_unverified(&signer);
+    if !matches!(signer, Signer::Trusted { .. }) && !action.check {
+        refuse_special_bits(package.header())?;
+    }
 
     if action.check {
         let progress = Progress::new(!quiet && !json, Some(package.header().expanded_size()), "checking");
@@ -235,6 +247,22 @@ fn short_signer(signer: &Signer) -> String {
         Signer::Untrusted { key_id } => format!("NOT VERIFIED (untrusted key {key_id})"),
         Signer::Unsigned => "NONE (unsigned)".to_owned(),
     }
+}
+
+/// Setuid, setgid and sticky bits are only written for a trusted signer: with an
+/// unverified header, anyone could otherwise create set-user-id files as root.
+fn refuse_special_bits(header: &upkg_format::Header) -> Result<()> {
+    if let Some(entry) = header.files.iter().find(|e| e.mode.0 & 0o7000 != 0) {
+        return Err(outcome::OutcomeError(
+            Outcome::Untrusted,
+            format!(
+                "{:?} has mode {:04o} (setuid, setgid or sticky), and the package's signer is not verified: such bits are only written for a trusted signer",
+                entry.path, entry.mode.0
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Says loudly, on standard error, that the signer could not be verified.

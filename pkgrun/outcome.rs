@@ -120,7 +120,7 @@ pub fn of_install_error(error: &InstallError) -> Outcome {
         InstallError::InsufficientSpace { .. } => Outcome::InsufficientSpace,
         InstallError::Format(e) => Outcome::of_class(e.class()),
         InstallError::Unpack(e) => Outcome::of_class(e.class()),
-        _ => Outcome::Failure,
+        other => Outcome::of_class(other.class()),
     }
 }
 

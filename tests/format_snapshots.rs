@@ -245,10 +245,8 @@ fn error_manifest_unknown_key() {
     assert!(!context.path("pkg.run").exists());
 }
 
-/// pkgrun/outcome.rs documents exit 2 for a missing package; it exits 1 (an I/O
-/// error) today. Enable once pkgrun maps a package path that cannot be opened to usage.
+/// A package path that does not exist is a usage error (exit 2), as pkgrun/outcome.rs documents.
 #[test]
-#[ignore = "pkgrun exits 1 for a missing package; outcome.rs documents 2"]
 fn missing_package_is_a_usage_error() {
     let context = TestContext::new();
     run(context.pkgrun().args(["no-such-package.run", "--info"])).assert_code(exit::USAGE);

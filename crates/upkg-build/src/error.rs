@@ -49,7 +49,7 @@ pub enum BuildError {
     Format(#[from] upkg_format::Error),
 
     /// An I/O error.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file being read or written.
         path: PathBuf,
@@ -66,7 +66,7 @@ impl BuildError {
             BuildError::Manifest { .. } | BuildError::Options(_) => FailureClass::Usage,
             BuildError::Source { .. } | BuildError::Stub { .. } => FailureClass::Usage,
             BuildError::Format(e) => e.class(),
-            BuildError::Io { .. } => FailureClass::Io,
+            BuildError::Io { source, .. } => upkg_format::error::io_class(source),
         }
     }
 }

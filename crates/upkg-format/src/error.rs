@@ -50,8 +50,11 @@ pub enum Error {
         reason: String,
     },
 
-    /// The package uses a newer major format version.
-    #[error("package format version {major}.{minor} is newer than this reader understands (format {supported}.x)")]
+    /// The package uses a major format version this reader does not know.
+    #[error(
+        "package format version {major}.{minor} is {}: this reader understands format {supported}.x",
+        if *major > *supported { "newer than this reader" } else { "not a known version" }
+    )]
     UnsupportedVersion {
         /// Major version found in the file.
         major: u16,
@@ -133,7 +136,7 @@ pub enum Error {
     },
 
     /// An I/O error, with the path it happened on.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file or directory being accessed.
         path: PathBuf,
@@ -141,6 +144,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// The class of an operating-system error: a full disk or an exhausted quota is
+/// a lack of space, like a failed space check; anything else is I/O.
+pub fn io_class(error: &io::Error) -> FailureClass {
+    match error.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => FailureClass::InsufficientSpace,
+        _ => FailureClass::Io,
+    }
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {
@@ -163,7 +175,7 @@ impl Error {
             Error::UnsafePath { .. } => FailureClass::UnsafePath,
             Error::Limit { .. } => FailureClass::Limit,
             Error::Key { .. } => FailureClass::Key,
-            Error::Io { .. } => FailureClass::Io,
+            Error::Io { source, .. } => io_class(source),
         }
     }
 

@@ -81,7 +81,7 @@ pub enum InstallError {
     },
 
     /// An I/O error.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -98,7 +98,7 @@ impl InstallError {
             InstallError::Format(e) => e.class(),
             InstallError::Unpack(e) => e.class(),
             InstallError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
-            InstallError::Refused(_) => FailureClass::Usage,
+            InstallError::Io { source, .. } => upkg_format::error::io_class(source),
             _ => FailureClass::Io,
         }
     }

@@ -190,17 +190,19 @@ impl Tx<'_, '_> {
     /// Rolls back after `error`, writes the verdict, and returns the error to report.
     pub fn fail(mut self, error: InstallError) -> InstallError {
         let cancelled = matches!(error, InstallError::Cancelled(_));
-        self.log.line(&format!("rolling back: {error}"));
-        (self.ctx.notify)(&format!("rolling back: {error}"));
+        let described = util::describe(&error);
+        self.log.line(&format!("rolling back: {described}"));
+        (self.ctx.notify)(&format!("rolling back: {described}"));
         match rollback(&self.state_dir, &self.journal, self.applied, &mut self.log) {
             Ok(()) => {
-                let verdict = if cancelled { Verdict::Cancelled } else { Verdict::Failure(error.to_string()) };
+                let verdict = if cancelled { Verdict::Cancelled } else { Verdict::Failure(described) };
                 let _ = self.log.verdict(&verdict);
                 error
             }
             Err(rollback_error) => {
                 let reason = format!(
-                    "{error}; the rollback did not finish ({rollback_error}): the journal is kept and the next pkgrun run on this target retries it"
+                    "{described}; the rollback did not finish ({}): the journal is kept and the next pkgrun run on this target retries it",
+                    util::describe(&rollback_error)
                 );
                 let _ = self.log.verdict(&Verdict::Failure(reason.clone()));
                 InstallError::State { path: self.state_dir.journal_file(), reason }

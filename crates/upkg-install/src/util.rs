@@ -76,3 +76,18 @@ pub fn remove_any(path: &Path) -> Result<()> {
         Err(e) => Err(InstallError::io(path, e)),
     }
 }
+
+/// An error with its whole chain of causes, `outer: inner: innermost`, for logs.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -57,7 +57,7 @@ pub enum UnpackError {
     },
 
     /// An I/O error.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -96,7 +96,7 @@ impl UnpackError {
             UnpackError::DestinationNotEmpty { .. } | UnpackError::Destination { .. } => FailureClass::Usage,
             UnpackError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
             UnpackError::TreeMismatch { .. } => FailureClass::DigestMismatch,
-            UnpackError::Io { .. } => FailureClass::Io,
+            UnpackError::Io { source, .. } => upkg_format::error::io_class(source),
         }
     }
 
