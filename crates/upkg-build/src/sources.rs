@@ -124,6 +124,9 @@ fn package_file(
     mode: u32,
     span: std::ops::Range<usize>,
 ) -> Result<SourceEntry, BuildError> {
+    // Scripts and the EULA are read for their contents: a link to them is followed here, once.
+    let source = &std::fs::canonicalize(source)
+        .map_err(|e| loaded.error_at(span.clone(), format!("{}: {e}", source.display())))?;
     let metadata =
         std::fs::metadata(source).map_err(|e| loaded.error_at(span.clone(), format!("{}: {e}", source.display())))?;
     if !metadata.is_file() {
@@ -161,7 +164,11 @@ fn insert(
 
 /// Expands one `[[files]]` rule.
 fn resolve_rule(loaded: &LoadedManifest, rule: &FilesRule) -> Result<Vec<SourceEntry>, BuildError> {
-    let source_text = rule.source.get_ref();
+    // `./bin/*` means `bin/*`: globs match paths relative to the manifest's directory.
+    let mut source_text = rule.source.get_ref().as_str();
+    while let Some(rest) = source_text.strip_prefix("./") {
+        source_text = rest.trim_start_matches('/');
+    }
     let dest_text = rule.dest.get_ref().as_str();
     let dest = normalize_dest(dest_text).map_err(|reason| loaded.error_at(rule.dest.span(), reason))?;
     let dest_is_dir = dest_text.is_empty() || dest_text.ends_with('/') || dest.is_empty();
@@ -196,9 +203,18 @@ fn resolve_rule(loaded: &LoadedManifest, rule: &FilesRule) -> Result<Vec<SourceE
         if found.is_empty() {
             return Err(loaded.error_at(rule.source.span(), format!("the glob {source_text:?} matches nothing")));
         }
-        // A matched directory brings its whole tree.
+        // A matched directory brings its whole tree; matches inside a matched
+        // directory (as with `**`) are already part of it.
+        found.sort();
         let mut out = Vec::new();
+        let mut taken: Vec<PathBuf> = Vec::new();
         for (path, dest_path) in found {
+            if taken.iter().any(|dir| path.starts_with(dir) && path != *dir) {
+                continue;
+            }
+            if path.is_dir() && !path.is_symlink() {
+                taken.push(path.clone());
+            }
             add_tree(&path, &dest_path, &settings, &mut out)?;
         }
         return Ok(out);
@@ -343,4 +359,61 @@ fn relative(path: &Path, base: &Path) -> Result<String, BuildError> {
 fn walk_error(root: &Path, error: walkdir::Error) -> BuildError {
     let path = error.path().map(Path::to_owned).unwrap_or_else(|| root.to_owned());
     BuildError::Source { path, reason: error.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(dir: &Path, rules: &str) -> Result<Vec<SourceEntry>, BuildError> {
+        let manifest = format!(
+            "[package]\nid = \"t\"\ntitle = \"T\"\nversion = \"1.0\"\nbuild = 1\n\n[applies-to]\nproduct = \"t\"\n\n{rules}"
+        );
+        std::fs::write(dir.join("package.toml"), manifest).unwrap();
+        resolve(&LoadedManifest::load(dir)?)
+    }
+
+    fn tree(dir: &Path) {
+        for (path, contents) in
+            [("root/a.txt", "a"), ("root/d/b.txt", "b"), ("root/d/e/c.txt", "c"), ("root/x.bin", "x")]
+        {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+    }
+
+    fn paths(entries: &[SourceEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn a_recursive_glob_does_not_collide_with_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path());
+        let entries = load(dir.path(), "[[files]]\nsource = \"root/**\"\ndest = \"opt/\"\n").unwrap();
+        assert_eq!(
+            paths(&entries),
+            ["opt", "opt/a.txt", "opt/d", "opt/d/b.txt", "opt/d/e", "opt/d/e/c.txt", "opt/x.bin"]
+        );
+    }
+
+    #[test]
+    fn globs_accept_a_leading_dot_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path());
+        let entries = load(dir.path(), "[[files]]\nsource = \"./root/*.txt\"\ndest = \"doc/\"\n").unwrap();
+        assert_eq!(paths(&entries), ["doc", "doc/a.txt"]);
+    }
+
+    #[test]
+    fn a_script_may_be_a_link_to_the_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path());
+        std::fs::write(dir.path().join("real.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("real.sh", dir.path().join("post.sh")).unwrap();
+        let entries = load(dir.path(), "[scripts]\npost-install = \"post.sh\"\n").unwrap();
+        let script = entries.iter().find(|e| e.path == ".package/scripts/post-install.sh").unwrap();
+        assert_eq!(script.source.as_deref(), Some(dir.path().canonicalize().unwrap().join("real.sh").as_path()));
+    }
 }

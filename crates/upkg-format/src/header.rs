@@ -558,12 +558,45 @@ impl Header {
             if let Err(reason) = paths::check_entry_path(removed) {
                 return Err(Error::UnsafePath { path: removed.clone(), reason });
             }
-            if is_package_path(removed) || kinds.contains_key(removed.as_str()) {
+            let inside = format!("{removed}/");
+            if is_package_path(removed)
+                || kinds.contains_key(removed.as_str())
+                || self.files.iter().any(|e| e.path.starts_with(&inside))
+            {
                 return bad(format!("{removed:?} is both removed and part of the package"));
             }
         }
         if self.package.scripts.post_install_undo.is_some() && self.package.scripts.post_install.is_none() {
             return bad("a post-install undo script without a post-install script".into());
+        }
+        // What the manifest rules guarantee is checked again here: a signed header
+        // that breaks them would otherwise reach the installer.
+        if self.package.title.trim().is_empty() {
+            return bad("the package has no title".into());
+        }
+        if self.package.scripts.timeout == 0 {
+            return bad("the script timeout is zero".into());
+        }
+        for service in &self.package.services {
+            let commands = (service.stop.is_some(), service.start.is_some());
+            if service.unit.is_some() == (commands != (false, false))
+                || commands == (true, false)
+                || commands == (false, true)
+            {
+                return bad(format!(
+                    "service {:?} needs a systemd unit, or both stop and start commands",
+                    service.name
+                ));
+            }
+        }
+        for role in &self.package.rollout {
+            let valid = match role.serial.strip_suffix('%') {
+                Some(percent) => percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
+                None => role.serial.parse::<u32>().is_ok_and(|n| n >= 1),
+            };
+            if !valid {
+                return bad(format!("rollout role {:?} has an invalid serial {:?}", role.name, role.serial));
+            }
         }
         self.validate_members()?;
         crate::layout::validate(self)

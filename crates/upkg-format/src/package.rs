@@ -82,14 +82,11 @@ impl PackageFile {
             return Err(Error::Limit { what: "header size".into(), limit: MAX_HEADER_LEN, actual: trailer.header_len });
         }
         if trailer.signature_len > MAX_SIGNATURE_LEN {
-            return Err(Error::malformed(
-                "signature block",
-                Some(trailer.signature_offset()),
-                format!(
-                    "it is {} bytes, more than the {MAX_SIGNATURE_LEN} a minisign signature can be",
-                    trailer.signature_len
-                ),
-            ));
+            return Err(Error::Limit {
+                what: "signature block size".into(),
+                limit: MAX_SIGNATURE_LEN,
+                actual: trailer.signature_len,
+            });
         }
         let mut header_bytes = vec![0u8; trailer.header_len as usize];
         file.read_exact_at(&mut header_bytes, trailer.header_offset()).map_err(|e| Error::io(path, e))?;

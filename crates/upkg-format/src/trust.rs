@@ -62,9 +62,9 @@ impl TrustStore {
         Ok(())
     }
 
-    /// The trusted key with this id.
-    pub fn find(&self, key_id: &KeyId) -> Option<&TrustedKey> {
-        self.keys.iter().find(|k| &k.key.key_id == key_id)
+    /// The trusted keys with this id (two keys may share an id: ids are only 64 bits).
+    pub fn find(&self, key_id: &KeyId) -> impl Iterator<Item = &TrustedKey> {
+        self.keys.iter().filter(move |k| &k.key.key_id == key_id)
     }
 
     /// Number of keys.
@@ -111,11 +111,18 @@ pub struct TrustPolicy {
 /// A bad signature by a trusted key is always an error.
 pub fn identify_signer(header_bytes: &[u8], signature: Option<&SignatureBlock>, store: &TrustStore) -> Result<Signer> {
     let Some(signature) = signature else { return Ok(Signer::Unsigned) };
-    match store.find(&signature.key_id) {
-        Some(trusted) => {
-            signature.verify(&trusted.key, header_bytes).map_err(|reason| Error::BadSignature { reason })?;
-            Ok(Signer::Trusted { key_id: signature.key_id.to_string(), key_file: trusted.origin.clone() })
+    let mut failure = None;
+    for trusted in store.find(&signature.key_id) {
+        match signature.verify(&trusted.key, header_bytes) {
+            Ok(()) => {
+                return Ok(Signer::Trusted { key_id: signature.key_id.to_string(), key_file: trusted.origin.clone() });
+            }
+            Err(reason) => failure = Some(reason),
         }
+    }
+    match failure {
+        // A trusted key has this id, but none of them made the signature.
+        Some(reason) => Err(Error::BadSignature { reason }),
         None => Ok(Signer::Untrusted { key_id: signature.key_id.to_string() }),
     }
 }
