@@ -298,12 +298,7 @@ fn plan_text(plan: &Plan) -> String {
     out.push_str(&format!("Target {}: {} {from} -> {}\n", plan.target.display(), plan.product, plan.new_version));
     let width = plan.entries.iter().map(|e| e.path.len()).max().unwrap_or(0).min(60);
     for entry in &plan.entries {
-        let versions = match (&entry.installed_version, &entry.package_version, entry.action) {
-            (Some(i), Some(p), _) => format!("{i} -> {p}"),
-            (None, Some(p), a) if a.changes() => format!("-> {p}"),
-            (None, Some(p), _) => format!("unknown vs {p}"),
-            _ => String::new(),
-        };
+        let versions = upkg_install::plan::describe_versions(entry);
         out.push_str(format!("  {:<14} {:<width$} {versions}", entry.action.name(), entry.path).trim_end());
         out.push('\n');
     }

@@ -288,10 +288,9 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
     let summary: Vec<String> = plan.summary.iter().map(|(a, n)| format!("{n} {}", a.name())).collect();
     log.line(&format!("plan: {}", summary.join(", ")));
     for entry in &plan.entries {
-        let versions = match (&entry.installed_version, &entry.package_version) {
-            (Some(i), Some(p)) => format!(" ({i} -> {p})"),
-            (None, Some(p)) if entry.action.changes() => format!(" (-> {p})"),
-            _ => String::new(),
+        let versions = match plan::describe_versions(entry) {
+            text if text.is_empty() => text,
+            text => format!(" ({text})"),
         };
         log.line(&format!("plan: {} {}{versions}", entry.action.name(), entry.path));
     }

@@ -84,6 +84,18 @@ pub struct PlanEntry {
     pub index: Option<usize>,
 }
 
+/// The versions of a plan line: `1.0 -> 2.0` for a change, `installed 2.1,
+/// package 2.0` for a skip, nothing when neither is known.
+pub fn describe_versions(entry: &PlanEntry) -> String {
+    match (&entry.installed_version, &entry.package_version, entry.action.changes()) {
+        (Some(i), Some(p), true) => format!("{i} -> {p}"),
+        (None, Some(p), true) => format!("-> {p}"),
+        (Some(i), Some(p), false) => format!("installed {i}, package {p}"),
+        (None, Some(p), false) => format!("package {p}"),
+        _ => String::new(),
+    }
+}
+
 /// The space the plan needs on the target's filesystem.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpaceCheck {
@@ -192,8 +204,8 @@ pub fn applicability(
     if state.product != applies.product {
         return Err(format!("{shown} is an instance of {}, not of {}", state.product, applies.product));
     }
-    let same_id: Vec<_> = state.packages.iter().filter(|p| p.id == header.package.id).collect();
-    if let Some(newest) = same_id.iter().map(|p| p.build).max() {
+    // The build in effect is the one installed last (an allowed downgrade may follow a newer build).
+    if let Some(newest) = state.package(&header.package.id).map(|p| p.build) {
         if newest == header.package.build {
             return if force { Ok(Applicability::Update(state)) } else { Ok(Applicability::AlreadyInstalled(state)) };
         }
@@ -382,12 +394,17 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
                     _ => (false, None),
                 };
                 line.installed_version = recorded_version.clone();
+                // Another build of this same package put the file there: the build
+                // being installed decides (an upgrade or an allowed downgrade).
+                let other_build =
+                    owned.is_some_and(|o| o.package == header.package.id && o.build != header.package.build);
                 line.action = match (&present, policy) {
                     (Present::Absent, Policy::IfPresent) => PlanAction::SkipAbsent,
                     (Present::Absent, _) => PlanAction::Add,
                     _ if identical => PlanAction::SkipIdentical,
                     (_, Policy::Add) => PlanAction::SkipExists,
                     (_, Policy::Always) => PlanAction::Replace,
+                    _ if other_build => PlanAction::Replace,
                     (_, Policy::Newer | Policy::IfPresent) => match (&recorded_version, &package_version) {
                         (Some(installed), Some(new)) if installed >= new => PlanAction::SkipNewer,
                         // An unknown or older version is replaced.
