@@ -23,6 +23,7 @@ use upkg_build::{BuildError, BuildOptions};
 use upkg_format::{Codec, FailureClass, SecretKey};
 
 use args::{BuildArgs, Cli, CodecArg, Command, KeygenArgs};
+use upkg_cli::human;
 use upkg_cli::progress::Progress;
 
 /// Exit codes (see the module documentation and the README).
@@ -226,18 +227,18 @@ fn build(args: BuildArgs) -> Result<()> {
             None => "UNSIGNED".to_owned(),
         };
         eprintln!(
-            "Built {}: {} {} (build {}), {} entries, {} bytes expanded, {} bytes as {} in {} members, {}; {} bytes in all.",
+            "Built {}: {} {} (build {}), {}, {} expanded, {} as {} in {}, {}; {} in all.",
             output.path.display(),
             header.package.id,
             header.package.version,
             header.package.build,
-            header.files.len(),
-            header.expanded_size(),
-            header.payload.size,
+            human::count(header.files.len() as u64, "entry", "entries"),
+            human::bytes(header.expanded_size()),
+            human::bytes(header.payload.size),
             header.payload.codec,
-            header.payload.members.len(),
+            human::count(header.payload.members.len() as u64, "member", "members"),
             signed,
-            output.size
+            human::bytes(output.size)
         );
     }
     Ok(())

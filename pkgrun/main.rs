@@ -160,7 +160,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             }))?;
         } else if !quiet {
             let source = match &package {
-                Package::File(_) => format!("{} payload members", report.members),
+                Package::File(_) => human::count(report.members, "payload member", "payload members"),
                 Package::Tree(_) => "the expanded tree".to_owned(),
             };
             println!(
@@ -192,10 +192,10 @@ fn run(cli: Cli) -> Result<Outcome> {
             print_json(&report)?;
         } else if !quiet {
             eprintln!(
-                "Expanded {} files, {} directories and {} links, {}, into {}.",
-                report.written.files,
-                report.written.dirs,
-                report.written.symlinks,
+                "Expanded {}, {} and {}, {}, into {}.",
+                human::count(report.written.files, "file", "files"),
+                human::count(report.written.dirs, "directory", "directories"),
+                human::count(report.written.symlinks, "link", "links"),
                 human::bytes(report.written.bytes),
                 dir.display()
             );
