@@ -492,10 +492,28 @@ def validate(h):
         refuse("malformed", "eula is not a file under .package/")
     for r in pkg["remove"]:
         check_path(r)
-        if under_package(r) or r in kinds:
+        if under_package(r) or r in kinds or any(p.startswith(r + "/") for p in kinds):
             refuse("malformed", f"{r} is removed and part of the package")
     if "post_install_undo" in scripts and "post_install" not in scripts:
         refuse("malformed", "post_install_undo without post_install")
+    # Section 4.4, rule 6a: the manifest's rules, checked again.
+    if not pkg["title"].strip():
+        refuse("malformed", "empty title")
+    if scripts["timeout"] < 1:
+        refuse("malformed", "script timeout is zero")
+    for service in pkg["services"]:
+        has_unit = "unit" in service
+        commands = ("stop" in service, "start" in service)
+        if not ((has_unit and commands == (False, False)) or (not has_unit and commands == (True, True))):
+            refuse("malformed", f"service {service['name']}: a unit, or both stop and start")
+    for role in pkg["rollout"]:
+        serial = role["serial"]
+        if serial.endswith("%"):
+            ok = serial[:-1].isascii() and serial[:-1].isdigit() and 1 <= int(serial[:-1]) <= 100
+        else:
+            ok = serial.isascii() and serial.isdigit() and int(serial) >= 1
+        if not ok:
+            refuse("malformed", f"rollout role {role['name']}: serial {serial!r}")
     validate_members(payload)
     if payload["codec"] == "cab":
         validate_cab(h)
@@ -849,7 +867,7 @@ def read_package(data, trusted):
     if t["header"] > MAX_HEADER:
         refuse("limit", "header size")
     if t["signature"] > MAX_SIGNATURE:
-        refuse("malformed", "signature block size")
+        refuse("limit", "signature block size")
     payload_at = t["stub"]
     header_at = payload_at + t["payload"]
     header_bytes = data[header_at : header_at + t["header"]]

@@ -271,8 +271,8 @@ impl LoadedManifest {
         for role in &m.rollout {
             let serial = role.serial.get_ref();
             let valid = match serial.strip_suffix('%') {
-                Some(percent) => percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
-                None => serial.parse::<u32>().is_ok_and(|n| n >= 1),
+                Some(percent) => digits(percent) && percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
+                None => digits(serial) && serial.parse::<u32>().is_ok_and(|n| n >= 1),
             };
             if !valid {
                 return Err(self.error_at(
@@ -359,4 +359,9 @@ mod tests {
         let (line, _, message) = error_location(&format!("{MINIMAL}\n[[services]]\nname = \"web\"\nstop = \"x\"\n"));
         assert_eq!(line, 11, "{message}");
     }
+}
+
+/// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
+fn digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }

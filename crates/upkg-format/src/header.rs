@@ -591,8 +591,8 @@ impl Header {
         }
         for role in &self.package.rollout {
             let valid = match role.serial.strip_suffix('%') {
-                Some(percent) => percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
-                None => role.serial.parse::<u32>().is_ok_and(|n| n >= 1),
+                Some(percent) => digits(percent) && percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
+                None => digits(&role.serial) && role.serial.parse::<u32>().is_ok_and(|n| n >= 1),
             };
             if !valid {
                 return bad(format!("rollout role {:?} has an invalid serial {:?}", role.name, role.serial));
@@ -674,4 +674,9 @@ pub fn check_identifier(what: &str, id: &str) -> Result<()> {
             ),
         ))
     }
+}
+
+/// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
+fn digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
