@@ -305,6 +305,11 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
+fn digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,9 +364,4 @@ mod tests {
         let (line, _, message) = error_location(&format!("{MINIMAL}\n[[services]]\nname = \"web\"\nstop = \"x\"\n"));
         assert_eq!(line, 11, "{message}");
     }
-}
-
-/// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
-fn digits(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
