@@ -180,6 +180,11 @@ impl Tx<'_, '_> {
 
     /// Commits: saves `state` recording this transaction, then cleans up.
     pub fn commit(&mut self, mut state: State) -> Result<()> {
+        // The renames must be durable before the state says they happened: one
+        // syncfs (the data itself was synced after staging).
+        if self.ctx.durability != upkg_unpack::Durability::None {
+            util::sync_filesystem(&self.state_dir.target)?;
+        }
         state.last_transaction = Some(self.journal.txid.clone());
         self.state_dir.save(&state)?;
         self.log.line("committed: state.json records the transaction");
