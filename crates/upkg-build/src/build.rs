@@ -500,20 +500,22 @@ impl EntryData for SourceData<'_> {
         if range.start == 0 && range.end == size {
             // The whole file in one member: hash while copying.
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut left = size;
             let mut reader = &file;
-            while left > 0 {
-                let want = buf.len().min(left as usize);
-                let n = reader.read(&mut buf[..want]).map_err(|e| read_failure(path, e))?;
-                if n == 0 {
-                    return Err(changed_error(path));
+            upkg_format::buffer::with_copy_buffer(|buf| {
+                let mut left = size;
+                while left > 0 {
+                    let want = buf.len().min(left as usize);
+                    let n = reader.read(&mut buf[..want]).map_err(|e| read_failure(path, e))?;
+                    if n == 0 {
+                        return Err(changed_error(path));
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])?;
+                    left -= n as u64;
+                    (self.progress)(n as u64);
                 }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                left -= n as u64;
-                (self.progress)(n as u64);
-            }
+                Ok(())
+            })?;
             self.check_no_more(&file, path, size).map_err(|e| read_failure(path, e))?;
             let _ = self.digests[index].set(Digest(hasher.finalize().into()));
             return Ok(());

@@ -16,6 +16,7 @@
 //! parse manifests (`upkg-build`) or install anything (`upkg-install`). The
 //! normative description is `format-spec/SPEC.md`.
 
+pub mod buffer;
 pub mod cabfmt;
 pub mod digest;
 pub mod error;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use upkg_format::buffer::with_copy_buffer;
 use upkg_format::header::Kind;
 use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
 use upkg_format::payload::{self, Unit};
@@ -54,15 +55,16 @@ pub fn check_file(
     let bytes = AtomicU64::new(0);
     for_each_unit(&all, threads, &|unit| {
         let mut visit = |_: usize, data: &mut dyn Read| -> Result<(), Error> {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = data.read(&mut buf).map_err(payload::read_error)?;
-                if n == 0 {
-                    break;
+            with_copy_buffer(|buf| {
+                loop {
+                    let n = data.read(buf).map_err(payload::read_error)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    progress(n as u64);
                 }
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
-                progress(n as u64);
-            }
+            })?;
             files.fetch_add(1, Ordering::Relaxed);
             Ok(())
         };
@@ -175,16 +177,17 @@ pub fn check_tree(
 pub fn hash_file(path: &Path, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<(Digest, u64)> {
     let mut file = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let total = with_copy_buffer(|buf| {
+        let mut total = 0u64;
+        loop {
+            let n = file.read(buf)?;
+            if n == 0 {
+                return Ok::<u64, std::io::Error>(total);
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            progress(n as u64);
         }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-        progress(n as u64);
-    }
+    })?;
     Ok((Digest(hasher.finalize().into()), total))
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
+use upkg_format::buffer::with_copy_buffer;
 use upkg_format::header::Kind;
 use upkg_format::payload::{self, Unit};
 use upkg_format::{Digest, Error, Header, Package, PackageFile};
@@ -190,8 +191,6 @@ fn finish_file(file: File, path: &Path, mode: u32, durability: Durability) -> Re
     Ok(())
 }
 
-const COPY_BUFFER: usize = 256 * 1024;
-
 /// Copies `data` to `out`; read errors are the package's, write errors the destination's.
 fn copy_data(
     data: &mut dyn Read,
@@ -199,19 +198,20 @@ fn copy_data(
     path: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, UnpackError> {
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(payload::read_error(e).into()),
-        };
-        out.write_all(&buf[..n]).map_err(|e| UnpackError::io(path, e))?;
-        total += n as u64;
-        progress(n as u64);
-    }
+    with_copy_buffer(|buf| {
+        let mut total = 0u64;
+        loop {
+            let n = match data.read(buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(payload::read_error(e).into()),
+            };
+            out.write_all(&buf[..n]).map_err(|e| UnpackError::io(path, e))?;
+            total += n as u64;
+            progress(n as u64);
+        }
+    })
 }
 
 /// Runs `work` on every unit on `threads` threads, stopping early after an error.
@@ -310,17 +310,18 @@ fn write_from_tree(
             let path = root.join(&entry.path);
             let mut file = create_file(&path)?;
             let mut reader = HashReader { inner: source, hasher: Sha256::new() };
-            let mut buf = vec![0u8; COPY_BUFFER];
-            let mut total = 0u64;
-            loop {
-                let n = reader.read(&mut buf).map_err(|e| UnpackError::io(&source_path, e))?;
-                if n == 0 {
-                    break;
+            let total = with_copy_buffer(|buf| {
+                let mut total = 0u64;
+                loop {
+                    let n = reader.read(buf).map_err(|e| UnpackError::io(&source_path, e))?;
+                    if n == 0 {
+                        return Ok::<u64, UnpackError>(total);
+                    }
+                    file.write_all(&buf[..n]).map_err(|e| UnpackError::io(&path, e))?;
+                    total += n as u64;
+                    (options.progress)(n as u64);
                 }
-                file.write_all(&buf[..n]).map_err(|e| UnpackError::io(&path, e))?;
-                total += n as u64;
-                (options.progress)(n as u64);
-            }
+            })?;
             let actual = Digest(reader.hasher.finalize().into());
             let expected = entry.sha256.expect("validated");
             if total != entry.size || actual != expected {
