@@ -120,7 +120,6 @@ pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> 
     let mut staging = Staging { path: staging_dir, armed: true };
 
     let package = Package::File(package);
-    let header = package.header();
     let written = write::write_entries(&package, &staging.path, &|_| true, options)?;
 
     // The expanded tree keeps what it needs to be verified and installed later.
@@ -138,7 +137,7 @@ pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> 
 
     match destination {
         Destination::Absent { parent } => {
-            write::apply_dir_modes(header, &staging.path, &|_| true)?;
+            write::apply_dir_modes(&staging.path, &written.pending_dir_modes)?;
             std::fs::rename(&staging.path, dest).map_err(|e| UnpackError::io(dest, e))?;
             staging.armed = false;
             sync_dir(&parent, options.durability)?;
@@ -161,7 +160,7 @@ pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> 
             }
             let final_header = dest.join(EXPANDED_HEADER);
             std::fs::rename(&pending, &final_header).map_err(|e| UnpackError::io(&final_header, e))?;
-            write::apply_dir_modes(header, dest, &|_| true)?;
+            write::apply_dir_modes(dest, &written.pending_dir_modes)?;
             sync_dir(dest, options.durability)?;
         }
     }

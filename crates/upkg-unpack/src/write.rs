@@ -7,9 +7,9 @@
 //! lists an entry below a link (checked when the header is parsed), so nothing is
 //! ever written through a link.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,7 +65,7 @@ pub fn default_threads() -> usize {
 }
 
 /// What was written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteReport {
     /// Regular files.
     pub files: u64,
@@ -75,6 +75,78 @@ pub struct WriteReport {
     pub symlinks: u64,
     /// Bytes of file contents.
     pub bytes: u64,
+    /// Directories created with mode 0700 that still need their catalog mode
+    /// ([`apply_dir_modes`]): those whose mode the umask would change, that are not
+    /// writable by their owner, or that carry special bits.
+    #[serde(skip)]
+    pub pending_dir_modes: Vec<(String, u32)>,
+}
+
+/// The directory entries are written into: paths are resolved from its descriptor
+/// (not from `/` for every file), and the umask is read once, so that files and
+/// directories are created with their final mode whenever the umask leaves it
+/// intact, without a `chmod` each.
+struct Root {
+    path: PathBuf,
+    fd: rustix::fd::OwnedFd,
+    umask: u32,
+}
+
+impl Root {
+    fn open(path: &Path) -> Result<Root, UnpackError> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| UnpackError::io(path, e.into()))?;
+        Ok(Root { path: path.to_owned(), fd, umask: process_umask() })
+    }
+
+    /// Whether `mode` survives creation as given: no special bits, nothing the umask removes.
+    fn keeps(&self, mode: u32) -> bool {
+        mode & 0o7000 == 0 && mode & self.umask == 0
+    }
+
+    /// Creates directory `relative`; returns whether it already has its final mode.
+    fn mkdir(&self, relative: &str, mode: u32) -> Result<bool, UnpackError> {
+        let final_now = self.keeps(mode) && mode & 0o700 == 0o700;
+        let initial = if final_now { mode } else { 0o700 };
+        match rustix::fs::mkdirat(&self.fd, relative, rustix::fs::Mode::from_raw_mode(initial)) {
+            Ok(()) => Ok(final_now),
+            Err(rustix::io::Errno::EXIST)
+                if std::fs::symlink_metadata(self.path.join(relative)).is_ok_and(|m| m.is_dir()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(UnpackError::io(self.path.join(relative), e.into())),
+        }
+    }
+
+    /// Creates file `relative`; refuses to follow or replace anything already there.
+    /// Returns the file and whether its mode still has to be set.
+    fn create_file(&self, relative: &str, mode: u32) -> Result<(File, bool), UnpackError> {
+        use rustix::fs::{Mode, OFlags};
+        let final_now = self.keeps(mode);
+        let initial = if final_now { mode } else { 0o600 };
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, relative, flags, Mode::from_raw_mode(initial))
+            .map_err(|e| UnpackError::io(self.path.join(relative), e.into()))?;
+        Ok((File::from(fd), !final_now))
+    }
+
+    fn symlink(&self, target: &str, relative: &str) -> Result<(), UnpackError> {
+        rustix::fs::symlinkat(target, &self.fd, relative)
+            .map_err(|e| UnpackError::io(self.path.join(relative), e.into()))
+    }
+}
+
+/// The process's umask. Reading it means setting it; this is done once, before any
+/// thread of this crate creates files.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        old.as_raw_mode()
+    })
 }
 
 /// Writes the entries `select` picks into `root`, verifying every byte against the
@@ -87,21 +159,20 @@ pub fn write_entries(
     options: &WriteOptions<'_>,
 ) -> Result<WriteReport, UnpackError> {
     let header = package.header();
+    let root = Root::open(root)?;
     let mut report = WriteReport::default();
-    create_dirs(header, root, select, &mut report)?;
+    create_dirs(header, &root, select, &mut report)?;
     let counters = Counters::default();
     match package {
-        Package::File(file) => write_from_file(file, header, root, select, options, &counters)?,
-        Package::Tree(tree) => write_from_tree(tree.root(), header, root, select, options, &counters)?,
+        Package::File(file) => write_from_file(file, header, &root, select, options, &counters)?,
+        Package::Tree(tree) => write_from_tree(tree.root(), header, &root, select, options, &counters)?,
     }
     report.files = counters.files.load(Ordering::Relaxed);
     report.bytes = counters.bytes.load(Ordering::Relaxed);
     // Links last: nothing is ever written below one.
     for (index, entry) in header.files.iter().enumerate() {
         if entry.kind == Kind::Symlink && select(index) {
-            let target = entry.target.as_deref().expect("validated");
-            let path = root.join(&entry.path);
-            std::os::unix::fs::symlink(target, &path).map_err(|e| UnpackError::io(&path, e))?;
+            root.symlink(entry.target.as_deref().expect("validated"), &entry.path)?;
             report.symlinks += 1;
         }
     }
@@ -114,15 +185,14 @@ struct Counters {
     bytes: AtomicU64,
 }
 
-/// Creates every selected directory and the parents of every selected entry, mode 0700.
+/// Creates every selected directory and the parents of every selected entry;
+/// those that cannot get their final mode yet are listed in the report.
 fn create_dirs(
     header: &Header,
-    root: &Path,
+    root: &Root,
     select: &dyn Fn(usize) -> bool,
     report: &mut WriteReport,
 ) -> Result<(), UnpackError> {
-    let mut builder = DirBuilder::new();
-    builder.mode(0o700);
     let mut made = std::collections::HashSet::new();
     for (index, entry) in header.files.iter().enumerate() {
         if !select(index) {
@@ -142,16 +212,13 @@ fn create_dirs(
             next = upkg_format::paths::parent(d);
         }
         for d in chain.into_iter().rev() {
-            let path = root.join(d);
-            match builder.create(&path) {
-                Ok(()) => {}
-                Err(e)
-                    if e.kind() == io::ErrorKind::AlreadyExists
-                        && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {}
-                Err(e) => return Err(UnpackError::io(&path, e)),
+            let catalog = header.find(d).filter(|e| e.kind == Kind::Dir);
+            let mode = catalog.map_or(0o755, |e| e.mode.0);
+            if !root.mkdir(d, mode)? && catalog.is_some() {
+                report.pending_dir_modes.push((d.to_owned(), mode));
             }
             made.insert(d.to_owned());
-            if header.find(d).is_some_and(|e| e.kind == Kind::Dir) {
+            if catalog.is_some() {
                 report.dirs += 1;
             }
         }
@@ -159,32 +226,23 @@ fn create_dirs(
     Ok(())
 }
 
-/// Sets every selected directory's mode from the catalog, deepest first, so a
+/// Gives directories the modes they could not be created with, deepest first, so a
 /// read-only directory is closed only after its contents are written.
-pub fn apply_dir_modes(header: &Header, root: &Path, select: &dyn Fn(usize) -> bool) -> Result<(), UnpackError> {
-    for (index, entry) in header.files.iter().enumerate().rev() {
-        if entry.kind == Kind::Dir && select(index) {
-            let path = root.join(&entry.path);
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode.0))
-                .map_err(|e| UnpackError::io(&path, e))?;
-        }
+pub fn apply_dir_modes(root: &Path, pending: &[(String, u32)]) -> Result<(), UnpackError> {
+    let mut pending: Vec<&(String, u32)> = pending.iter().collect();
+    pending.sort_by(|a, b| b.0.cmp(&a.0));
+    for (dir, mode) in pending {
+        let path = root.join(dir);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| UnpackError::io(&path, e))?;
     }
     Ok(())
 }
 
-/// Creates a new file for an entry; refuses to follow or replace anything already there.
-fn create_file(path: &Path) -> Result<File, UnpackError> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(|e| UnpackError::io(path, e))
-}
-
-fn finish_file(file: File, path: &Path, mode: u32, durability: Durability) -> Result<(), UnpackError> {
-    file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| UnpackError::io(path, e))?;
+fn finish_file(file: File, path: &Path, mode: Option<u32>, durability: Durability) -> Result<(), UnpackError> {
+    if let Some(mode) = mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| UnpackError::io(path, e))?;
+    }
     if durability == Durability::PerFile {
         file.sync_all().map_err(|e| UnpackError::io(path, e))?;
     }
@@ -250,7 +308,7 @@ pub(crate) fn for_each_unit(
 fn write_from_file(
     package: &PackageFile,
     header: &Header,
-    root: &Path,
+    root: &Root,
     select: &(dyn Fn(usize) -> bool + Sync),
     options: &WriteOptions<'_>,
     counters: &Counters,
@@ -265,11 +323,11 @@ fn write_from_file(
                 return Ok(());
             }
             let entry = &header.files[index];
-            let path = root.join(&entry.path);
+            let path = root.path.join(&entry.path);
             let result = (|| {
-                let mut file = create_file(&path)?;
+                let (mut file, chmod) = root.create_file(&entry.path, entry.mode.0)?;
                 let written = copy_data(data, &mut file, &path, options.progress)?;
-                finish_file(file, &path, entry.mode.0, options.durability)?;
+                finish_file(file, &path, chmod.then_some(entry.mode.0), options.durability)?;
                 counters.files.fetch_add(1, Ordering::Relaxed);
                 counters.bytes.fetch_add(written, Ordering::Relaxed);
                 Ok(())
@@ -287,7 +345,7 @@ fn write_from_file(
 fn write_from_tree(
     tree: &Path,
     header: &Header,
-    root: &Path,
+    root: &Root,
     select: &(dyn Fn(usize) -> bool + Sync),
     options: &WriteOptions<'_>,
     counters: &Counters,
@@ -307,8 +365,8 @@ fn write_from_tree(
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(&source_path)
                 .map_err(|e| UnpackError::io(&source_path, e))?;
-            let path = root.join(&entry.path);
-            let mut file = create_file(&path)?;
+            let path = root.path.join(&entry.path);
+            let (mut file, chmod) = root.create_file(&entry.path, entry.mode.0)?;
             let mut reader = HashReader { inner: source, hasher: Sha256::new() };
             let total = with_copy_buffer(|buf| {
                 let mut total = 0u64;
@@ -332,7 +390,7 @@ fn write_from_tree(
                     actual: actual.to_hex(),
                 }));
             }
-            finish_file(file, &path, entry.mode.0, options.durability)?;
+            finish_file(file, &path, chmod.then_some(entry.mode.0), options.durability)?;
             counters.files.fetch_add(1, Ordering::Relaxed);
             counters.bytes.fetch_add(total, Ordering::Relaxed);
             Ok(())
