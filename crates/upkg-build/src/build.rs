@@ -520,19 +520,30 @@ impl EntryData for SourceData<'_> {
             let _ = self.digests[index].set(Digest(hasher.finalize().into()));
             return Ok(());
         }
-        // One chunk of a file spread over several members: read it, hand it to the
-        // encoder, then add it to the file's digest in file order.
-        let mut chunk = vec![0u8; (range.end - range.start) as usize];
-        file.read_exact_at(&mut chunk, range.start).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof { changed_error(path) } else { read_failure(path, e) }
-        })?;
-        if range.end == size {
-            self.check_no_more(&file, path, size).map_err(|e| read_failure(path, e))?;
-        }
-        out.write_all(&chunk)?;
-        (self.progress)(chunk.len() as u64);
+        // One chunk of a file spread over several members. Its bytes must enter the
+        // file's digest in order, so the chunk is read once the chunk before it has
+        // been hashed, and streamed through this thread's copy buffer (the slow part,
+        // compressing, still runs in parallel afterwards).
         let mut hasher = self.take_turn(index, range.start)?;
-        hasher.update(&chunk);
+        let copied = upkg_format::buffer::with_copy_buffer(|buf| {
+            let mut offset = range.start;
+            while offset < range.end {
+                let want = buf.len().min((range.end - offset) as usize);
+                let n = file.read_at(&mut buf[..want], offset).map_err(|e| read_failure(path, e))?;
+                if n == 0 {
+                    return Err(changed_error(path));
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                offset += n as u64;
+                (self.progress)(n as u64);
+            }
+            if range.end == size {
+                self.check_no_more(&file, path, size).map_err(|e| read_failure(path, e))?;
+            }
+            Ok(())
+        });
+        copied?;
         self.end_turn(index, range.end, hasher);
         Ok(())
     }

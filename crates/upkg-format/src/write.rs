@@ -289,7 +289,11 @@ pub fn encode_member(
                 compressor.include_contentsize(true)?;
                 *slot = Some((level, compressor));
             }
-            slot.as_mut().expect("set above").1.compress(&raw)
+            let compressor = &mut slot.as_mut().expect("set above").1;
+            with_scratch(zstd::zstd_safe::compress_bound(raw.len()), |scratch| {
+                let len = compressor.compress_to_buffer(&raw, &mut scratch[..])?;
+                Ok(scratch[..len].to_vec())
+            })
         }),
         // libdeflate rather than the streaming deflate of flate2: it compresses a
         // whole buffer about twice as fast at the same level, and its gzip header is
@@ -302,10 +306,11 @@ pub fn encode_member(
                 *slot = Some((level, libdeflater::Compressor::new(lvl)));
             }
             let compressor = &mut slot.as_mut().expect("set above").1;
-            let mut out = vec![0u8; compressor.gzip_compress_bound(raw.len())];
-            let len = compressor.gzip_compress(&raw, &mut out).map_err(|e| io::Error::other(format!("gzip: {e}")))?;
-            out.truncate(len);
-            Ok(out)
+            with_scratch(compressor.gzip_compress_bound(raw.len()), |scratch| {
+                let len =
+                    compressor.gzip_compress(&raw, scratch).map_err(|e| io::Error::other(format!("gzip: {e}")))?;
+                Ok(scratch[..len].to_vec())
+            })
         }),
         Codec::Cab => cabfmt::compress_member(&raw, level as u32),
     });
@@ -315,8 +320,22 @@ pub fn encode_member(
     Ok(EncodedMember { bytes, sha256 })
 }
 
+/// Runs `f` with this thread's compression scratch buffer, at least `len` bytes long.
+/// Compressing into it and copying out the exact result keeps every member that
+/// waits to be written at its compressed size, not at the compressor's worst case.
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> io::Result<T>) -> io::Result<T> {
+    let mut scratch = SCRATCH.with(Cell::take);
+    if scratch.len() < len {
+        scratch.resize(len, 0);
+    }
+    let result = f(&mut scratch[..len]);
+    SCRATCH.with(|cell| cell.set(scratch));
+    result
+}
+
 thread_local! {
     static RAW_MEMBER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static GZIP: RefCell<Option<(i32, libdeflater::Compressor)>> = const { RefCell::new(None) };
 }

@@ -351,14 +351,24 @@ fn stage(
         .filter_map(|e| e.index)
         .collect();
     selected.extend(header.files.iter().enumerate().filter(|(_, e)| e.is_package_file()).map(|(i, _)| i));
+    // Batched durability: the disk writes start while staging goes on, and one
+    // syncfs below makes them durable before the journal records the operations.
+    let flusher = (ctx.durability == Durability::Batched).then(|| upkg_unpack::write::Flusher::start(staging));
+    let progress = |bytes: u64| {
+        if let Some(flusher) = &flusher {
+            flusher.add(bytes);
+        }
+        (ctx.progress)(bytes);
+    };
     let write_options = WriteOptions {
         threads: ctx.threads,
         durability: if ctx.durability == Durability::PerFile { Durability::PerFile } else { Durability::None },
-        progress: ctx.progress,
+        progress: &progress,
         // Every member is verified, also those holding only files this target does not need.
         verify_all: true,
     };
     upkg_unpack::write_entries(package, staging, &|i| selected.contains(&i), &write_options)?;
+    drop(flusher);
     // Directories the plan creates get their catalog mode when created; staged files keep theirs.
     for entry in &plan.entries {
         if entry.action == PlanAction::Replace {

@@ -120,7 +120,16 @@ pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> 
     let mut staging = Staging { path: staging_dir, armed: true };
 
     let package = Package::File(package);
-    let written = write::write_entries(&package, &staging.path, &|_| true, options)?;
+    let flusher = (options.durability == Durability::Batched).then(|| write::Flusher::start(&staging.path));
+    let progress = |bytes: u64| {
+        if let Some(flusher) = &flusher {
+            flusher.add(bytes);
+        }
+        (options.progress)(bytes);
+    };
+    let write_options = WriteOptions { progress: &progress, ..*options };
+    let written = write::write_entries(&package, &staging.path, &|_| true, &write_options)?;
+    drop(flusher);
 
     // The expanded tree keeps what it needs to be verified and installed later.
     let package_dir = staging.path.join(PACKAGE_DIR);

@@ -59,6 +59,73 @@ impl Default for WriteOptions<'_> {
     }
 }
 
+/// Starts the disk writes early while a large amount is being written, so that the
+/// one `syncfs` of batched durability has little left to wait for: a thread syncs
+/// the filesystem each time another [`Flusher::STEP`] bytes have been written.
+/// The writers never wait for it.
+pub struct Flusher {
+    shared: std::sync::Arc<(Mutex<FlushState>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct FlushState {
+    pending: u64,
+    done: bool,
+}
+
+impl Flusher {
+    /// Bytes written between two background syncs.
+    pub const STEP: u64 = 64 << 20;
+
+    /// Starts the flusher for the filesystem holding `dir`.
+    pub fn start(dir: &Path) -> Flusher {
+        let shared = std::sync::Arc::new((Mutex::new(FlushState::default()), std::sync::Condvar::new()));
+        let dir = dir.to_owned();
+        let worker = std::sync::Arc::clone(&shared);
+        let thread = std::thread::spawn(move || {
+            let (lock, wake) = &*worker;
+            loop {
+                let mut state = lock.lock().expect("flusher lock");
+                while !state.done && state.pending < Self::STEP {
+                    state = wake.wait(state).expect("flusher lock");
+                }
+                if state.done {
+                    return;
+                }
+                state.pending = 0;
+                drop(state);
+                // Failures here are not errors: the final sync reports them.
+                if let Ok(fd) = File::open(&dir) {
+                    let _ = rustix::fs::syncfs(&fd);
+                }
+            }
+        });
+        Flusher { shared, thread: Some(thread) }
+    }
+
+    /// Counts `bytes` more written.
+    pub fn add(&self, bytes: u64) {
+        let (lock, wake) = &*self.shared;
+        let mut state = lock.lock().expect("flusher lock");
+        state.pending += bytes;
+        if state.pending >= Self::STEP {
+            wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.shared;
+        lock.lock().expect("flusher lock").done = true;
+        wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Decoding threads: one per core; file creation waits on the kernel, so never fewer than two.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
