@@ -144,8 +144,27 @@ def durability_phase() -> Phase:
                        "syncs (benchmarks only); `per-file` fsyncs every file.")
 
 
+def install_phase() -> Phase:
+    # The corpus manifest is a `fresh-install` release: installing it into a directory
+    # that never existed creates a new instance of every file of the corpus. The
+    # registry is kept out of /etc.
+    tools = [
+        Tool(f"pkgrun-install-{mode}", f"pkgrun install --durability {mode}",
+             "PKGRUN_REGISTRY={OUT}.registry {PKGRUN} {PKG_ZSTD} --trust {PUB} --target {OUT} -q --durability " + mode,
+             "", ours=True, tree="install")
+        for mode in ("batched", "none", "per-file")
+    ]
+    return Phase("install", "Install of the corpus as a new instance (zstd)", "pkgrun-install-none", tools,
+                 produces="tree",
+                 notes="An install verifies the whole package, stages every file on the target's filesystem, journals, "
+                       "renames each file into place, keeps a copy of the package for `repair`, and commits. `batched` "
+                       "(the default) makes the staged files durable with one `syncfs` (writes start early) and the "
+                       "renames with one more before the commit; `none` never syncs the files (benchmarks only); "
+                       "`per-file` fsyncs every staged file.")
+
+
 def phases(cab: bool) -> list[Phase]:
-    return [build_phase(cab), check_phase(cab), expand_phase(cab), durability_phase()]
+    return [build_phase(cab), check_phase(cab), expand_phase(cab), durability_phase(), install_phase()]
 
 
 def targets(large: bool) -> list[report.Target]:
@@ -174,6 +193,8 @@ def targets(large: bool) -> list[report.Target]:
           "pkgrun-check-zstd", "zstd-d-payload", 1.3),
         T("durability", "`pkgrun -x` batched durability within 1.3x of none", "time-within",
           "pkgrun-x-batched", "pkgrun-x-none", 1.3),
+        T("install-durability", "install of the corpus with full durability (batched) within 1.3x of no syncing",
+          "time-within", "pkgrun-install-batched", "pkgrun-install-none", 1.3),
         T("memory", "peak memory of every pkgbuild/pkgrun command < 64 MiB", "memory", threshold=64, asserted=large),
         T("stub", "stub (stripped release pkgrun) <= 2 MiB", "stub", threshold=2),
     ]
@@ -254,6 +275,8 @@ def compare_tree(out: Path, expected: tuple[dict, set], how: str) -> list[str]:
         rel_dir = os.path.relpath(dirpath, out)
         if rel_dir == "." and how == "pkgrun" and ".package" in dirnames:
             dirnames.remove(".package")
+        if rel_dir == "." and how == "install" and ".pkgrun" in dirnames:
+            dirnames.remove(".pkgrun")
         if rel_dir != ".":
             seen_dirs.add(rel_dir)
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
@@ -434,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         # Cleanup policy from the free space: every output kept (deletion-free) when it fits.
         size = corpus_info["bytes"]
         n_files_out = len(all_phases[0].tools)
-        n_trees = len(all_phases[2].tools) + len(all_phases[3].tools)
+        n_trees = len(all_phases[2].tools) + len(all_phases[3].tools) + len(all_phases[4].tools)
         need_end = size * args.runs * (0.6 * n_files_out + 1.15 * n_trees) + 2 * 1024**3
         free = shutil.disk_usage(scratch).free
         cleanup = args.cleanup
@@ -471,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.run_phase(all_phases[1], args.runs, out_root, cleanup, args.settle)
         expand_out = runner.run_phase(all_phases[2], args.runs, out_root, cleanup, args.settle)
         durability_out = runner.run_phase(all_phases[3], args.runs, out_root, cleanup, args.settle)
+        install_out = runner.run_phase(all_phases[4], args.runs, out_root, cleanup, args.settle)
 
         # Stub overhead.
         pkgrun_bytes = (bin_dir / "pkgrun").stat().st_size
@@ -487,14 +511,15 @@ def main(argv: list[str] | None = None) -> int:
         expected = expected_tree(corpus_dir / "root")
         tool_by_key = {t.key: t for ph in all_phases for t in ph.tools}
         mismatches = {}
-        for key, out in {**expand_out, **durability_out}.items():
+        for key, out in {**expand_out, **durability_out, **install_out}.items():
             problems = compare_tree(out, expected, tool_by_key[key].tree)
             if problems:
                 mismatches[key] = problems
                 verification.append(f"{key}: **tree differs from the corpus**: " + "; ".join(problems[:5])
                                     + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
             else:
-                how = {"pkgrun": "ignoring .package/", "content": "contents only: cabinets keep no permission bits",
+                how = {"pkgrun": "ignoring .package/", "install": "ignoring the installer's .pkgrun/",
+                       "content": "contents only: cabinets keep no permission bits",
                        "plain": "paths, sizes, modes, SHA-256"}[tool_by_key[key].tree]
                 verification.append(f"{key}: expanded tree equals the corpus ({len(expected[0]):,} files; {how})")
         for line in verification:
