@@ -269,9 +269,48 @@ struct UnitStream<'a> {
 }
 
 enum MemberDecoder {
+    /// A member decoded in one call into this thread's buffer (its first `len` bytes).
+    Whole {
+        raw: Vec<u8>,
+        len: usize,
+        served: usize,
+    },
     Zstd(zstd::stream::read::Decoder<'static, Cursor<Vec<u8>>>),
     Gzip(Box<flate2::bufread::GzDecoder<Cursor<Vec<u8>>>>),
-    Cab { compressed: Vec<u8>, position: usize, block: Vec<u8>, served: usize },
+    Cab {
+        compressed: Vec<u8>,
+        position: usize,
+        block: Vec<u8>,
+        served: usize,
+    },
+}
+
+/// tar members of up to this many uncompressed bytes are decoded whole, in one
+/// call, by a decompressor this thread keeps (no streaming window to copy through,
+/// no decoder set up per member); larger ones are streamed. This writer's members
+/// are at most 32 MiB.
+pub const WHOLE_MEMBER_MAX: u64 = 64 << 20;
+
+thread_local! {
+    /// Compressed bytes of the member being verified and decoded.
+    static COMPRESSED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Uncompressed bytes of a member decoded whole.
+    static RAW: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static GUNZIP: std::cell::RefCell<Option<upkg_gunzip::Gunzip>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes this thread's buffer from `slot`, at least `len` bytes long (zeroed only when it grows).
+fn take_buffer(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, len: usize) -> Vec<u8> {
+    let mut buffer = slot.with(std::cell::Cell::take);
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    buffer
+}
+
+fn put_buffer(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, buffer: Vec<u8>) {
+    slot.with(|cell| cell.set(buffer));
 }
 
 impl<'a> UnitStream<'a> {
@@ -321,31 +360,49 @@ impl<'a> UnitStream<'a> {
             });
         }
         let offset = self.package.layout().payload.offset + member.offset;
-        let mut compressed = vec![0u8; member.size as usize];
-        self.package.read_exact_at(&mut compressed, offset)?;
-        let actual = Digest::of(&compressed);
-        if actual != member.sha256 {
-            return Err(Error::DigestMismatch {
-                what: format!("payload member {index} (bytes {offset}..{})", offset + member.size),
-                offset: Some(offset),
-                expected: member.sha256.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
-        let decoder = match self.header.payload.codec {
-            Codec::TarZstd => {
-                let mut decoder = zstd::stream::read::Decoder::with_buffer(Cursor::new(compressed))
-                    .map_err(|e| self.malformed(format!("zstd: {e}")))?
-                    .single_frame();
-                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| self.malformed(format!("zstd: {e}")))?;
-                MemberDecoder::Zstd(decoder)
+        let size = member.size as usize;
+        let mut compressed = take_buffer(&COMPRESSED, size);
+        let verified = (|| {
+            self.package.read_exact_at(&mut compressed[..size], offset)?;
+            let actual = Digest::of(&compressed[..size]);
+            if actual != member.sha256 {
+                return Err(Error::DigestMismatch {
+                    what: format!("payload member {index} (bytes {offset}..{})", offset + member.size),
+                    offset: Some(offset),
+                    expected: member.sha256.to_hex(),
+                    actual: actual.to_hex(),
+                });
             }
-            Codec::TarGzip => MemberDecoder::Gzip(Box::new(flate2::bufread::GzDecoder::new(Cursor::new(compressed)))),
-            Codec::Cab => {
-                if !member.continues {
-                    self.cab_history = FolderDecoder::new();
+            Ok(())
+        })();
+        if let Err(e) = verified {
+            put_buffer(&COMPRESSED, compressed);
+            return Err(e);
+        }
+        let codec = self.header.payload.codec;
+        let decoder = if codec.is_tar() && member.raw_size <= WHOLE_MEMBER_MAX {
+            let result = self.decode_whole(codec, &compressed[..size], member.raw_size as usize);
+            put_buffer(&COMPRESSED, compressed);
+            result?
+        } else {
+            compressed.truncate(size);
+            match codec {
+                Codec::TarZstd => {
+                    let mut decoder = zstd::stream::read::Decoder::with_buffer(Cursor::new(compressed))
+                        .map_err(|e| self.malformed(format!("zstd: {e}")))?
+                        .single_frame();
+                    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| self.malformed(format!("zstd: {e}")))?;
+                    MemberDecoder::Zstd(decoder)
                 }
-                MemberDecoder::Cab { compressed, position: 0, block: Vec::new(), served: 0 }
+                Codec::TarGzip => {
+                    MemberDecoder::Gzip(Box::new(flate2::bufread::GzDecoder::new(Cursor::new(compressed))))
+                }
+                Codec::Cab => {
+                    if !member.continues {
+                        self.cab_history = FolderDecoder::new();
+                    }
+                    MemberDecoder::Cab { compressed, position: 0, block: Vec::new(), served: 0 }
+                }
             }
         };
         self.current = Some(decoder);
@@ -354,13 +411,78 @@ impl<'a> UnitStream<'a> {
         Ok(())
     }
 
+    /// Decodes a whole tar member: exactly one zstd frame or gzip member, nothing
+    /// after it, exactly `raw_size` bytes.
+    fn decode_whole(&self, codec: Codec, compressed: &[u8], raw_size: usize) -> Result<MemberDecoder> {
+        let mut raw = take_buffer(&RAW, raw_size);
+        let decoded = match codec {
+            Codec::TarZstd => ZSTD.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                if slot.is_none() {
+                    let mut decompressor =
+                        zstd::bulk::Decompressor::new().map_err(|e| self.malformed(format!("zstd: {e}")))?;
+                    decompressor
+                        .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                        .map_err(|e| self.malformed(format!("zstd: {e}")))?;
+                    *slot = Some(decompressor);
+                }
+                let frame = zstd::zstd_safe::find_frame_compressed_size(compressed)
+                    .map_err(|code| self.malformed(format!("zstd: {}", zstd::zstd_safe::get_error_name(code))))?;
+                if frame != compressed.len() {
+                    return Err(self.malformed(format!("{} bytes follow its zstd frame", compressed.len() - frame)));
+                }
+                let decompressor = slot.as_mut().expect("set above");
+                decompressor.decompress_to_buffer(compressed, &mut raw[..raw_size]).map_err(|e| {
+                    if e.to_string().contains("Destination buffer is too small") {
+                        self.malformed(format!("it decodes to more than the {raw_size} bytes the catalog says"))
+                    } else {
+                        self.malformed(format!("it does not decode: zstd: {e}"))
+                    }
+                })
+            }),
+            _ => GUNZIP.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                let gunzip = slot.get_or_insert_with(upkg_gunzip::Gunzip::new);
+                let (used, written) = gunzip.decode(compressed, &mut raw[..raw_size]).map_err(|e| match e {
+                    upkg_gunzip::GunzipError::TooLong => {
+                        self.malformed(format!("it decodes to more than the {raw_size} bytes the catalog says"))
+                    }
+                    other => self.malformed(format!("it does not decode: gzip: {other}")),
+                })?;
+                if used != compressed.len() {
+                    return Err(self.malformed(format!("{} bytes follow its gzip member", compressed.len() - used)));
+                }
+                Ok(written)
+            }),
+        };
+        match decoded {
+            Ok(len) if len == raw_size => Ok(MemberDecoder::Whole { raw, len, served: 0 }),
+            Ok(len) => {
+                put_buffer(&RAW, raw);
+                Err(self.malformed(format!("it decodes to {len} bytes, the catalog says {raw_size}")))
+            }
+            Err(e) => {
+                put_buffer(&RAW, raw);
+                Err(e)
+            }
+        }
+    }
+
     /// Ends the current member: it must have produced exactly its raw size from all of its bytes.
     fn close_current(&mut self) -> Result<()> {
         let member = &self.header.payload.members[self.member];
         let leftover = match self.current.take() {
+            Some(MemberDecoder::Whole { raw, .. }) => {
+                put_buffer(&RAW, raw);
+                0
+            }
             Some(MemberDecoder::Zstd(decoder)) => remaining(decoder.get_ref()),
             Some(MemberDecoder::Gzip(decoder)) => remaining(decoder.get_ref()),
-            Some(MemberDecoder::Cab { compressed, position, .. }) => compressed.len() - position,
+            Some(MemberDecoder::Cab { compressed, position, .. }) => {
+                let leftover = compressed.len() - position;
+                put_buffer(&COMPRESSED, compressed);
+                leftover
+            }
             None => 0,
         };
         if leftover != 0 {
@@ -380,6 +502,12 @@ impl<'a> UnitStream<'a> {
         let raw_position = self.raw_position;
         let history = &mut self.cab_history;
         match self.current.as_mut().expect("a member is open") {
+            MemberDecoder::Whole { raw, len, served } => {
+                let n = buf.len().min(*len - *served);
+                buf[..n].copy_from_slice(&raw[*served..*served + n]);
+                *served += n;
+                Ok(n)
+            }
             MemberDecoder::Zstd(decoder) => decoder.read(buf),
             MemberDecoder::Gzip(decoder) => decoder.read(buf),
             MemberDecoder::Cab { compressed, position, block, served } => {

@@ -338,10 +338,7 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
     }
 
     // Inventory, hashing in parallel: reading the target dominates planning.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads.max(1))
-        .build()
-        .map_err(|e| InstallError::io("<threads>", std::io::Error::other(e)))?;
+    let pool = upkg_unpack::write::thread_pool(options.threads)?;
     let present: Vec<Result<Present>> = pool.install(|| {
         use rayon::prelude::*;
         product_entries.par_iter().map(|(_, entry)| inventory(&target.join(&entry.path))).collect()

@@ -93,10 +93,7 @@ pub fn check_tree(
         problems.lock().expect("problems lock").push(TreeProblem { path: path.to_owned(), kind, detail });
     };
     let bytes = AtomicU64::new(0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| UnpackError::io("<threads>", std::io::Error::other(e)))?;
+    let pool = crate::write::thread_pool(threads)?;
     pool.install(|| {
         header.files.par_iter().for_each(|entry| {
             let path = root.join(&entry.path);

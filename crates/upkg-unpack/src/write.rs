@@ -126,6 +126,14 @@ impl Drop for Flusher {
     }
 }
 
+/// A pool of `threads` worker threads (at least one).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, UnpackError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| UnpackError::io("<threads>", io::Error::other(e)))
+}
+
 /// Decoding threads: one per core; file creation waits on the kernel, so never fewer than two.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
@@ -349,10 +357,7 @@ pub(crate) fn for_each_unit(
 ) -> Result<(), UnpackError> {
     let stop = AtomicBool::new(false);
     let errors: Mutex<Vec<(usize, UnpackError)>> = Mutex::new(Vec::new());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| UnpackError::io("<threads>", io::Error::other(e)))?;
+    let pool = thread_pool(threads)?;
     pool.install(|| {
         units.par_iter().enumerate().with_max_len(1).for_each(|(index, unit)| {
             if stop.load(Ordering::Relaxed) {
@@ -419,10 +424,7 @@ fn write_from_tree(
 ) -> Result<(), UnpackError> {
     let files: Vec<usize> =
         (0..header.files.len()).filter(|&i| header.files[i].kind == Kind::File && select(i)).collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads.max(1))
-        .build()
-        .map_err(|e| UnpackError::io("<threads>", io::Error::other(e)))?;
+    let pool = thread_pool(options.threads)?;
     pool.install(|| {
         files.par_iter().try_for_each(|&index| {
             let entry = &header.files[index];
