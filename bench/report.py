@@ -66,6 +66,15 @@ def machine_info(scratch: Path, bin_dir: Path, git_commit: str) -> dict:
         parts = p.stdout.split()
         if len(parts) >= 2:
             fs = {"type": parts[0], "options": parts[1], "source": parts[2] if len(parts) > 2 else ""}
+    if fs["type"] == "ext4" and fs["source"].startswith("/dev/"):
+        # Without a journal, ext4 skips inodes freed in the last 60-360 s when it
+        # allocates one (recently_deleted() in fs/ext4/ialloc.c), scanning past each:
+        # the reason creating files is slow for minutes after a large tree is deleted.
+        task = Path("/sys/fs/ext4") / Path(fs["source"]).name / "journal_task"
+        try:
+            fs["journal"] = task.read_text().strip() != "<none>"
+        except OSError:
+            pass
     virt = ""
     if shutil.which("systemd-detect-virt"):
         virt = subprocess.run(["systemd-detect-virt"], stdout=subprocess.PIPE, text=True).stdout.strip()
@@ -128,6 +137,7 @@ def summarize(measurements: list[Measurement]) -> dict[str, dict]:
             "max_s": max(secs),
             "seconds": secs,
             "max_rss_kib": max(m.max_rss_kib for m in ms),
+            "cpu_s": statistics.median(cpus) if (cpus := [m.cpu_s for m in ms if m.cpu_s is not None]) else None,
             "out_bytes": sizes[-1] if sizes else None,
         }
     return out
@@ -156,7 +166,8 @@ class Target:
 def evaluate(targets: list[Target], stats: dict[str, dict], extra: dict) -> list[dict]:
     results = []
     for t in targets:
-        r = {"key": t.key, "description": t.description, "asserted": t.asserted}
+        r = {"key": t.key, "description": t.description, "asserted": t.asserted, "kind": t.kind, "tool": t.tool,
+             "peer": t.peer}
         if t.kind in ("faster", "time-within", "size-within") and (t.tool not in stats or t.peer not in stats):
             r.update(status="SKIPPED", measured="not measured in this run")
             results.append(r)
@@ -208,6 +219,13 @@ def _mib(n: int | None) -> str:
     return "" if n is None else f"{n / MIB:,.1f} MiB"
 
 
+def _cpu(s: dict) -> str:
+    """Median CPU seconds of a tool (user + system, all its processes) and how many CPUs that kept busy."""
+    if s.get("cpu_s") is None:
+        return ""
+    return f"{s['cpu_s']:.2f} ({s['cpu_s'] / max(s['median_s'], 1e-9):.2f})"
+
+
 def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
     m = doc["machine"]
     c = doc["corpus"]
@@ -228,7 +246,8 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
     w(f"- RAM: {m['ram_gib']} GiB")
     w(f"- Kernel: {m['kernel']} ({m['os']})")
     fs = m["scratch_fs"]
-    w(f"- Scratch directory filesystem: {fs['type']} on {fs['source']} ({fs['options']})")
+    journal = {True: ", with a journal", False: ", **without a journal**"}.get(fs.get("journal"), "")
+    w(f"- Scratch directory filesystem: {fs['type']} on {fs['source']} ({fs['options']}){journal}")
     w("- Versions: " + "; ".join(f"{k}: {v}" for k, v in m["versions"].items()))
     w("")
     w("## Corpus")
@@ -251,7 +270,10 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
       "`sync` runs (untimed) before every timed command, so earlier writes are not flushed during the next timing.")
     if cfg["cleanup"] == "end":
         w("- Deletion-free: every output (archive or expanded tree) goes to a path that never existed, and nothing "
-          "is deleted until all timings are done (deleting a large tree makes this filesystem 2-7x slower for a while).")
+          "is deleted until all timings are done (deleting a large tree makes this filesystem 2-7x slower for a while"
+          + (": ext4 without a journal skips every inode freed in the last 60-360 s when it allocates one, and "
+             "`perf` shows file creation spending most of its time in that scan, `recently_deleted()`, for every tool"
+             if fs.get("journal") is False else "") + ").")
     else:
         w(f"- Every output goes to a path that never existed; not enough free space to keep them all, so each "
           f"round's outputs were deleted after all timings of that round, followed by `sync` and a {cfg['settle']} s pause.")
@@ -269,6 +291,8 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
           + (f" Before each command the harness waited (untimed, up to {cfg['wait_idle']:.0f} s) for the CPUs to be idle: "
              f"{sum(x.get('waited_s', 0) for x in doc['measurements']):.0f} s in all." if cfg.get("wait_idle") else "")
           + busy)
+    w("- CPU s: the median user + system CPU time of the command (every process of it), and in parentheses that "
+      "time divided by the median wall time: how many of the machine's CPUs the command kept busy on average.")
     w("- Peak memory: GNU time `%M` (the largest resident set of any single process of the command; for a pipeline, "
       "its largest stage).")
     w("- `pkgrun -x` runs with its default durability (`batched`: one `syncfs` before the final rename), "
@@ -296,8 +320,8 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
         if ph.notes:
             w(ph.notes)
             w("")
-        w(f"| tool | median s | min-max s | speed-up vs {ph.reference} | output size | peak RSS |")
-        w("|---|---:|---:|---:|---:|---:|")
+        w(f"| tool | median s | min-max s | speed-up vs {ph.reference} | output size | peak RSS | CPU s (CPUs busy) |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
         for t in ph.tools:
             s = stats.get(t.key)
             if s is None:
@@ -309,7 +333,7 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
             if s["out_bytes"] is not None and ph.name == "build":
                 size += f" ({s['out_bytes'] / c['bytes']:.3f})"
             w(f"| {_cell(t.label)} | {s['median_s']:.3f} | {s['min_s']:.3f}-{s['max_s']:.3f} | {ratio} | {size} | "
-              f"{s['max_rss_kib'] / 1024:.1f} MiB |")
+              f"{s['max_rss_kib'] / 1024:.1f} MiB | {_cpu(s)} |")
         w("")
     st = doc["stub"]
     w("### Stub overhead")
@@ -338,6 +362,17 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
             status += " (reported; asserted with --large)"
         w(f"| {_cell(r['description'])} | {_cell(r['measured'])} | **{status}** |")
     w("")
+    unmet = [r for r in doc["targets"] if r["status"] == "NOT MET" and r.get("kind") in ("faster", "time-within")
+             and r.get("tool") in stats and r.get("peer") in stats]
+    if unmet:
+        w("CPU use behind the timing targets not met (median CPU seconds, and how many of the "
+          f"{m['logical_cpus']} CPUs each command kept busy):")
+        w("")
+        for r in unmet:
+            a, b = stats[r["tool"]], stats[r["peer"]]
+            w(f"- {_cell(r['description'])}: {r['tool']} {_cpu(a) or 'unknown'} CPU s in {a['median_s']:.3f} s; "
+              f"{r['peer']} {_cpu(b) or 'unknown'} CPU s in {b['median_s']:.3f} s.")
+        w("")
     if doc.get("verification"):
         w("## Verification")
         w("")

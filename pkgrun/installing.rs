@@ -411,7 +411,9 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         );
     }
     if report.problems.is_empty() {
-        println!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
+        if !cli.output.quiet {
+            println!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
+        }
     } else {
         println!(
             "{} of {} entries differ from what was installed; `pkgrun repair --target {}` restores them.",
@@ -431,13 +433,14 @@ pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
         return Ok(outcome);
     }
-    for path in &report.repaired {
+    // Quiet: only what could not be repaired.
+    for path in report.repaired.iter().filter(|_| !cli.output.quiet) {
         println!("repaired      {path}");
     }
     for problem in &report.unrepairable {
         println!("not repaired  {}: {}", problem.path, problem.detail);
     }
-    if report.repaired.is_empty() && report.unrepairable.is_empty() {
+    if report.repaired.is_empty() && report.unrepairable.is_empty() && !cli.output.quiet {
         println!("Nothing to repair: all entries are as installed.");
     }
     Ok(outcome)

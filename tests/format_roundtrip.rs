@@ -231,3 +231,39 @@ fn pkgbuild_refuses_member_sizes_that_readers_could_not_read() {
     context.build("src", "pkg.run", &BuildOptions::default().member_size(32 << 20));
     run(&mut context.pkgrun_trusted("pkg.run", &["--check"])).assert_success();
 }
+
+/// Members larger than the reader's whole-member limit (16 MiB uncompressed) are
+/// streamed instead of decoded whole: both ways give back the same bytes, and a
+/// flipped byte inside such a member is still caught.
+#[test]
+fn large_members_are_streamed_and_still_verified() {
+    for codec in ["zstd", "gzip"] {
+        let context = TestContext::new();
+        context.small_tree("src");
+        // Compressible but not trivially so, and larger than 16 MiB.
+        let mut big = Vec::with_capacity(20 << 20);
+        let mut seed = 0;
+        while big.len() < 20 << 20 {
+            big.extend_from_slice(&common::pseudo_random(4096, seed % 64));
+            big.extend_from_slice(&[b'x'; 4096]);
+            seed += 1;
+        }
+        context.write_file("src/root/big.bin", &big, 0o644);
+        let package = context.build("src", "pkg.run", &BuildOptions::codec(codec).member_size(32 << 20));
+        let header = context.header(&package);
+        let largest = header.payload.members.iter().map(|m| m.raw_size).max().unwrap();
+        assert!(largest > 16 << 20, "{codec}: a member must exceed the whole-decode limit: {largest}");
+
+        run(&mut context.pkgrun_trusted("pkg.run", &["-x", "out"])).assert_success();
+        assert_same_tree(&context.path("src/root"), &context.path("out"), PACKAGE_DIR);
+
+        let layout = context.layout(&package);
+        let member = header.payload.members.iter().find(|m| m.raw_size == largest).unwrap();
+        let at = layout.payload.0 + member.offset + member.size / 2;
+        context.variant(&package, "bad.run", |bytes| common::flip(bytes, at));
+        run(&mut context.pkgrun_trusted("bad.run", &["-x", "bad-out"]))
+            .assert_code(exit::INVALID)
+            .assert_stderr_contains("payload member");
+        assert!(!context.path("bad-out").exists());
+    }
+}

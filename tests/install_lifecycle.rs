@@ -169,11 +169,21 @@ fn verify_finds_damage_and_repair_restores_it() {
     let problems: Vec<&str> =
         json["report"]["problems"].as_array().unwrap().iter().map(|p| p["problem"].as_str().unwrap()).collect();
     assert_eq!(problems, ["modified", "missing"]);
+    // Quiet: the problems still show (they are the findings), nothing else does.
+    let quiet = run(&mut on_target(&ctx, &["verify", "-q"], "t"));
+    quiet.assert_code(exit::FAILURE);
+    assert!(quiet.stdout.contains("modified     bin/tool"), "{}", quiet.render());
 
     let repair = run(&mut on_target(&ctx, &["repair"], "t"));
     repair.assert_success();
+    assert!(repair.stdout.contains("repaired      bin/tool"), "{}", repair.render());
     assert_eq!(product_tree(&ctx, "t", &[]), pristine);
     run(&mut on_target(&ctx, &["verify"], "t")).assert_success();
+    for command in ["verify", "repair"] {
+        let quiet = run(&mut on_target(&ctx, &[command, "-q"], "t"));
+        quiet.assert_success();
+        assert_eq!((quiet.stdout.as_str(), quiet.stderr.as_str()), ("", ""), "{command} -q on a healthy target");
+    }
     let last =
         logs(&ctx, "t").into_iter().find(|l| l.file_name().unwrap().to_string_lossy().starts_with("repair-")).unwrap();
     assert_eq!(verdict(&last), "REPAIR SUCCESS");

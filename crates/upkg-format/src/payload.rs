@@ -287,9 +287,10 @@ enum MemberDecoder {
 
 /// tar members of up to this many uncompressed bytes are decoded whole, in one
 /// call, by a decompressor this thread keeps (no streaming window to copy through,
-/// no decoder set up per member); larger ones are streamed. This writer's members
-/// are at most 32 MiB.
-pub const WHOLE_MEMBER_MAX: u64 = 64 << 20;
+/// no decoder set up per member); larger ones are streamed, so that a package built
+/// with large members (up to 32 MiB) costs each thread its compressed bytes only.
+/// The default member is 4 MiB.
+pub const WHOLE_MEMBER_MAX: u64 = 16 << 20;
 
 thread_local! {
     /// Compressed bytes of the member being verified and decoded.
@@ -304,6 +305,8 @@ thread_local! {
 fn take_buffer(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, len: usize) -> Vec<u8> {
     let mut buffer = slot.with(std::cell::Cell::take);
     if buffer.len() < len {
+        // Exact: amortized growth would double the buffer for a member a little larger than the last.
+        buffer.reserve_exact(len - buffer.len());
         buffer.resize(len, 0);
     }
     buffer

@@ -279,7 +279,8 @@ pub fn encode_member(
     // call by this thread's compressor, which keeps its tables from member to member.
     let mut raw = RAW_MEMBER.with(Cell::take);
     raw.clear();
-    raw.reserve(raw_len);
+    // Exact: amortized growth would double a thread's buffer for a member a little larger than the last.
+    raw.reserve_exact(raw_len);
     let result = write_pieces(&mut raw, created, files, plan, data).and_then(|()| match codec {
         Codec::TarZstd => ZSTD.with(|slot| {
             let mut slot = slot.borrow_mut();
@@ -326,6 +327,7 @@ pub fn encode_member(
 fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> io::Result<T>) -> io::Result<T> {
     let mut scratch = SCRATCH.with(Cell::take);
     if scratch.len() < len {
+        scratch.reserve_exact(len - scratch.len());
         scratch.resize(len, 0);
     }
     let result = f(&mut scratch[..len]);

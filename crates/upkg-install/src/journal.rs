@@ -143,8 +143,7 @@ pub struct Op {
 impl Journal {
     /// Writes the journal atomically and durably.
     pub fn save(&self, state_dir: &StateDir) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).expect("journal serializes");
-        util::write_atomic(&state_dir.journal_file(), &bytes)
+        util::write_json_atomic(&state_dir.journal_file(), self)
     }
 
     /// Reads the journal, if there is one.

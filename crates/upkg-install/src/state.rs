@@ -110,8 +110,7 @@ impl StateDir {
 
     /// Writes `state.json` atomically and durably: the commit point of a transaction.
     pub fn save(&self, state: &State) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-        util::write_atomic(&self.state_file(), &bytes)
+        util::write_json_atomic(&self.state_file(), state)
     }
 
     /// Takes the target's lock without waiting; `Busy` when another process holds it.

@@ -2,7 +2,7 @@
 //! transaction ids and timestamps.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -11,16 +11,28 @@ use crate::error::{InstallError, Result};
 /// Replaces `path` with `bytes` atomically and durably: write a temporary file
 /// beside it, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// [`write_atomic`] of `value` as pretty JSON, serialized straight into the file
+/// (the state of a 20,000-file instance is megabytes: no copy of it in memory).
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic_with(path, |out| serde_json::to_writer_pretty(out, value).map_err(std::io::Error::from))
+}
+
+fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>) -> Result<()> {
     let dir = path.parent().expect("state files live in a directory");
     let temp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o644)
         .open(&temp)
         .map_err(|e| InstallError::io(&temp, e))?;
-    file.write_all(bytes).map_err(|e| InstallError::io(&temp, e))?;
+    let mut out = BufWriter::with_capacity(256 << 10, &file);
+    fill(&mut out).and_then(|()| out.flush()).map_err(|e| InstallError::io(&temp, e))?;
+    drop(out);
     file.sync_all().map_err(|e| InstallError::io(&temp, e))?;
     std::fs::rename(&temp, path).map_err(|e| InstallError::io(path, e))?;
     sync_dir(dir)
