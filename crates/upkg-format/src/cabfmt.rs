@@ -17,7 +17,7 @@
 
 use std::io;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::header::{FileEntry, Header, Kind};
 
@@ -41,8 +41,6 @@ pub const MAX_FILE_SIZE: u64 = 0x7FFF_8000;
 pub const MAX_CABINET_SIZE: u64 = 0x7FFF_FFFF;
 
 const MSZIP_SIGNATURE: &[u8; 2] = b"CK";
-/// An empty final fixed-Huffman deflate block: ends a block after a sync flush.
-const DEFLATE_END: [u8; 2] = [0x03, 0x00];
 const ATTR_ARCHIVE: u16 = 0x20;
 const ATTR_EXEC: u16 = 0x40;
 const ATTR_NAME_IS_UTF: u16 = 0x80;
@@ -154,39 +152,36 @@ pub fn encode_directory(header: &Header, folders: &[Folder], folder_of: &dyn Fn(
 }
 
 /// Compresses one member: whole blocks of `raw` (every block 32 KiB but the last,
-/// which may be shorter only at a folder's end). The first block starts from an
-/// empty history so the member decodes on its own.
+/// which may be shorter only at a folder's end), as CFDATA blocks. Each block is a
+/// deflate stream of its own that never refers to the history: that
+/// costs a little compression, and lets every reader decode each block with a
+/// whole-buffer inflater (libdeflate) instead of a streaming one given the history.
 pub fn compress_member(raw: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    let mut compressor = Compress::new(Compression::new(level), false);
-    let mut out = Vec::with_capacity(raw.len() / 2 + 64);
-    let blocks: Vec<&[u8]> = raw.chunks(BLOCK_SIZE).collect();
-    let mut compressed = Vec::with_capacity(BLOCK_SIZE + 1024);
-    for (index, block) in blocks.iter().enumerate() {
-        let last = index + 1 == blocks.len();
-        compressed.clear();
-        compressed.extend_from_slice(MSZIP_SIGNATURE);
-        let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
-        let before_in = compressor.total_in();
-        loop {
-            let consumed = (compressor.total_in() - before_in) as usize;
-            compressed.reserve(BLOCK_SIZE);
-            let status = compressor
-                .compress_vec(&block[consumed..], &mut compressed, flush)
+    BLOCK_COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            let lvl = libdeflater::CompressionLvl::new(level as i32)
+                .map_err(|_| io::Error::other(format!("MSZIP level {level} is not valid")))?;
+            *slot = Some((level, libdeflater::Compressor::new(lvl)));
+        }
+        let compressor = &mut slot.as_mut().expect("set above").1;
+        let mut out = Vec::with_capacity(raw.len() / 2 + 64);
+        let mut compressed = vec![0u8; MSZIP_SIGNATURE.len() + compressor.deflate_compress_bound(BLOCK_SIZE)];
+        compressed[..MSZIP_SIGNATURE.len()].copy_from_slice(MSZIP_SIGNATURE);
+        for block in raw.chunks(BLOCK_SIZE) {
+            let len = compressor
+                .deflate_compress(block, &mut compressed[MSZIP_SIGNATURE.len()..])
                 .map_err(|e| io::Error::other(format!("MSZIP compression failed: {e}")))?;
-            let done_input = (compressor.total_in() - before_in) as usize == block.len();
-            let has_room = compressed.len() < compressed.capacity();
-            match status {
-                Status::StreamEnd => break,
-                _ if !last && done_input && has_room => break,
-                _ => continue,
-            }
+            push_data_block(&mut out, &compressed[..MSZIP_SIGNATURE.len() + len], block.len());
         }
-        if !last {
-            compressed.extend_from_slice(&DEFLATE_END);
-        }
-        push_data_block(&mut out, &compressed, block.len());
-    }
-    Ok(out)
+        Ok(out)
+    })
+}
+
+thread_local! {
+    /// This thread's block compressor and its level (it keeps its tables between members).
+    static BLOCK_COMPRESSOR: std::cell::RefCell<Option<(u32, libdeflater::Compressor)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn push_data_block(out: &mut Vec<u8>, data: &[u8], uncompressed: usize) {
@@ -200,6 +195,9 @@ fn push_data_block(out: &mut Vec<u8>, data: &[u8], uncompressed: usize) {
 /// Decodes the CFDATA blocks of one folder, keeping the 32 KiB history across
 /// blocks as MSZIP requires.
 pub struct FolderDecoder {
+    /// Decodes blocks that do not refer to the history (every block this writer makes).
+    whole: upkg_inflate::Inflater,
+    /// Decodes the others, given the history as a preset dictionary.
     inflater: Decompress,
     history: Vec<u8>,
 }
@@ -213,18 +211,31 @@ impl Default for FolderDecoder {
 impl FolderDecoder {
     /// A decoder at the start of a folder.
     pub fn new() -> Self {
-        FolderDecoder { inflater: Decompress::new(false), history: Vec::with_capacity(BLOCK_SIZE) }
+        FolderDecoder {
+            whole: upkg_inflate::Inflater::new(),
+            inflater: Decompress::new(false),
+            history: Vec::with_capacity(BLOCK_SIZE),
+        }
     }
 
     /// Decodes one block (`data` without its CFDATA header) into `out`; the block
     /// must produce exactly `expected` bytes.
     pub fn decode_block(&mut self, data: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<(), String> {
         let body = data.strip_prefix(MSZIP_SIGNATURE).ok_or("an MSZIP block does not start with \"CK\"")?;
+        let start = out.len();
+        // libdeflate takes no history: a block that refers to it is refused there
+        // (never decoded wrongly) and decoded below, as is any damaged block, so
+        // that the error message comes from one place.
+        out.resize(start + expected, 0);
+        if self.whole.inflate_raw(body, &mut out[start..]) == Ok((body.len(), expected)) {
+            self.remember(start, out);
+            return Ok(());
+        }
+        out.truncate(start);
         self.inflater.reset(false);
         if !self.history.is_empty() {
             self.inflater.set_dictionary(&self.history).map_err(|e| format!("MSZIP history: {e}"))?;
         }
-        let start = out.len();
         out.reserve(expected + 1);
         let before_in = self.inflater.total_in();
         loop {
@@ -255,6 +266,12 @@ impl FolderDecoder {
         if produced != expected {
             return Err(format!("an MSZIP block decodes to {produced} bytes, its header says {expected}"));
         }
+        self.remember(start, out);
+        Ok(())
+    }
+
+    /// Keeps the last 32 KiB decoded (`out[start..]` is the block just decoded).
+    fn remember(&mut self, start: usize, out: &[u8]) {
         let new = &out[start..];
         if new.len() >= BLOCK_SIZE {
             self.history.clear();
@@ -264,7 +281,6 @@ impl FolderDecoder {
             self.history.drain(..excess);
             self.history.extend_from_slice(new);
         }
-        Ok(())
     }
 }
 
@@ -383,6 +399,49 @@ mod tests {
             }
             assert_eq!(out, expected);
         }
+    }
+
+    /// Blocks of other writers may refer to the history (MS-CAB allows it; the
+    /// reference writer before 2026-11-21 did): they decode with it, and a block
+    /// that refers to it decodes only with it.
+    #[test]
+    fn blocks_referring_to_the_history_decode_with_it() {
+        use flate2::{Compress, Compression, FlushCompress};
+        // One streaming compressor for the whole folder, each block ended by a sync
+        // flush and an empty final block, as zlib-based MSZIP writers do.
+        let raw: Vec<u8> = (0..3 * BLOCK_SIZE).map(|i| b"history matters "[i % 16] ^ (i / 7919) as u8).collect();
+        let mut compressor = Compress::new(Compression::new(6), false);
+        let mut blocks = Vec::new();
+        for block in raw.chunks(BLOCK_SIZE) {
+            let mut data = MSZIP_SIGNATURE.to_vec();
+            data.reserve(2 * BLOCK_SIZE);
+            compressor.compress_vec(block, &mut data, FlushCompress::Sync).unwrap();
+            data.extend_from_slice(&[0x03, 0x00]);
+            blocks.push(data);
+        }
+        let mut decoder = FolderDecoder::new();
+        let mut out = Vec::new();
+        for (data, chunk) in blocks.iter().zip(raw.chunks(BLOCK_SIZE)) {
+            decoder.decode_block(data, chunk.len(), &mut out).unwrap();
+        }
+        assert_eq!(out, raw);
+        // The second block alone, without its history, is refused.
+        let mut fresh = FolderDecoder::new();
+        assert!(fresh.decode_block(&blocks[1], BLOCK_SIZE, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn damaged_block_data_is_refused_with_a_reason() {
+        let raw: Vec<u8> = (0..BLOCK_SIZE as u32).map(|i| (i * 7 % 13) as u8).collect();
+        let member = compress_member(&raw, 6).unwrap();
+        let (data, size, _) = split_data_block(&member).unwrap();
+        let mut damaged = data.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x55;
+        let error = FolderDecoder::new().decode_block(&damaged, size, &mut Vec::new()).unwrap_err();
+        assert!(error.contains("MSZIP"), "{error}");
+        let error = FolderDecoder::new().decode_block(data, size - 1, &mut Vec::new()).unwrap_err();
+        assert!(error.contains("MSZIP"), "{error}");
     }
 
     #[test]

@@ -298,7 +298,7 @@ thread_local! {
     /// Uncompressed bytes of a member decoded whole.
     static RAW: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
-    static GUNZIP: std::cell::RefCell<Option<upkg_gunzip::Gunzip>> = const { std::cell::RefCell::new(None) };
+    static INFLATER: std::cell::RefCell<Option<upkg_inflate::Inflater>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Takes this thread's buffer from `slot`, at least `len` bytes long (zeroed only when it grows).
@@ -443,11 +443,11 @@ impl<'a> UnitStream<'a> {
                     }
                 })
             }),
-            _ => GUNZIP.with(|slot| {
+            _ => INFLATER.with(|slot| {
                 let mut slot = slot.borrow_mut();
-                let gunzip = slot.get_or_insert_with(upkg_gunzip::Gunzip::new);
-                let (used, written) = gunzip.decode(compressed, &mut raw[..raw_size]).map_err(|e| match e {
-                    upkg_gunzip::GunzipError::TooLong => {
+                let inflater = slot.get_or_insert_with(upkg_inflate::Inflater::new);
+                let (used, written) = inflater.gunzip(compressed, &mut raw[..raw_size]).map_err(|e| match e {
+                    upkg_inflate::InflateError::TooLong => {
                         self.malformed(format!("it decodes to more than the {raw_size} bytes the catalog says"))
                     }
                     other => self.malformed(format!("it does not decode: gzip: {other}")),
