@@ -75,6 +75,13 @@ def machine_info(scratch: Path, bin_dir: Path, git_commit: str) -> dict:
             fs["journal"] = task.read_text().strip() != "<none>"
         except OSError:
             pass
+    # Free page reporting hands the guest's free memory back to its host, so page
+    # cache built on such memory costs a host fault per page on first touch.
+    free_page_reporting = None
+    if shutil.which("dmesg"):
+        p = subprocess.run(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if p.returncode == 0:
+            free_page_reporting = "Free page reporting enabled" in p.stdout
     virt = ""
     if shutil.which("systemd-detect-virt"):
         virt = subprocess.run(["systemd-detect-virt"], stdout=subprocess.PIPE, text=True).stdout.strip()
@@ -102,6 +109,7 @@ def machine_info(scratch: Path, bin_dir: Path, git_commit: str) -> dict:
         "os": _os_name(),
         "virtualization": virt,
         "scratch_fs": fs,
+        "free_page_reporting": free_page_reporting,
         "git_commit": git_commit,
         "versions": versions,
     }
@@ -163,6 +171,13 @@ class Target:
     asserted: bool = False
 
 
+def _per_round(numerators: list[float], denominators: list[float]) -> str:
+    """The ratio in each round (both tools ran in the same round, minutes apart at most), when there are several."""
+    if len(numerators) < 2 or len(numerators) != len(denominators):
+        return ""
+    return "; per round: " + ", ".join(f"{a / b:.2f}x" for a, b in zip(numerators, denominators))
+
+
 def evaluate(targets: list[Target], stats: dict[str, dict], extra: dict) -> list[dict]:
     results = []
     for t in targets:
@@ -175,12 +190,14 @@ def evaluate(targets: list[Target], stats: dict[str, dict], extra: dict) -> list
         if t.kind == "faster":
             v = stats[t.peer]["median_s"] / stats[t.tool]["median_s"]
             ok = v >= t.threshold
-            r["measured"] = f"{v:.2f}x faster ({stats[t.tool]['median_s']:.3f} s vs {stats[t.peer]['median_s']:.3f} s)"
+            r["measured"] = (f"{v:.2f}x faster ({stats[t.tool]['median_s']:.3f} s vs {stats[t.peer]['median_s']:.3f} s)"
+                             + _per_round(stats[t.peer]["seconds"], stats[t.tool]["seconds"]))
             r["value"] = v
         elif t.kind == "time-within":
             v = stats[t.tool]["median_s"] / stats[t.peer]["median_s"]
             ok = v <= t.threshold
-            r["measured"] = f"{v:.2f}x the time ({stats[t.tool]['median_s']:.3f} s vs {stats[t.peer]['median_s']:.3f} s)"
+            r["measured"] = (f"{v:.2f}x the time ({stats[t.tool]['median_s']:.3f} s vs {stats[t.peer]['median_s']:.3f} s)"
+                             + _per_round(stats[t.tool]["seconds"], stats[t.peer]["seconds"]))
             r["value"] = v
         elif t.kind == "size-within":
             a, b = stats[t.tool]["out_bytes"], stats[t.peer]["out_bytes"]
@@ -243,7 +260,8 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
     w("")
     w(f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs{' (SHA-NI)' if m['sha_ni'] else ''}"
       + (f", virtualization: {m['virtualization']}" if m["virtualization"] else ""))
-    w(f"- RAM: {m['ram_gib']} GiB")
+    w(f"- RAM: {m['ram_gib']} GiB" + (", with free page reporting (free guest memory goes back to the host)"
+                                        if m.get("free_page_reporting") else ""))
     w(f"- Kernel: {m['kernel']} ({m['os']})")
     fs = m["scratch_fs"]
     journal = {True: ", with a journal", False: ", **without a journal**"}.get(fs.get("journal"), "")
@@ -270,10 +288,7 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
       "`sync` runs (untimed) before every timed command, so earlier writes are not flushed during the next timing.")
     if cfg["cleanup"] == "end":
         w("- Deletion-free: every output (archive or expanded tree) goes to a path that never existed, and nothing "
-          "is deleted until all timings are done (deleting a large tree makes this filesystem 2-7x slower for a while"
-          + (": ext4 without a journal skips every inode freed in the last 60-360 s when it allocates one, and "
-             "`perf` shows file creation spending most of its time in that scan, `recently_deleted()`, for every tool"
-             if fs.get("journal") is False else "") + ").")
+          "is deleted until all timings are done (deleting a large tree makes this filesystem 2-7x slower for a while).")
     else:
         w(f"- Every output goes to a path that never existed; not enough free space to keep them all, so each "
           f"round's outputs were deleted after all timings of that round, followed by `sync` and a {cfg['settle']} s pause.")
@@ -291,6 +306,18 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
           + (f" Before each command the harness waited (untimed, up to {cfg['wait_idle']:.0f} s) for the CPUs to be idle: "
              f"{sum(x.get('waited_s', 0) for x in doc['measurements']):.0f} s in all." if cfg.get("wait_idle") else "")
           + busy)
+    if fs.get("journal") is False or m.get("free_page_reporting"):
+        w("- **Two regimes.** Creating files on this machine is fast for minutes, then 2-5x slower for minutes, "
+          "for every tool alike; `perf` shows why: "
+          + "; ".join(x for x in (
+              "right after a tree is deleted, ext4 without a journal scans past every inode freed in the last "
+              "60-360 s when it allocates one (`recently_deleted()`)" if fs.get("journal") is False else "",
+              "at other times the copy of written data into new page-cache pages (`copy_folio_from_iter_atomic`) "
+              "runs at a fifth of its usual speed: the guest's free memory was handed back to the host, and each "
+              "page costs a host fault when touched again" if m.get("free_page_reporting") else "") if x)
+          + ". The round-robin order gives each tool of a phase the same mix of regimes; the ratios of each round "
+          "are listed with the targets, and the min-max column shows the spread. pkgrun spreads that kernel work over "
+          "its threads, so it gains on single-threaded tools in the slow regime.")
     w("- CPU s: the median user + system CPU time of the command (every process of it), and in parentheses that "
       "time divided by the median wall time: how many of the machine's CPUs the command kept busy on average.")
     w("- Peak memory: GNU time `%M` (the largest resident set of any single process of the command; for a pipeline, "
