@@ -508,9 +508,44 @@ def main(argv: list[str] | None = None) -> int:
             runner.vars[f"PAYLOAD_{codec.upper()}"] = str(dest)
 
         runner.run_phase(all_phases[1], args.runs, out_root, cleanup, args.settle)
-        expand_out = runner.run_phase(all_phases[2], args.runs, out_root, cleanup, args.settle)
-        durability_out = runner.run_phase(all_phases[3], args.runs, out_root, cleanup, args.settle)
-        install_out = runner.run_phase(all_phases[4], args.runs, out_root, cleanup, args.settle)
+        tool_by_key = {t.key: t for ph in all_phases for t in ph.tools}
+        expected = None
+        tree_lines: list[str] = []
+        mismatches = {}
+
+        def verify_trees(outputs: dict[str, Path]) -> None:
+            """Untimed: every expanded tree against the corpus."""
+            nonlocal expected
+            if expected is None:
+                expected = expected_tree(corpus_dir / "root")
+            for key, out in outputs.items():
+                problems = compare_tree(out, expected, tool_by_key[key].tree)
+                if problems:
+                    mismatches[key] = problems
+                    tree_lines.append(f"{key}: **tree differs from the corpus**: " + "; ".join(problems[:5])
+                                      + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+                else:
+                    how = {"pkgrun": "ignoring .package/", "install": "ignoring the installer's .pkgrun/",
+                           "content": "contents only: cabinets keep no permission bits",
+                           "plain": "paths, sizes, modes, SHA-256"}[tool_by_key[key].tree]
+                    tree_lines.append(f"{key}: expanded tree equals the corpus ({len(expected[0]):,} files; {how})")
+
+        tree_phases = []
+        for ph in all_phases[2:]:
+            outputs = runner.run_phase(ph, args.runs, out_root, cleanup, args.settle)
+            if cleanup == "round":
+                # Not enough space to keep every phase's trees (--large): check this
+                # phase's now, then make room for the next (the deletion is untimed,
+                # followed by the settle pause).
+                print(f"== verification of the {ph.name} trees (untimed), then their removal", flush=True)
+                verify_trees(outputs)
+                for out in outputs.values():
+                    rmtree_quiet(out)
+                os.sync()
+                time.sleep(args.settle)
+                outputs = {}
+            tree_phases.append(outputs)
+        expand_out, durability_out, install_out = tree_phases
 
         # Stub overhead.
         pkgrun_bytes = (bin_dir / "pkgrun").stat().st_size
@@ -524,20 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         print("== verification (untimed): integrity of every build output, and every expanded tree against the corpus",
               flush=True)
         verification = integrity_checks(runner, build_out)
-        expected = expected_tree(corpus_dir / "root")
-        tool_by_key = {t.key: t for ph in all_phases for t in ph.tools}
-        mismatches = {}
-        for key, out in {**expand_out, **durability_out, **install_out}.items():
-            problems = compare_tree(out, expected, tool_by_key[key].tree)
-            if problems:
-                mismatches[key] = problems
-                verification.append(f"{key}: **tree differs from the corpus**: " + "; ".join(problems[:5])
-                                    + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
-            else:
-                how = {"pkgrun": "ignoring .package/", "install": "ignoring the installer's .pkgrun/",
-                       "content": "contents only: cabinets keep no permission bits",
-                       "plain": "paths, sizes, modes, SHA-256"}[tool_by_key[key].tree]
-                verification.append(f"{key}: expanded tree equals the corpus ({len(expected[0]):,} files; {how})")
+        verify_trees({**expand_out, **durability_out, **install_out})
+        verification += tree_lines
         for line in verification:
             print(f"   {line}", flush=True)
 

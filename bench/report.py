@@ -291,7 +291,9 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
           "is deleted until all timings are done (deleting a large tree makes this filesystem 2-7x slower for a while).")
     else:
         w(f"- Every output goes to a path that never existed; not enough free space to keep them all, so each "
-          f"round's outputs were deleted after all timings of that round, followed by `sync` and a {cfg['settle']} s pause.")
+          f"round's outputs were deleted after all timings of that round, and each phase's expanded trees were "
+          f"checked against the corpus and deleted after the phase, each time followed by `sync` and a "
+          f"{cfg['settle']} s pause.")
     timed = sum(x["seconds"] for x in doc["measurements"])
     others = [x for x in doc["measurements"] if x.get("other_cpu_s") is not None]
     if others and timed > 0:
