@@ -146,6 +146,10 @@ def summarize(measurements: list[Measurement]) -> dict[str, dict]:
             "seconds": secs,
             "max_rss_kib": max(m.max_rss_kib for m in ms),
             "cpu_s": statistics.median(cpus) if (cpus := [m.cpu_s for m in ms if m.cpu_s is not None]) else None,
+            "user_s": statistics.median(us) if (us := [m.user_s for m in ms if m.user_s is not None]) else None,
+            "sys_s": statistics.median(ss) if (ss := [m.sys_s for m in ms if m.sys_s is not None]) else None,
+            "free_mem_taken": (statistics.median(fs) if (fs := [m.free_mem_taken for m in ms
+                                                                if m.free_mem_taken is not None]) else None),
             "out_bytes": sizes[-1] if sizes else None,
         }
     return out
@@ -241,6 +245,22 @@ def _cpu(s: dict) -> str:
     if s.get("cpu_s") is None:
         return ""
     return f"{s['cpu_s']:.2f} ({s['cpu_s'] / max(s['median_s'], 1e-9):.2f})"
+
+
+def _cpu_detail(s: dict) -> str:
+    """CPU seconds split into user and system time, and the free memory the command took."""
+    text = f"{_cpu(s) or 'unknown'} CPU s"
+    if s.get("user_s") is not None and s.get("sys_s") is not None:
+        text += f" (user {s['user_s']:.2f}, system {s['sys_s']:.2f})"
+    return text
+
+
+def _taken(s: dict) -> str:
+    n = s.get("free_mem_taken")
+    if n is None:
+        return ""
+    size = f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+    return f", {size} taken from free memory"
 
 
 def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
@@ -399,9 +419,14 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
         w("")
         for r in unmet:
             a, b = stats[r["tool"]], stats[r["peer"]]
-            w(f"- {_cell(r['description'])}: {r['tool']} {_cpu(a) or 'unknown'} CPU s in {a['median_s']:.3f} s; "
-              f"{r['peer']} {_cpu(b) or 'unknown'} CPU s in {b['median_s']:.3f} s.")
+            w(f"- {_cell(r['description'])}: {r['tool']} {_cpu_detail(a)} in {a['median_s']:.3f} s{_taken(a)}; "
+              f"{r['peer']} {_cpu_detail(b)} in {b['median_s']:.3f} s{_taken(b)}.")
         w("")
+        if m.get("free_page_reporting"):
+            w("System time grows with the free memory a command takes for its new files: on this machine "
+              "each page taken from free memory (rather than from reclaimed page cache) costs a host fault "
+              "(see *Two regimes*), so the same command's system time differs from run to run.")
+            w("")
     if doc.get("verification"):
         w("## Verification")
         w("")

@@ -103,6 +103,10 @@ class Measurement:
     waited_s: float = 0.0
     #: CPU seconds used by every other process of the machine meanwhile (noise from other work).
     other_cpu_s: float | None = None
+    #: How much the machine's free memory shrank during the command (`MemFree`): the new
+    #: page-cache pages it took from the free pool rather than from reclaimed cache. Where free
+    #: memory is handed back to the host, each such page costs a host fault when first touched.
+    free_mem_taken: int | None = None
 
 
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -117,6 +121,16 @@ def _busy_cpu_s() -> float | None:
     user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
     steal = fields[7] if len(fields) > 7 else 0
     return (user + nice + system + irq + softirq + steal) / _HZ
+
+
+def _mem_free_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemFree:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _children_cpu_s() -> float:
@@ -211,7 +225,7 @@ class Runner:
         # Flush earlier writes (untimed) so one tool's write-back does not land in the next one's time.
         os.sync()
         waited = self._wait_idle()
-        busy0, own0 = _busy_cpu_s(), _children_cpu_s()
+        busy0, own0, free0 = _busy_cpu_s(), _children_cpu_s(), _mem_free_bytes()
         timed_out = threading.Event()
 
         def kill_group() -> None:
@@ -236,7 +250,8 @@ class Runner:
                 raise
             finally:
                 timer.cancel()
-        busy1, own1 = _busy_cpu_s(), _children_cpu_s()
+        busy1, own1, free1 = _busy_cpu_s(), _children_cpu_s(), _mem_free_bytes()
+        free_taken = None if free0 is None or free1 is None else max(0, free0 - free1)
         cpu_s = own1 - own0
         other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - cpu_s)
         if timed_out.is_set():
@@ -254,12 +269,15 @@ class Runner:
         if out is not None and out.is_file():
             out_bytes = out.stat().st_size
         m = Measurement(phase.name, tool.key, run, position, seconds, max_rss, str(out) if out else None, out_bytes,
-                        cpu_s=cpu_s, user_s=user_s, sys_s=sys_s, waited_s=waited, other_cpu_s=other)
+                        cpu_s=cpu_s, user_s=user_s, sys_s=sys_s, waited_s=waited, other_cpu_s=other,
+                        free_mem_taken=free_taken)
         self.measurements.append(m)
         if self.verbose:
             size = f"  {out_bytes / 2**20:9.1f} MiB" if out_bytes is not None else ""
             noise = f"  (other processes: {other / seconds:.2f} CPUs)" if other is not None and other > 0.1 * seconds else ""
-            print(f"  run {run + 1}  {tool.key:<22} {seconds:8.3f} s  {max_rss / 1024:7.1f} MiB RSS{size}{noise}", flush=True)
+            cpu = f"  {user_s:6.2f} u {sys_s:6.2f} s"
+            taken = f"  free mem -{free_taken / 2**30:4.1f} GiB" if free_taken is not None and free_taken >= 2**28 else ""
+            print(f"  run {run + 1}  {tool.key:<22} {seconds:8.3f} s  {max_rss / 1024:7.1f} MiB RSS{cpu}{size}{taken}{noise}", flush=True)
         return m
 
     def run_phase(self, phase: Phase, runs: int, out_root: Path, cleanup: str, settle: float) -> dict[str, Path]:
