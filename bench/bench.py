@@ -28,7 +28,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import corpus  # noqa: E402
 import report  # noqa: E402
-from runner import GNU_TIME, SCRUBBED_ENV, BenchError, Phase, Runner, Tool  # noqa: E402
+from runner import GNU_TIME, SCRUBBED_ENV, BenchError, MemoryFiller, Phase, Runner, Tool  # noqa: E402
 
 MIB = 1024 * 1024
 OUT_DIR = BENCH_DIR / "out"
@@ -395,6 +395,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wait-idle", type=float,
                    help="before each timed command, wait up to this many seconds for other processes to leave the "
                         "CPUs idle (default 60; 0 with --ci)")
+    p.add_argument("--fill-memory", choices=("auto", "on", "off"), default="auto",
+                   help="before each timed command, fill free memory with clean page cache (untimed), so every "
+                        "command reclaims cache for its new files instead of taking free memory; auto: on when the "
+                        "machine hands free memory back to its host (free page reporting), except with --ci")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before a command is killed (default 3600)")
     p.add_argument("--install-missing", action="store_true", help="apt-get install missing tools (needs root)")
     args = p.parse_args(argv)
@@ -416,6 +420,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _filler_summary(filler: MemoryFiller | None) -> dict | None:
+    if filler is None:
+        return None
+    return {"reserve_bytes": filler.reserve, "bytes_read": filler.bytes_read, "seconds": filler.seconds,
+            "disabled_reason": filler.disabled_reason}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command_line = shlex.join(["python3", "bench/bench.py", *(sys.argv[1:] if argv is None else argv)])
@@ -431,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = make_scratch(args)
     print(f"== scratch directory: {scratch}", flush=True)
     failed = False
+    runner = None
     try:
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
         trusted_empty = scratch / "trusted-keys-empty"
@@ -445,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("pkgbuild", "pkgrun"):
             shutil.copy2(built_dir / name, bin_dir / name)
         runner = Runner(scratch=scratch, env=env, timeout=args.timeout, wait_idle=args.wait_idle)
+        fill = args.fill_memory == "on" or (args.fill_memory == "auto" and not args.ci
+                                            and report.detect_free_page_reporting() is True)
+        if fill:
+            runner.filler = MemoryFiller(scratch / "ballast")
+            print(f"== free memory filled with clean page cache before each timed command "
+                  f"(kernel reserve {runner.filler.reserve >> 20} MiB left free)", flush=True)
         runner.vars.update(
             BIN=str(bin_dir), PKGBUILD=str(bin_dir / "pkgbuild"), PKGRUN=str(bin_dir / "pkgrun"),
             S=str(scratch), CORPUS=str(corpus_dir), ROOT=str(corpus_dir / "root"),
@@ -575,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             "build_s": build_done - started,
             "config": {
                 "command_line": command_line, "ci": args.ci, "large": args.large, "runs": args.runs,
-                "cleanup": cleanup, "settle": args.settle, "wait_idle": args.wait_idle, "size_mb": args.size_mb, "files": args.files,
+                "cleanup": cleanup, "settle": args.settle, "fill_memory": _filler_summary(runner.filler), "wait_idle": args.wait_idle, "size_mb": args.size_mb, "files": args.files,
                 "seed": args.seed,
             },
             "machine": report.machine_info(scratch, bin_dir, git_commit),
@@ -622,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             print("(rerun with --keep to keep the scratch directory and the commands' logs)", file=sys.stderr)
         failed = True
     finally:
+        if runner is not None and runner.filler is not None:
+            runner.filler.close()  # the ballast would hold its page cache until removed
         if args.keep:
             print(f"== kept the scratch directory {scratch}", flush=True)
         else:

@@ -75,13 +75,7 @@ def machine_info(scratch: Path, bin_dir: Path, git_commit: str) -> dict:
             fs["journal"] = task.read_text().strip() != "<none>"
         except OSError:
             pass
-    # Free page reporting hands the guest's free memory back to its host, so page
-    # cache built on such memory costs a host fault per page on first touch.
-    free_page_reporting = None
-    if shutil.which("dmesg"):
-        p = subprocess.run(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        if p.returncode == 0:
-            free_page_reporting = "Free page reporting enabled" in p.stdout
+    free_page_reporting = detect_free_page_reporting()
     virt = ""
     if shutil.which("systemd-detect-virt"):
         virt = subprocess.run(["systemd-detect-virt"], stdout=subprocess.PIPE, text=True).stdout.strip()
@@ -113,6 +107,18 @@ def machine_info(scratch: Path, bin_dir: Path, git_commit: str) -> dict:
         "git_commit": git_commit,
         "versions": versions,
     }
+
+
+def detect_free_page_reporting() -> bool | None:
+    """Whether the guest's free memory goes back to its host (virtio-balloon free page
+    reporting), so page cache built on free memory costs a host fault per page on first
+    touch; None when the kernel log is unreadable."""
+    if not shutil.which("dmesg"):
+        return None
+    p = subprocess.run(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if p.returncode != 0:
+        return None
+    return "Free page reporting enabled" in p.stdout
 
 
 def _os_name() -> str:
@@ -328,7 +334,20 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
           + (f" Before each command the harness waited (untimed, up to {cfg['wait_idle']:.0f} s) for the CPUs to be idle: "
              f"{sum(x.get('waited_s', 0) for x in doc['measurements']):.0f} s in all." if cfg.get("wait_idle") else "")
           + busy)
-    if fs.get("journal") is False or m.get("free_page_reporting"):
+    filled = cfg.get("fill_memory")
+    if filled:
+        if filled.get("disabled_reason"):
+            w(f"- Free memory was to be filled with clean page cache before each command, but {filled['disabled_reason']}.")
+        else:
+            w(f"- **Free memory kept full.** Before each timed command the harness read (untimed) pages of a sparse file "
+              f"never read before, until the kernel reclaimed cache as fast as it grew, to keep its reserve "
+              f"(about {filled['reserve_bytes'] / 2**20:,.0f} MiB) free: "
+              f"{filled['bytes_read'] / 2**30:,.1f} GiB in {filled['seconds']:,.0f} s in all. Each command therefore got "
+              "the pages for its new files by reclaiming old page cache, as on a long-running server, instead of "
+              "taking free memory that this VM had handed back to its host (a host fault per page, several times "
+              "the cost of the copy: which tool paid it would depend on what ran before it). The ballast is once-read "
+              "cache, reclaimed first; the corpus and the archives stay cached.")
+    if fs.get("journal") is False or (m.get("free_page_reporting") and not filled):
         w("- **Two regimes.** Creating files on this machine is fast for minutes, then 2-5x slower for minutes, "
           "for every tool alike; `perf` shows why: "
           + "; ".join(x for x in (
@@ -336,7 +355,7 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
               "60-360 s when it allocates one (`recently_deleted()`)" if fs.get("journal") is False else "",
               "at other times the copy of written data into new page-cache pages (`copy_folio_from_iter_atomic`) "
               "runs at a fifth of its usual speed: the guest's free memory was handed back to the host, and each "
-              "page costs a host fault when touched again" if m.get("free_page_reporting") else "") if x)
+              "page costs a host fault when touched again" if m.get("free_page_reporting") and not filled else "") if x)
           + ". The round-robin order gives each tool of a phase the same mix of regimes; the ratios of each round "
           "are listed with the targets, and the min-max column shows the spread. pkgrun spreads that kernel work over "
           "its threads, so it gains on single-threaded tools in the slow regime.")
@@ -422,7 +441,7 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
             w(f"- {_cell(r['description'])}: {r['tool']} {_cpu_detail(a)} in {a['median_s']:.3f} s{_taken(a)}; "
               f"{r['peer']} {_cpu_detail(b)} in {b['median_s']:.3f} s{_taken(b)}.")
         w("")
-        if m.get("free_page_reporting"):
+        if m.get("free_page_reporting") and not cfg.get("fill_memory"):
             w("System time grows with the free memory a command takes for its new files: on this machine "
               "each page taken from free memory (rather than from reclaimed page cache) costs a host fault "
               "(see *Two regimes*), so the same command's system time differs from run to run.")

@@ -133,6 +133,91 @@ def _mem_free_bytes() -> int | None:
     return None
 
 
+def _kernel_reserve_bytes() -> int:
+    """Free memory the kernel keeps for itself: the sum of the zones' high watermarks (kswapd
+    reclaims until it is free again), plus a margin; 256 MiB when /proc/zoneinfo is unreadable."""
+    pages = 0
+    try:
+        for line in Path("/proc/zoneinfo").read_text().splitlines():
+            fields = line.split()
+            if len(fields) == 2 and fields[0] == "high":
+                pages += int(fields[1])
+    except (OSError, ValueError):
+        return 256 * 2**20
+    return pages * os.sysconf("SC_PAGE_SIZE") + 64 * 2**20
+
+
+class MemoryFiller:
+    """Keeps the machine's free memory filled with clean page cache.
+
+    On a VM whose free memory goes back to its host (free page reporting), a command
+    that builds its new files' page cache on free memory pays a host fault per page,
+    several times the cost of the copy itself, while a command that runs when memory is
+    full reclaims old page cache instead. Which one a tool gets depends on what ran
+    before it, not on the tool. Filling free memory before each timed command (untimed)
+    gives every tool the second case, the one of a long-running server. The filler reads
+    pages of a sparse file that were never read before (holes cost no disk space), so the
+    ballast is always the oldest, once-read, first-reclaimed cache; the corpus and the
+    archives, read again and again, stay cached.
+    """
+
+    CHUNK = 8 * 2**20
+
+    def __init__(self, path: Path, reserve: int | None = None) -> None:
+        self.path = path
+        self.reserve = _kernel_reserve_bytes() if reserve is None else reserve
+        with open(path, "wb") as f:
+            f.truncate(2**40)
+        self.offset = 0
+        self.bytes_read = 0
+        self.seconds = 0.0
+        self.disabled_reason: str | None = None
+        self._checked = False
+        self._buffer = bytearray(self.CHUNK)
+
+    def fill(self) -> None:
+        if self.disabled_reason is not None:
+            return
+        start = time.monotonic()
+        read_here = 0
+        try:
+            first = _mem_free_bytes()
+            budget = 0 if first is None else first - self.reserve + 256 * 2**20
+            with open(self.path, "rb", buffering=0) as f:
+                while ((free := _mem_free_bytes()) is not None and free > self.reserve + self.CHUNK
+                       and read_here < budget):
+                    want = min(free - self.reserve, 256 * 2**20)
+                    end = self.offset + want
+                    while self.offset < end:
+                        f.seek(self.offset)
+                        n = f.readinto(self._buffer)
+                        if not n:
+                            self.offset = 0
+                            break
+                        self.offset += n
+                        read_here += n
+                    after = _mem_free_bytes()
+                    if after is None or free - after >= want // 2:
+                        self._checked = True
+                        continue
+                    if not self._checked and free > self.reserve + 2 * 2**30:
+                        # A filesystem that does not cache holes (tmpfs) never fills memory.
+                        self.disabled_reason = (f"reading the sparse file {self.path} did not fill free memory "
+                                                f"({want >> 20} MiB read, free memory {(free - after) >> 20} MiB "
+                                                "lower)")
+                    # Otherwise the kernel now reclaims as fast as the ballast grows: full.
+                    break
+        finally:
+            self.bytes_read += read_here
+            self.seconds += time.monotonic() - start
+
+    def close(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def _children_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -149,6 +234,8 @@ class Runner:
     #: Before each timed command, wait up to this many seconds for other processes to go quiet.
     wait_idle: float = 0.0
     verbose: bool = True
+    #: Fills free memory with clean page cache before each timed command (see MemoryFiller).
+    filler: MemoryFiller | None = None
     measurements: list[Measurement] = field(default_factory=list)
     _counter: int = 0
 
@@ -224,6 +311,8 @@ class Runner:
         argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(memfile), "bash", "-c", "set -euo pipefail\n" + command]
         # Flush earlier writes (untimed) so one tool's write-back does not land in the next one's time.
         os.sync()
+        if self.filler is not None:
+            self.filler.fill()
         waited = self._wait_idle()
         busy0, own0, free0 = _busy_cpu_s(), _children_cpu_s(), _mem_free_bytes()
         timed_out = threading.Event()
