@@ -369,6 +369,19 @@ def rmtree_quiet(path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
+#: How the report names the variables of the commands (instead of the run's real paths).
+DISPLAY = {
+    "PKGBUILD": "target/release/pkgbuild", "PKGRUN": "target/release/pkgrun (both copied to the scratch "
+                "directory after the build, so a concurrent `cargo build` cannot swap them mid-run)",
+    "CORPUS": "the corpus directory (package.toml and root/)", "ROOT": "$CORPUS/root (the tree itself)",
+    "KEY": "a key made by `pkgbuild keygen bench --no-passphrase`", "PUB": "its public key",
+    "PKG_ZSTD, $PKG_GZIP, $PKG_CAB": "the last run's `--no-stub` packages",
+    "RUN_ZSTD": "the last run's zstd package with the stub",
+    "TGZ, $TZST, $CAB, $MAKESELF_RUN": "the last run's outputs of tar-czf, tar-zstd, gcab and makeself",
+    "PAYLOAD_ZSTD, $PAYLOAD_GZIP, $PAYLOAD_CAB": "the payloads cut out of the no-stub packages",
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench.py",
@@ -384,6 +397,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--large", action="store_true",
                    help="~4 GiB corpus of mostly big files, one run, only pkgbuild, pkgrun, tar | zstd and cp -r "
                         "(cab is skipped: 2 GiB limit); asserts peak memory < 64 MiB; writes BENCHMARKS-large.md")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                   help="only write the Markdown report again from a run's results (bench/out/results-*.json)")
     p.add_argument("--no-build", action="store_true", help="use the existing target/release binaries")
     p.add_argument("--report", type=Path, help="Markdown report path (default BENCHMARKS.md; bench/out/ci-report.md with --ci)")
     p.add_argument("--scratch-parent", help="where to create the scratch directory (default $TMPDIR or /tmp)")
@@ -414,7 +429,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.runs = 1 if (args.ci or args.large) else 3
     if args.runs < 1:
         p.error("--runs must be at least 1")
-    if args.report is None:
+    if args.report is None and args.render is None:
         args.report = (OUT_DIR / "ci-report.md" if args.ci
                        else REPO / "BENCHMARKS-large.md" if args.large else REPO / "BENCHMARKS.md")
     return args
@@ -427,8 +442,23 @@ def _filler_summary(filler: MemoryFiller | None) -> dict | None:
             "disabled_reason": filler.disabled_reason}
 
 
+def render(args) -> int:
+    """Writes the report of an earlier run again, from its results file (after a change to the report's text)."""
+    doc = json.loads(args.render.read_text())
+    cfg = doc["config"]
+    runner = Runner(scratch=Path("."), env={})
+    runner.display.update(DISPLAY)
+    report_path = args.report or (OUT_DIR / "ci-report.md" if cfg["ci"]
+                                  else REPO / "BENCHMARKS-large.md" if cfg["large"] else REPO / "BENCHMARKS.md")
+    report_path.write_text(report.markdown(doc, phases(cfg["large"]), runner) + "\n")
+    print(f"== wrote {report_path} from {args.render}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        return render(args)
     command_line = shlex.join(["python3", "bench/bench.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.time()
     cab = not args.large
@@ -468,16 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             S=str(scratch), CORPUS=str(corpus_dir), ROOT=str(corpus_dir / "root"),
             KEY=str(scratch / "keys" / "bench.key"), PUB=str(scratch / "keys" / "bench.pub"),
         )
-        runner.display.update({
-            "PKGBUILD": "target/release/pkgbuild", "PKGRUN": "target/release/pkgrun (both copied to the scratch "
-                        "directory after the build, so a concurrent `cargo build` cannot swap them mid-run)",
-            "CORPUS": "the corpus directory (package.toml and root/)", "ROOT": "$CORPUS/root (the tree itself)",
-            "KEY": "a key made by `pkgbuild keygen bench --no-passphrase`", "PUB": "its public key",
-            "PKG_ZSTD, $PKG_GZIP, $PKG_CAB": "the last run's `--no-stub` packages",
-            "RUN_ZSTD": "the last run's zstd package with the stub",
-            "TGZ, $TZST, $CAB, $MAKESELF_RUN": "the last run's outputs of tar-czf, tar-zstd, gcab and makeself",
-            "PAYLOAD_ZSTD, $PAYLOAD_GZIP, $PAYLOAD_CAB": "the payloads cut out of the no-stub packages",
-        })
+        runner.display.update(DISPLAY)
 
         print(f"== corpus: {args.size_mb} MiB, {args.files} small files, seed {args.seed}", flush=True)
         t0 = time.time()

@@ -347,7 +347,8 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
               "taking free memory that this VM had handed back to its host (a host fault per page, several times "
               "the cost of the copy: which tool paid it would depend on what ran before it). The ballast is once-read "
               "cache, reclaimed first; the corpus and the archives stay cached.")
-    if fs.get("journal") is False or (m.get("free_page_reporting") and not filled):
+    deletions = cfg["cleanup"] != "end"
+    if (fs.get("journal") is False and deletions) or (m.get("free_page_reporting") and not filled):
         w("- **Two regimes.** Creating files on this machine is fast for minutes, then 2-5x slower for minutes, "
           "for every tool alike; `perf` shows why: "
           + "; ".join(x for x in (
@@ -438,8 +439,12 @@ def markdown(doc: dict, phases: list[Phase], runner: Runner) -> str:
         w("")
         for r in unmet:
             a, b = stats[r["tool"]], stats[r["peer"]]
+            check = stats.get(r["tool"].replace("pkgrun-x-", "pkgrun-check-")) if r["tool"].startswith("pkgrun-x-") else None
+            verification = (f" The verification alone (`pkgrun --check` of the same package: decoding, and SHA-256 of "
+                            f"every member and every file, nothing written) takes {_cpu(check)} CPU s in "
+                            f"{check['median_s']:.3f} s." if check and check.get("cpu_s") is not None else "")
             w(f"- {_cell(r['description'])}: {r['tool']} {_cpu_detail(a)} in {a['median_s']:.3f} s{_taken(a)}; "
-              f"{r['peer']} {_cpu_detail(b)} in {b['median_s']:.3f} s{_taken(b)}.")
+              f"{r['peer']} {_cpu_detail(b)} in {b['median_s']:.3f} s{_taken(b)}.{verification}")
         w("")
         if m.get("free_page_reporting") and not cfg.get("fill_memory"):
             w("System time grows with the free memory a command takes for its new files: on this machine "
