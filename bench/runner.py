@@ -180,6 +180,7 @@ class MemoryFiller:
             return
         start = time.monotonic()
         read_here = 0
+        misses = 0
         try:
             first = _mem_free_bytes()
             budget = 0 if first is None else first - self.reserve + 256 * 2**20
@@ -199,6 +200,12 @@ class MemoryFiller:
                     after = _mem_free_bytes()
                     if after is None or free - after >= want // 2:
                         self._checked = True
+                        misses = 0
+                        continue
+                    # Memory freed meanwhile (say, by a large deletion still settling) can
+                    # hide one chunk's effect: conclude only after several in a row.
+                    misses += 1
+                    if self._checked and misses < 3:
                         continue
                     if not self._checked and free > self.reserve + 2 * 2**30:
                         # A filesystem that does not cache holes (tmpfs) never fills memory.
