@@ -174,6 +174,26 @@ clean_save() {
     done
 }
 
+# Removes the line post-install appended to the upgrade log (and the log, if
+# post-install created it and nothing else was written to it since).
+remove_log_line() {
+    if [ -f "$save/log-line" ] && [ -f "$log" ]; then
+        line=$(cat "$save/log-line")
+        if grep -qxF -- "$line" "$log"; then
+            status=0
+            rm -f "$log.tmp"
+            grep -vxF -- "$line" "$log" > "$log.tmp" || status=$?
+            [ "$status" -le 1 ] || fail "could not filter $log"
+            mv -f "$log.tmp" "$log"
+            echo "$phase: removed from $log: $line"
+        fi
+        if [ -f "$save/upgrade.log.absent" ] && [ ! -s "$log" ]; then
+            rm -f "$log"
+            echo "$phase: removed $log (post-install created it)"
+        fi
+    fi
+}
+
 # Puts back the schema version pre-install saved.
 restore_schema() {
     if [ -f "$save/schema-version" ]; then
@@ -258,21 +278,7 @@ post_install_undo() {
     restore_schema
 
     # 2. The upgrade log line.
-    if [ -f "$save/log-line" ] && [ -f "$log" ]; then
-        line=$(cat "$save/log-line")
-        if grep -qxF -- "$line" "$log"; then
-            status=0
-            rm -f "$log.tmp"
-            grep -vxF -- "$line" "$log" > "$log.tmp" || status=$?
-            [ "$status" -le 1 ] || fail "could not filter $log"
-            mv -f "$log.tmp" "$log"
-            echo "$phase: removed from $log: $line"
-        fi
-        if [ -f "$save/upgrade.log.absent" ] && [ ! -s "$log" ]; then
-            rm -f "$log"
-            echo "$phase: removed $log (post-install created it)"
-        fi
-    fi
+    remove_log_line
 
     # 3. The save, and the directories the scripts created.
     clean_save
@@ -313,21 +319,7 @@ post_uninstall() {
     [ -f "$save/schema-version" ] && previous=$(cat "$save/schema-version")
 
     # 1. The upgrade log line post-install appended.
-    if [ -f "$save/log-line" ] && [ -f "$log" ]; then
-        line=$(cat "$save/log-line")
-        if grep -qxF -- "$line" "$log"; then
-            status=0
-            rm -f "$log.tmp"
-            grep -vxF -- "$line" "$log" > "$log.tmp" || status=$?
-            [ "$status" -le 1 ] || fail "could not filter $log"
-            mv -f "$log.tmp" "$log"
-            echo "$phase: removed from $log: $line"
-        fi
-        if [ -f "$save/upgrade.log.absent" ] && [ ! -s "$log" ]; then
-            rm -f "$log"
-            echo "$phase: removed $log (post-install created it)"
-        fi
-    fi
+    remove_log_line
 
     # 2. The schema version.
     restore_schema
