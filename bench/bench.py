@@ -430,9 +430,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.runs < 1:
         p.error("--runs must be at least 1")
     if args.report is None and args.render is None:
-        args.report = (OUT_DIR / "ci-report.md" if args.ci
-                       else REPO / "BENCHMARKS-large.md" if args.large else REPO / "BENCHMARKS.md")
+        args.report = default_report(args.ci, args.large)
     return args
+
+
+def default_report(ci: bool, large: bool) -> Path:
+    return OUT_DIR / "ci-report.md" if ci else REPO / "BENCHMARKS-large.md" if large else REPO / "BENCHMARKS.md"
 
 
 def _filler_summary(filler: MemoryFiller | None) -> dict | None:
@@ -448,8 +451,7 @@ def render(args) -> int:
     cfg = doc["config"]
     runner = Runner(scratch=Path("."), env={})
     runner.display.update(DISPLAY)
-    report_path = args.report or (OUT_DIR / "ci-report.md" if cfg["ci"]
-                                  else REPO / "BENCHMARKS-large.md" if cfg["large"] else REPO / "BENCHMARKS.md")
+    report_path = args.report or default_report(cfg["ci"], cfg["large"])
     report_path.write_text(report.markdown(doc, phases(cfg["large"]), runner) + "\n")
     print(f"== wrote {report_path} from {args.render}", flush=True)
     return 0

@@ -134,6 +134,12 @@ def _os_name() -> str:
 # --------------------------------------------------------------------------- statistics
 
 
+def _median_known(ms: list[Measurement], name: str) -> float | None:
+    """The median of a measurement field over the runs that recorded it."""
+    known = [v for m in ms if (v := getattr(m, name)) is not None]
+    return statistics.median(known) if known else None
+
+
 def summarize(measurements: list[Measurement]) -> dict[str, dict]:
     """Per tool: median, min, max seconds, max peak RSS, last output size."""
     by_tool: dict[str, list[Measurement]] = {}
@@ -151,11 +157,7 @@ def summarize(measurements: list[Measurement]) -> dict[str, dict]:
             "max_s": max(secs),
             "seconds": secs,
             "max_rss_kib": max(m.max_rss_kib for m in ms),
-            "cpu_s": statistics.median(cpus) if (cpus := [m.cpu_s for m in ms if m.cpu_s is not None]) else None,
-            "user_s": statistics.median(us) if (us := [m.user_s for m in ms if m.user_s is not None]) else None,
-            "sys_s": statistics.median(ss) if (ss := [m.sys_s for m in ms if m.sys_s is not None]) else None,
-            "free_mem_taken": (statistics.median(fs) if (fs := [m.free_mem_taken for m in ms
-                                                                if m.free_mem_taken is not None]) else None),
+            **{name: _median_known(ms, name) for name in ("cpu_s", "user_s", "sys_s", "free_mem_taken")},
             "out_bytes": sizes[-1] if sizes else None,
         }
     return out
