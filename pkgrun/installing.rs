@@ -9,14 +9,14 @@ use anyhow::Result;
 use serde::Serialize;
 use upkg_cli::human;
 use upkg_format::{Package, payload};
-use upkg_install::plan::Plan;
+use upkg_install::Plan;
 use upkg_install::{Context, InstallError, InstallOptions, InstallOutcome, Planned};
 
 use crate::args::{Cli, InstallArgs};
 use crate::outcome::{self, Outcome, OutcomeError, UsageError};
 
 /// Where the instance registry is when `PKGRUN_REGISTRY` is not set.
-const DEFAULT_REGISTRY: &str = upkg_install::state::registry::DEFAULT_REGISTRY;
+const DEFAULT_REGISTRY: &str = upkg_install::registry::DEFAULT_REGISTRY;
 
 /// The registry path: `PKGRUN_REGISTRY`, or the system default.
 pub fn registry_path() -> PathBuf {
@@ -29,7 +29,7 @@ fn targets(args: &InstallArgs) -> Result<Vec<PathBuf>> {
         return Ok(args.target.clone());
     }
     let registry = registry_path();
-    let registered = upkg_install::state::registry::read(&registry)?;
+    let registered = upkg_install::registry::read(&registry)?;
     if args.all_instances {
         if registered.is_empty() {
             return Err(OutcomeError(
@@ -191,7 +191,7 @@ pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcom
 }
 
 fn error_text(error: &InstallError) -> String {
-    upkg_install::util::describe(error)
+    upkg_install::describe(error)
 }
 
 /// Reports per-target results and decides the overall outcome: the worst one, except
@@ -298,7 +298,7 @@ fn plan_text(plan: &Plan) -> String {
     out.push_str(&format!("Target {}: {} {from} -> {}\n", plan.target.display(), plan.product, plan.new_version));
     let width = plan.entries.iter().map(|e| e.path.len()).max().unwrap_or(0).min(60);
     for entry in &plan.entries {
-        let versions = upkg_install::plan::describe_versions(entry);
+        let versions = upkg_install::describe_versions(entry);
         out.push_str(format!("  {:<14} {:<width$} {versions}", entry.action.name(), entry.path).trim_end());
         out.push('\n');
     }

@@ -70,7 +70,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, Arc::clone(&cancel)).context("installing the signal handlers")?;
     }
-    let threads = cli.output.threads.unwrap_or_else(upkg_unpack::write::default_threads).max(1);
+    let threads = cli.output.threads.unwrap_or_else(upkg_fs::default_threads).max(1);
     let quiet = cli.output.quiet;
     let notify = |message: &str| {
         if !quiet {

@@ -1,160 +1,347 @@
-//! Crash at every step: the realistic sample is installed (and uninstalled) with
-//! the process killed with SIGKILL at each journal point in turn
-//! (`PKGRUN_FAILPOINT=N`); the next `pkgrun` run on the target must find the
-//! interrupted transaction and leave exactly the old tree or exactly the new one,
-//! say so in the attempt's log, and leave an instance that verifies and can be
-//! updated again.
+//! The installer's promise, proven at every filesystem mutation: the realistic
+//! sample is installed, uninstalled and repaired with a fault injected after (or
+//! at) each call of the filesystem layer in turn, `PKGRUN_FAULT` (see
+//! `crates/upkg-fs/src/fault.rs`):
+//!
+//! - killed (SIGKILL) right after call k;
+//! - a power cut right after call k: what was not made durable (file data since
+//!   its last fsync, entries of directories not synced since) is lost first;
+//! - call k fails with ENOSPC, or with EIO (fsync included).
+//!
+//! After a stop, the recovery that the next run does is itself stopped at one of
+//! its calls, then run to the end; `recovery_*` tests stop it after every one of
+//! its calls. Every case must end with the old tree or the new tree exactly (every
+//! path, kind, mode, size, digest and link target, the files the sample's scripts
+//! manage included), an attempt log with exactly one verdict that says which, an
+//! instance that verifies, and nothing of the transaction still running.
+//!
+//! The quick sweeps (CI) skip most of the calls that only append to a log (see
+//! `sweep::points`); `UPKG_FULL_SWEEP=1` takes every call, and every call of the
+//! recovery of every stop (`cargo test --test install_crash -- --ignored`).
 
 mod common;
 mod install_support;
 
 use std::process::Command;
+use std::sync::Mutex;
 
-use common::{RunOutput, TestContext, run};
+use common::TestContext;
+use install_support::sweep::{self, Fault, Found, Scenario, in_parallel, pick};
 use install_support::*;
 
-/// Runtime files left out of the comparisons: the running service's marker,
-/// rewritten at every start. (The scripts' own records are compared: the tests
-/// give them a fixed clock.)
 const RUNTIME: &[&str] = ACME_RUNTIME;
 
-/// How many journal points a command reaches (with `PKGRUN_FAILPOINT=list`).
-fn count_points(output: &RunOutput) -> usize {
-    output.stderr.lines().filter(|l| l.starts_with("failpoint ")).count()
+/// The install of the service pack on a 2.1 instance.
+struct Acme {
+    ctx: TestContext,
+    sp: String,
 }
 
-/// Kills `command(target)` at every point, recovers, and checks the outcome.
-/// `old` and `new` are the trees before and after a clean run; `word` is the
-/// log verdict word (INSTALL, UNINSTALL).
-fn crash_at_every_point(
-    ctx: &TestContext,
-    template: &str,
-    command: &(dyn Fn(&str) -> Command + Sync),
-    old: &[String],
-    new: &[String],
-    word: &str,
-) {
-    let counted = format!("{template}-count");
-    copy_tree(&ctx.path(template), &ctx.path(&counted));
-    let listing = run(command(&counted).env("PKGRUN_FAILPOINT", "list"));
-    assert_eq!(listing.code, 0, "the clean run failed:\n{}", listing.render());
-    let points = count_points(&listing);
-    assert!(points > 10, "only {points} journal points:\n{}", listing.stderr);
-    let names: Vec<String> =
-        listing.stderr.lines().filter(|l| l.starts_with("failpoint ")).map(str::to_owned).collect();
+impl Acme {
+    fn new() -> Acme {
+        let ctx = TestContext::in_memory();
+        let release = acme_previous_release(&ctx);
+        let sp = acme_service_pack(&ctx);
+        acme_instance(&ctx, &release, "v21");
+        Acme { ctx, sp }
+    }
 
-    let outcomes = std::sync::Mutex::new((0usize, 0usize));
-    std::thread::scope(|scope| {
-        let workers = 2;
-        for worker in 0..workers {
-            let outcomes = &outcomes;
-            let names = &names;
-            scope.spawn(move || {
-                for point in (1..=points).filter(|p| p % workers == worker) {
-                    let target = format!("{template}-crash-{point}");
-                    copy_tree(&ctx.path(template), &ctx.path(&target));
-                    let killed = run(command(&target).env("PKGRUN_FAILPOINT", point.to_string()));
-                    assert_eq!(
-                        killed.code,
-                        -1,
-                        "point {point} ({}) did not stop the process:\n{}",
-                        names[point - 1],
-                        killed.render()
-                    );
+    fn install_command(&self) -> impl Fn(&str) -> Command + Sync + '_ {
+        |target: &str| install(&self.ctx, &self.sp, target, &["--accept-eula", "-q", "--threads", "1"])
+    }
 
-                    // Any pkgrun command on the target finishes or undoes the transaction first.
-                    let status = run(&mut on_target(ctx, &["status"], &target));
-                    assert_eq!(
-                        status.code,
-                        0,
-                        "status after point {point} ({}):\n{}",
-                        names[point - 1],
-                        status.render()
-                    );
-                    assert!(
-                        !ctx.path(&target).join(".pkgrun/journal.json").exists(),
-                        "a journal remains after point {point}"
-                    );
+    /// `template` with the service pack installed.
+    fn with_sp(&self, template: &str) {
+        copy_tree(&self.ctx.path("v21"), &self.ctx.path(template));
+        install_ok(&self.ctx, &self.sp, template, &["--accept-eula", "-q"]);
+    }
+}
 
-                    let tree = product_tree(ctx, &target, RUNTIME);
-                    let attempt = logs(ctx, &target)
-                        .into_iter()
-                        .rfind(|l| {
-                            let name = l.file_name().unwrap().to_string_lossy().into_owned();
-                            (word == "UNINSTALL") == name.contains("-uninstall-")
-                        })
-                        .expect("the attempt's log");
-                    let verdicts = verdicts(&attempt);
-                    assert_eq!(verdicts.len(), 1, "point {point} ({}): {verdicts:?}", names[point - 1]);
-                    if tree == new {
-                        assert_eq!(verdicts[0], format!("{word} SUCCESS"), "point {point} ({})", names[point - 1]);
-                        outcomes.lock().unwrap().1 += 1;
-                    } else {
-                        assert_eq!(
-                            tree,
-                            old,
-                            "point {point} ({}) left a tree that is neither the old nor the new one",
-                            names[point - 1]
-                        );
-                        assert!(
-                            verdicts[0].starts_with(&format!("{word} FAILURE")) && verdicts[0].contains("rolled back"),
-                            "point {point} ({}): {verdicts:?}",
-                            names[point - 1]
-                        );
-                        outcomes.lock().unwrap().0 += 1;
-                    }
-                    // The instance is healthy: its owned files verify.
-                    let verify = run(&mut on_target(ctx, &["verify"], &target));
-                    assert_eq!(
-                        verify.code,
-                        0,
-                        "verify after point {point} ({}):\n{}",
-                        names[point - 1],
-                        verify.render()
-                    );
-                    std::fs::remove_dir_all(ctx.path(&target)).unwrap();
-                }
-            });
+/// Stops the scenario's command at every chosen call with `fault` (kill or power
+/// cut), stops the recovery at one of its calls, recovers, and checks.
+fn stop_after_every_call(scenario: &Scenario<'_>, fault: Fault) {
+    let calls = sweep::trace(&mut (scenario.command)(&scenario.copy("trace")));
+    let points = sweep::points(&calls, sweep::full_sweep());
+    assert!(calls.len() > 50, "only {} calls", calls.len());
+    let counts = Mutex::new((0usize, 0usize));
+    in_parallel(&points, &|&k| {
+        let label = format!("{}: {} after {}", scenario.name, fault.at(k).env(), calls[k - 1]);
+        let target = scenario.copy(&k.to_string());
+        let stopped = scenario.run_with(&target, fault.at(k));
+        assert_eq!(stopped.code, -1, "{label}: the process did not stop:\n{}", stopped.render());
+        // The recovery is stopped too, at one of its first calls (it may finish before).
+        let j = 1 + pick(k as u64, 40);
+        let nested = scenario.recover(&target, Some(fault.at(j)));
+        assert!(nested.code == -1 || nested.code == 0, "{label}: recovery stopped at {j}:\n{}", nested.render());
+        let recovered = scenario.recover(&target, None);
+        assert_eq!(recovered.code, 0, "{label}: recovery:\n{}", recovered.render());
+        let found = scenario.check(&target, &label);
+        let mut counts = counts.lock().unwrap();
+        match found {
+            Found::Old => counts.0 += 1,
+            Found::New => counts.1 += 1,
         }
+        drop(counts);
+        std::fs::remove_dir_all(scenario.ctx.path(&target)).unwrap();
+        let _ = std::fs::remove_dir_all(scenario.ctx.path(format!("{target}.spare")));
     });
-    let (rolled_back, completed) = *outcomes.lock().unwrap();
-    assert_eq!(rolled_back + completed, points);
-    assert!(rolled_back > 0 && completed > 0, "{rolled_back} rolled back, {completed} completed");
-    eprintln!("{points} points: {rolled_back} rolled back to the old tree, {completed} completed to the new tree");
+    let (old, new) = *counts.lock().unwrap();
+    assert!(old > 0 && new > 0, "{}: {old} old, {new} new", scenario.name);
+    eprintln!(
+        "{}: {} of {} calls, {}: {old} rolled back to the old tree, {new} completed to the new tree",
+        scenario.name,
+        points.len(),
+        calls.len(),
+        fault.env()
+    );
+}
+
+/// Fails every chosen call of the command with `fault` (ENOSPC or EIO): the run
+/// rolls back cleanly and says what failed, or (when the call came after the
+/// commit) the install is done and the next run finishes its cleanup.
+fn fail_every_call(scenario: &Scenario<'_>, fault: Fault, message: &str) {
+    let calls = sweep::trace(&mut (scenario.command)(&scenario.copy("trace")));
+    let points = sweep::points(&calls, sweep::full_sweep());
+    let counts = Mutex::new((0usize, 0usize));
+    in_parallel(&points, &|&k| {
+        let label = format!("{}: {} at {}", scenario.name, fault.at(k).env(), calls[k - 1]);
+        let target = scenario.copy(&k.to_string());
+        let output = scenario.run_with(&target, fault.at(k));
+        assert!(output.code >= 0, "{label}: the process died:\n{}", output.render());
+        if output.code != 0 {
+            assert!(
+                output.stderr.contains(message),
+                "{label}: the error does not say what failed ({message}):\n{}",
+                output.render()
+            );
+        }
+        let recovered = scenario.recover(&target, None);
+        assert_eq!(recovered.code, 0, "{label}: recovery:\n{}", recovered.render());
+        let found = scenario.check(&target, &label);
+        // A failed fsync is never taken for a success: the run that reported an
+        // error left the old tree (unless it had committed, which it then says).
+        if output.code != 0 && found == Found::New {
+            assert!(output.stderr.contains("commit"), "{label}: failed, yet the new tree:\n{}", output.render());
+        }
+        let mut counts = counts.lock().unwrap();
+        match found {
+            Found::Old => counts.0 += 1,
+            Found::New => counts.1 += 1,
+        }
+        drop(counts);
+        std::fs::remove_dir_all(scenario.ctx.path(&target)).unwrap();
+    });
+    let (old, new) = *counts.lock().unwrap();
+    assert!(old > 0, "{}: no failure rolled back", scenario.name);
+    eprintln!(
+        "{}: {} of {} calls failed with {}: {old} rolled back, {new} installed",
+        scenario.name,
+        points.len(),
+        calls.len(),
+        fault.env()
+    );
+}
+
+fn install_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + Sync)) -> Scenario<'a> {
+    let ctx = &acme.ctx;
+    acme.with_sp("clean-install");
+    Scenario {
+        ctx,
+        name: "install",
+        template: "v21".into(),
+        command,
+        old: product_tree(ctx, "v21", RUNTIME),
+        new: product_tree(ctx, "clean-install", RUNTIME),
+        word: "INSTALL",
+        runtime: RUNTIME,
+        old_verifies: true,
+    }
 }
 
 #[test]
-fn install_killed_at_every_journal_point_leaves_the_old_or_the_new_tree() {
-    let ctx = TestContext::new();
-    let release = acme_previous_release(&ctx);
-    let sp = acme_service_pack(&ctx);
-    acme_instance(&ctx, &release, "template");
-    let old = product_tree(&ctx, "template", RUNTIME);
-    copy_tree(&ctx.path("template"), &ctx.path("clean"));
-    install_ok(&ctx, &sp, "clean", &["--accept-eula", "-q"]);
-    let new = product_tree(&ctx, "clean", RUNTIME);
-    assert_ne!(old, new);
-
-    let command = |target: &str| install(&ctx, &sp, target, &["--accept-eula", "-q"]);
-    crash_at_every_point(&ctx, "template", &command, &old, &new, "INSTALL");
-    // After a rollback the update installs normally.
-    let target = "template-again";
-    copy_tree(&ctx.path("template"), &ctx.path(target));
-    let mut killed = install(&ctx, &sp, target, &["--accept-eula", "-q"]);
-    assert_eq!(run(killed.env("PKGRUN_FAILPOINT", "30")).code, -1);
-    install_ok(&ctx, &sp, target, &["--accept-eula", "-q"]);
-    assert_eq!(product_tree(&ctx, target, RUNTIME), new);
+fn install_survives_a_kill_after_every_call() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    stop_after_every_call(&scenario, Fault::Kill(1));
 }
 
 #[test]
-fn uninstall_killed_at_every_journal_point_leaves_the_old_or_the_new_tree() {
-    let ctx = TestContext::new();
-    let release = acme_previous_release(&ctx);
-    let sp = acme_service_pack(&ctx);
-    acme_instance(&ctx, &release, "template");
-    let before_sp = product_tree(&ctx, "template", RUNTIME);
-    install_ok(&ctx, &sp, "template", &["--accept-eula", "-q"]);
-    let old = product_tree(&ctx, "template", RUNTIME);
-    let command = |target: &str| on_target(&ctx, &["uninstall", "acme-server-2.2.0-sp1", "-q"], target);
-    crash_at_every_point(&ctx, "template", &command, &old, &before_sp, "UNINSTALL");
+fn install_survives_a_power_cut_after_every_call() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    stop_after_every_call(&scenario, Fault::PowerCut(1));
+}
+
+#[test]
+fn install_rolls_back_when_any_call_fails() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    fail_every_call(&scenario, Fault::NoSpace(1), "No space left on device");
+    fail_every_call(&scenario, Fault::Eio(1), "Input/output error");
+}
+
+fn uninstall_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + Sync)) -> Scenario<'a> {
+    let ctx = &acme.ctx;
+    acme.with_sp("sp");
+    Scenario {
+        ctx,
+        name: "uninstall",
+        template: "sp".into(),
+        command,
+        old: product_tree(ctx, "sp", RUNTIME),
+        new: product_tree(ctx, "v21", RUNTIME),
+        word: "UNINSTALL",
+        runtime: RUNTIME,
+        old_verifies: true,
+    }
+}
+
+fn uninstall_command(ctx: &TestContext) -> impl Fn(&str) -> Command + Sync + '_ {
+    |target: &str| on_target(ctx, &["uninstall", "acme-server-2.2.0-sp1", "-q", "--threads", "1"], target)
+}
+
+#[test]
+fn uninstall_survives_a_kill_or_a_power_cut_after_every_call() {
+    let acme = Acme::new();
+    let command = uninstall_command(&acme.ctx);
+    let scenario = uninstall_scenario(&acme, &command);
+    stop_after_every_call(&scenario, Fault::Kill(1));
+    stop_after_every_call(&scenario, Fault::PowerCut(1));
+}
+
+#[test]
+fn uninstall_rolls_back_when_any_call_fails() {
+    let acme = Acme::new();
+    let command = uninstall_command(&acme.ctx);
+    let scenario = uninstall_scenario(&acme, &command);
+    fail_every_call(&scenario, Fault::NoSpace(1), "No space left on device");
+    fail_every_call(&scenario, Fault::Eio(1), "Input/output error");
+}
+
+/// An instance with the service pack whose files an accident damaged: a library
+/// edited, a page of documentation deleted, a program's mode and a link changed.
+fn repair_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + Sync)) -> Scenario<'a> {
+    let ctx = &acme.ctx;
+    acme.with_sp("damaged");
+    let new = product_tree(ctx, "damaged", RUNTIME);
+    let target = ctx.path("damaged");
+    std::fs::write(target.join("lib/acme/cli.py"), b"# damaged\n").unwrap();
+    std::fs::remove_file(target.join("share/doc/acme/release-notes-2.2.0.html")).unwrap();
+    std::fs::set_permissions(target.join("bin/acme"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::remove_file(target.join("lib/libacme.so")).unwrap();
+    std::os::unix::fs::symlink("libacme.so.2.2.0", target.join("lib/libacme.so")).unwrap();
+    Scenario {
+        ctx,
+        name: "repair",
+        template: "damaged".into(),
+        command,
+        old: product_tree(ctx, "damaged", RUNTIME),
+        new,
+        word: "REPAIR",
+        runtime: RUNTIME,
+        old_verifies: false,
+    }
+}
+
+fn repair_command(ctx: &TestContext) -> impl Fn(&str) -> Command + Sync + '_ {
+    |target: &str| on_target(ctx, &["repair", "-q", "--threads", "1"], target)
+}
+
+#[test]
+fn repair_survives_every_fault_at_every_call() {
+    let acme = Acme::new();
+    let command = repair_command(&acme.ctx);
+    let scenario = repair_scenario(&acme, &command);
+    stop_after_every_call(&scenario, Fault::Kill(1));
+    stop_after_every_call(&scenario, Fault::PowerCut(1));
+    fail_every_call(&scenario, Fault::NoSpace(1), "No space left on device");
+    fail_every_call(&scenario, Fault::Eio(1), "Input/output error");
+}
+
+/// Stops the install at `k`, then recovers with a stop after every one of the
+/// recovery's own calls in turn (each time from a fresh stop at `k`), then, from
+/// that state, recovers again with a stop at its first call, its second, ... until
+/// a recovery finishes; checks each case.
+fn recover_through_every_call(scenario: &Scenario<'_>, fault: Fault, stops: &[usize]) {
+    let mut cases = Vec::new();
+    for &k in stops {
+        // The recovery's own calls, from one stop at k.
+        let target = scenario.copy(&format!("count-{k}"));
+        assert_eq!(scenario.run_with(&target, fault.at(k)).code, -1);
+        let mut listing = on_target(scenario.ctx, &["status", "--threads", "1"], &target);
+        let calls = sweep::trace(&mut listing);
+        std::fs::remove_dir_all(scenario.ctx.path(&target)).unwrap();
+        cases.extend(sweep::points(&calls, true).into_iter().map(|j| (k, j, calls.len())));
+    }
+    in_parallel(&cases, &|&(k, j, total)| {
+        let label = format!("{}: {} then recovery {} of {total}", scenario.name, fault.at(k).env(), fault.at(j).env());
+        let target = scenario.copy(&format!("{k}-{j}"));
+        assert_eq!(scenario.run_with(&target, fault.at(k)).code, -1, "{label}");
+        let stopped = scenario.recover(&target, Some(fault.at(j)));
+        assert_eq!(stopped.code, -1, "{label}: the recovery did not stop:\n{}", stopped.render());
+        // Recursively: each later recovery is stopped one call further, until one finishes.
+        for (attempt, next) in (1..).enumerate() {
+            let again = scenario.recover(&target, Some(fault.at(next)));
+            if again.code == 0 {
+                break;
+            }
+            assert_eq!(again.code, -1, "{label}: recovery {attempt}:\n{}", again.render());
+            assert!(attempt < 10_000, "{label}: the recoveries never finish");
+        }
+        scenario.check(&target, &label);
+        std::fs::remove_dir_all(scenario.ctx.path(&target)).unwrap();
+        let _ = std::fs::remove_dir_all(scenario.ctx.path(format!("{target}.spare")));
+    });
+    eprintln!("{}: {} recovery stops checked", scenario.name, cases.len());
+}
+
+/// Stops at one call of each phase of the install: staging, the journal just
+/// recorded, half the renames done, after the post-install script, after the
+/// commit, half-way through the cleanup.
+fn representative_stops(calls: &[sweep::Call]) -> Vec<usize> {
+    let position = |what: &dyn Fn(&sweep::Call) -> bool| calls.iter().position(what).map(|i| i + 1);
+    let renames: Vec<usize> = calls
+        .iter()
+        .filter(|c| c.op == "rename" && !c.path.contains("journal.json") && !c.path.contains("state.json"))
+        .map(|c| c.n)
+        .collect();
+    let commit = position(&|c| c.op == "rename" && c.path.contains("state.json")).expect("a commit");
+    let staging = position(&|c| c.path.contains("/staging/")).expect("staging") + 5;
+    let cleanup = position(&|c| c.n > commit && c.op == "unlink").expect("a cleanup");
+    vec![staging, renames[renames.len() / 2], renames[renames.len() - 1] + 3, commit, cleanup + 3]
+}
+
+#[test]
+fn recovery_survives_a_kill_after_every_one_of_its_calls() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    let calls = sweep::trace(&mut (scenario.command)(&scenario.copy("trace")));
+    recover_through_every_call(&scenario, Fault::Kill(1), &representative_stops(&calls));
+}
+
+#[test]
+fn recovery_survives_a_power_cut_after_every_one_of_its_calls() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    let calls = sweep::trace(&mut (scenario.command)(&scenario.copy("trace")));
+    recover_through_every_call(&scenario, Fault::PowerCut(1), &representative_stops(&calls));
+}
+
+/// The long sweep: every call of the install, and every call of the recovery of
+/// each, for both faults (hours on the reference machine).
+#[test]
+#[ignore = "long: run with --ignored"]
+fn recovery_of_every_stop_survives_every_stop_of_its_own() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    let calls = sweep::trace(&mut (scenario.command)(&scenario.copy("trace")));
+    let every: Vec<usize> = sweep::points(&calls, true);
+    recover_through_every_call(&scenario, Fault::Kill(1), &every);
+    recover_through_every_call(&scenario, Fault::PowerCut(1), &every);
 }

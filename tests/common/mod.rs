@@ -350,7 +350,7 @@ impl Layout {
 /// `PKGRUN_TRUSTED_KEYS`, so the machine's `/etc/pkgrun/trusted-keys` never
 /// matters), `keys/test.pub` (a copy of the test public key, trusted with
 /// `--trust keys/test.pub`) and `stub.sh` (the fake stub). `PKGRUN_REGISTRY`
-/// points at `registry/` below the root, and `PKGRUN_FAILPOINT` is removed
+/// points at `registry/` below the root, and `PKGRUN_FAULT` is removed
 /// (tests that want a failpoint set it on their command).
 pub struct TestContext {
     temp: TempDir,
@@ -369,7 +369,26 @@ impl Default for TestContext {
 impl TestContext {
     /// A new empty root.
     pub fn new() -> Self {
-        let temp = tempfile::Builder::new().prefix("upkg-test-").tempdir().expect("create a temporary directory");
+        Self::in_dir(&std::env::temp_dir())
+    }
+
+    /// A new empty root in memory (`/dev/shm`, a tmpfs, when it is writable): the
+    /// fault sweeps copy and remove thousands of trees, which a tmpfs does tens of
+    /// times faster than a disk. The filesystem calls they count are the same.
+    pub fn in_memory() -> Self {
+        let shm = PathBuf::from("/dev/shm");
+        let writable = tempfile::Builder::new().prefix("upkg-probe-").tempdir_in(&shm).is_ok();
+        Self::in_dir(&if writable { shm } else { std::env::temp_dir() })
+    }
+
+    fn in_dir(base: &Path) -> Self {
+        let mut temp =
+            tempfile::Builder::new().prefix("upkg-test-").tempdir_in(base).expect("create a temporary directory");
+        // For debugging a failure: UPKG_KEEP_TEMP=1 keeps the test's files.
+        if std::env::var_os("UPKG_KEEP_TEMP").is_some() {
+            temp.disable_cleanup(true);
+            eprintln!("keeping {}", temp.path().display());
+        }
         let root = temp.path().canonicalize().expect("canonicalize the temporary directory");
         let context = TestContext { trusted_keys: root.join("trusted-keys"), root, temp };
         context.mkdir("trusted-keys", 0o755);
@@ -512,7 +531,8 @@ impl TestContext {
             .env("PKGRUN_TRUSTED_KEYS", &self.trusted_keys)
             // Never the machine's instance registry; created only when something installs.
             .env("PKGRUN_REGISTRY", self.root.join("registry"))
-            .env_remove("PKGRUN_FAILPOINT")
+            .env_remove("PKGRUN_FAULT")
+            .env_remove("PKGRUN_FAULT_SPARE")
             .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH.to_string())
             .env("COLUMNS", "100")
             .env("NO_COLOR", "1")

@@ -269,6 +269,7 @@ fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::P
                 unit: s.unit.clone(),
                 stop: s.stop.clone(),
                 start: s.start.clone(),
+                status: None,
             })
             .collect(),
         scripts: Scripts {

@@ -114,6 +114,9 @@ pub struct Service {
     /// Shell command that starts the service (when there is no unit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    /// Shell command that exits 0 when the service runs (when there is no unit; format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// Catalog paths of the package's scripts.
@@ -138,18 +141,66 @@ pub struct Scripts {
     pub timeout: u64,
 }
 
+/// The roles a package script can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScriptRole {
+    /// Runs before any file changes.
+    PreInstall,
+    /// Runs after the files are in place.
+    PostInstall,
+    /// Undoes what `pre-install` and `post-install` did, during a rollback.
+    PostInstallUndo,
+    /// Runs before an uninstall changes any file.
+    PreUninstall,
+    /// Runs after an uninstall restored the files.
+    PostUninstall,
+}
+
+impl ScriptRole {
+    /// Every role, in the order they are listed.
+    pub const ALL: [ScriptRole; 5] = [
+        ScriptRole::PreInstall,
+        ScriptRole::PostInstall,
+        ScriptRole::PostInstallUndo,
+        ScriptRole::PreUninstall,
+        ScriptRole::PostUninstall,
+    ];
+
+    /// The role's name, as the manifest and `PKGRUN_PHASE` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptRole::PreInstall => "pre-install",
+            ScriptRole::PostInstall => "post-install",
+            ScriptRole::PostInstallUndo => "post-install-undo",
+            ScriptRole::PreUninstall => "pre-uninstall",
+            ScriptRole::PostUninstall => "post-uninstall",
+        }
+    }
+}
+
+impl std::fmt::Display for ScriptRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Scripts {
-    /// Every script path with its role name, in a fixed order.
-    pub fn all(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("pre-install", &self.pre_install),
-            ("post-install", &self.post_install),
-            ("post-install-undo", &self.post_install_undo),
-            ("pre-uninstall", &self.pre_uninstall),
-            ("post-uninstall", &self.post_uninstall),
-        ]
-        .into_iter()
-        .filter_map(|(name, path)| path.as_deref().map(|p| (name, p)))
+    /// The catalog path of the script with `role`, if the package has one.
+    pub fn get(&self, role: ScriptRole) -> Option<&str> {
+        match role {
+            ScriptRole::PreInstall => &self.pre_install,
+            ScriptRole::PostInstall => &self.post_install,
+            ScriptRole::PostInstallUndo => &self.post_install_undo,
+            ScriptRole::PreUninstall => &self.pre_uninstall,
+            ScriptRole::PostUninstall => &self.post_uninstall,
+        }
+        .as_deref()
+    }
+
+    /// Every script path with its role, in a fixed order.
+    pub fn all(&self) -> impl Iterator<Item = (ScriptRole, &str)> {
+        ScriptRole::ALL.into_iter().filter_map(|role| self.get(role).map(|path| (role, path)))
     }
 }
 

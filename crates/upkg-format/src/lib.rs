@@ -34,7 +34,7 @@ pub mod write;
 
 pub use digest::Digest;
 pub use error::{Error, FailureClass, Result};
-pub use header::{Codec, FileEntry, Header, Kind, Mode, Policy};
+pub use header::{Codec, FileEntry, Header, Kind, Mode, Policy, ScriptRole};
 pub use package::{ExpandedTree, Package, PackageFile};
 pub use sign::{KeyId, PublicKey, SecretKey, SignatureBlock};
 pub use trust::{Signer, TrustPolicy, TrustStore};

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use upkg_format::FailureClass;
+use upkg_fs::FsError;
 
 /// Errors of the installer.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,10 @@ pub enum InstallError {
     /// Verifying or staging the package failed.
     #[error(transparent)]
     Unpack(#[from] upkg_unpack::UnpackError),
+
+    /// A filesystem operation on the target was refused (a link on the way) or failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
 
     /// No target qualifies for the package.
     #[error("{0}")]
@@ -50,10 +55,10 @@ pub enum InstallError {
     Cancelled(String),
 
     /// A script failed.
-    #[error("the {phase} script failed: {reason}")]
+    #[error("the {role} script failed: {reason}")]
     Script {
         /// The script's role.
-        phase: String,
+        role: upkg_format::ScriptRole,
         /// Exit status or timeout.
         reason: String,
     },
@@ -67,20 +72,38 @@ pub enum InstallError {
         reason: String,
     },
 
+    /// A path the transaction was about to change is no longer what the plan saw.
+    #[error("{}: {what} since the plan was made; nothing there was overwritten (run the command again: it plans with what is there now)", path.display())]
+    Changed {
+        /// The path.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
+
     /// The request cannot be carried out on this target (uninstall refused, nothing to repair, ...).
     #[error("{0}")]
     Refused(String),
 
-    /// The installer's state in the target is damaged.
-    #[error("{}: the installer state is damaged: {reason}", path.display())]
+    /// The installer's state in the target is damaged or unsafe.
+    #[error("{}: {reason}", path.display())]
     State {
         /// The state file or directory.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong, and what to do.
         reason: String,
     },
 
-    /// An I/O error.
+    /// An interrupted transaction must be recovered, and this process cannot write the target.
+    #[error("{}: an interrupted transaction must be finished or rolled back first, and {reason}: run `pkgrun status --target {}` as a user who can write the target (root) to recover it", target.display(), target.display())]
+    NeedsRecovery {
+        /// The target.
+        target: PathBuf,
+        /// Why this process cannot do it.
+        reason: String,
+    },
+
+    /// An I/O error outside the target (the package, the registry, the `--log` copy).
     #[error("{}", path.display())]
     Io {
         /// The file or directory.
@@ -99,6 +122,7 @@ impl InstallError {
             InstallError::Unpack(e) => e.class(),
             InstallError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
             InstallError::Io { source, .. } => upkg_format::error::io_class(source),
+            InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
             _ => FailureClass::Io,
         }
     }

@@ -1,22 +1,24 @@
-//! Installing a package on one target.
+//! Installing a package on one target: applicability, the plan, staging, and the
+//! transaction the runner carries out.
 
-use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use upkg_format::header::Kind;
 use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
-use upkg_format::{Header, Package};
+use upkg_format::{Header, Package, ScriptRole};
+use upkg_fs::{Dir, Flusher};
 use upkg_unpack::{Durability, WriteOptions};
 
 use crate::error::{InstallError, Result};
-use crate::failpoint;
-use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind, UndoScript};
+use crate::journal::{Action, Op, Seen, UndoScript};
 use crate::log::{AttemptLog, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
-use crate::state::{Change, ChangeAction, InstalledPackage, OwnedEntry, STATE_DIR, State, StateDir, registry};
-use crate::transaction::{self, Context, Recovery, Tx};
+use crate::state::{Change, ChangeAction, InstalledPackage, OwnedEntry, State, registry};
+use crate::target::{StateDir, Target, TxLayout, TxPart};
+use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 use crate::util;
 
 /// How to install.
@@ -60,6 +62,9 @@ pub struct InstallReport {
     pub restart_required: bool,
     /// An interrupted transaction recovered first.
     pub recovered: Option<Recovery>,
+    /// Problems after the commit that the next run on the target finishes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// How an install ended when it did not fail.
@@ -77,23 +82,53 @@ pub enum InstallOutcome {
     },
 }
 
-/// Plans an install without changing anything (but recovering an interrupted transaction first).
-pub fn plan_install(ctx: &Context<'_>, package: &Package, target: &Path, options: InstallOptions) -> Result<Planned> {
-    let target = transaction::absolute_target(target)?;
-    let state_dir = StateDir::new(&target);
-    let _lock = if state_dir.dir.is_dir() { Some(transaction::lock_and_recover(ctx, &state_dir)?.0) } else { None };
-    match decide(package.header(), &state_dir, options)? {
-        Applicability::AlreadyInstalled(_) => Ok(Planned::AlreadyInstalled),
-        Applicability::Fresh => Ok(Planned::Plan(Box::new(make_plan(ctx, package, &target, None, options)?))),
-        Applicability::Update(state) => {
-            Ok(Planned::Plan(Box::new(make_plan(ctx, package, &target, Some(&state), options)?)))
+/// A target as an install finds it.
+enum Found {
+    /// The directory does not exist.
+    Absent,
+    /// A directory without installer state.
+    Unmanaged(Target),
+    /// An instance (or an empty installer state), locked and recovered.
+    Managed(Session),
+}
+
+impl Found {
+    fn open(ctx: &Context<'_>, path: &Path, access: Access) -> Result<Found> {
+        Ok(match Target::open(path)? {
+            None => Found::Absent,
+            Some(target) => match Session::open(ctx, target, access)? {
+                Opened::Managed(session) => Found::Managed(session),
+                Opened::Unmanaged(target) => Found::Unmanaged(target),
+            },
+        })
+    }
+
+    fn target(&self) -> Option<&Target> {
+        match self {
+            Found::Absent => None,
+            Found::Unmanaged(target) => Some(target),
+            Found::Managed(session) => Some(&session.target),
+        }
+    }
+
+    fn instance(&self) -> Result<Instance> {
+        match self {
+            Found::Absent => Ok(Instance::Empty),
+            Found::Unmanaged(target) => plan::inspect_instance(Some(target), None),
+            Found::Managed(session) => plan::inspect_instance(Some(&session.target), Some(&session.state_dir)),
+        }
+    }
+
+    fn recovered(&self) -> Option<Recovery> {
+        match self {
+            Found::Managed(session) => session.recovered.clone(),
+            _ => None,
         }
     }
 }
 
-fn decide(header: &Header, state_dir: &StateDir, options: InstallOptions) -> Result<Applicability> {
-    let instance = plan::inspect_instance(state_dir)?;
-    plan::applicability(header, &state_dir.target, instance, options.allow_downgrade, options.force)
+fn decide(header: &Header, path: &Path, found: &Found, options: InstallOptions) -> Result<Applicability> {
+    plan::applicability(header, path, found.instance()?, options.allow_downgrade, options.force)
         .map_err(InstallError::NotApplicable)
 }
 
@@ -110,36 +145,41 @@ fn repair_copy_bytes(package: &Package, options: InstallOptions) -> u64 {
 fn make_plan(
     ctx: &Context<'_>,
     package: &Package,
-    target: &Path,
+    path: &Path,
+    found: &Found,
     state: Option<&State>,
     options: InstallOptions,
 ) -> Result<Plan> {
-    plan::plan(
-        package.header(),
-        target,
-        state,
-        PlanOptions { repair_copy_bytes: repair_copy_bytes(package, options), threads: ctx.threads },
-    )
+    let plan_options = PlanOptions { repair_copy_bytes: repair_copy_bytes(package, options), threads: ctx.threads };
+    plan::plan(package.header(), path, found.target(), state, plan_options)
+}
+
+/// Plans an install without changing anything (an interrupted transaction is
+/// recovered first, which needs write access).
+pub fn plan_install(ctx: &Context<'_>, package: &Package, target: &Path, options: InstallOptions) -> Result<Planned> {
+    let path = transaction::absolute_target(target)?;
+    let found = Found::open(ctx, &path, Access::Read)?;
+    match decide(package.header(), &path, &found, options)? {
+        Applicability::AlreadyInstalled => Ok(Planned::AlreadyInstalled),
+        Applicability::Fresh => Ok(Planned::Plan(Box::new(make_plan(ctx, package, &path, &found, None, options)?))),
+        Applicability::Update(state) => {
+            Ok(Planned::Plan(Box::new(make_plan(ctx, package, &path, &found, Some(&state), options)?)))
+        }
+    }
 }
 
 /// Installs `package` (already trusted by the caller) on `target`.
 pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: InstallOptions) -> Result<InstallOutcome> {
     let header = package.header();
-    let log_copy = ctx.open_log_copy()?;
-    let target = transaction::absolute_target(target)?;
-    let state_dir = StateDir::new(&target);
-
-    // Lock and recover first when the target has installer state.
-    let mut lock = None;
-    let mut recovered = None;
-    if state_dir.dir.is_dir() {
-        let (l, r) = transaction::lock_and_recover(ctx, &state_dir)?;
-        lock = Some(l);
-        recovered = r;
-    }
-    let applicability = decide(header, &state_dir, options)?;
-    let state = match applicability {
-        Applicability::AlreadyInstalled(_) => return Ok(InstallOutcome::AlreadyInstalled { target, recovered }),
+    // A --log path that cannot be written is an error before anything changes.
+    drop(ctx.open_log_copy()?);
+    let path = transaction::absolute_target(target)?;
+    let found = Found::open(ctx, &path, Access::Write)?;
+    let recovered = found.recovered();
+    let state = match decide(header, &path, &found, options)? {
+        Applicability::AlreadyInstalled => {
+            return Ok(InstallOutcome::AlreadyInstalled { target: path, recovered });
+        }
         Applicability::Fresh => None,
         Applicability::Update(state) => Some(state),
     };
@@ -151,12 +191,11 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
 
     // Everything is checked before the first change.
     (ctx.notify)("verifying the package");
-    if let Package::Tree(tree) = package {
-        upkg_unpack::check_tree(tree, ctx.threads, &|_| {})?;
-    } else if let Package::File(file) = package {
-        file.verify_stub()?;
+    match package {
+        Package::Tree(tree) => drop(upkg_unpack::check_tree(tree, ctx.threads, &|_| {})?),
+        Package::File(file) => file.verify_stub()?,
     }
-    let plan = make_plan(ctx, package, &target, state.as_ref(), options)?;
+    let plan = make_plan(ctx, package, &path, &found, state.as_ref(), options)?;
     if !plan.space.fits && !options.skip_space_check {
         return Err(InstallError::InsufficientSpace {
             path: plan.space.filesystem.clone(),
@@ -176,112 +215,95 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
         return Err(InstallError::InUse(list.join("; ")));
     }
 
-    // A new instance: create the target and its state directory, then lock it.
-    if state.is_none() {
-        if !target.exists() {
-            std::fs::create_dir(&target).map_err(|e| InstallError::io(&target, e))?;
-        }
-        state_dir.create()?;
-        lock = Some(state_dir.lock()?);
-        if !matches!(plan::inspect_instance(&state_dir)?, Instance::Empty) {
-            return Err(InstallError::Busy { target: target.clone(), holder: None });
-        }
-    } else {
-        state_dir.create()?;
+    // A new instance: the target and its state directory are created, then locked.
+    let session = match found {
+        Found::Managed(session) => session,
+        Found::Unmanaged(target) => Session::create(target)?,
+        Found::Absent => Session::create(Target::create(&path)?)?,
+    };
+    if state.is_none()
+        && !matches!(plan::inspect_instance(Some(&session.target), Some(&session.state_dir))?, Instance::Empty)
+    {
+        return Err(InstallError::Busy { target: path, holder: None });
     }
-    let _lock = lock;
 
-    let mut log =
-        AttemptLog::start(&state_dir.logs(), &header.package.id, header.package.build, Action::Install, log_copy)?;
-    log.line(&format!(
+    let product_version = state.as_ref().map_or("0".to_owned(), |s| s.version.to_string());
+    let script_env = transaction::script_env(&path, &header.package, &plan.product, &product_version, Action::Install);
+    let intent = Intent {
+        action: Action::Install,
+        package_id: header.package.id.clone(),
+        package_build: header.package.build,
+        services: header.package.services.clone(),
+        script_timeout: header.package.scripts.timeout,
+        script_env,
+    };
+    let first_line = format!(
         "installing {} {} (build {}) from {} on {}",
         header.package.id,
         header.package.version,
         header.package.build,
         package.path().display(),
-        target.display()
-    ));
-    if let Some(r) = &recovered {
-        log.line(&format!("first recovered interrupted transaction {}: {}", r.transaction, r.outcome));
-    }
-    log_plan(&mut log, &plan);
-
-    let txid = util::new_txid();
-    let tx_rel = format!("tx/{txid}");
-    let tx_dir = state_dir.tx(&txid);
-    let staging = tx_dir.join("staging");
-    let keep = tx_dir.join("keep");
-    let product_version = state.as_ref().map_or("0".to_owned(), |s| s.version.to_string());
-    let env = transaction::script_env(&target, &header.package, &plan.product, &product_version, "install", log.path());
-    let scripts = &header.package.scripts;
-    let script_rel = |script: &Option<String>| script.as_ref().map(|p| format!("{tx_rel}/staging/{p}"));
-    let journal = Journal {
-        format: JOURNAL_FORMAT,
-        txid: txid.clone(),
-        action: Action::Install,
-        package_id: header.package.id.clone(),
-        package_build: header.package.build,
-        log: log.path().strip_prefix(&state_dir.dir).unwrap_or(log.path()).display().to_string(),
-        ops: Vec::new(),
-        services: header.package.services.clone(),
-        services_stopped: false,
-        services_restarted: false,
-        undo_scripts: script_rel(&scripts.post_install_undo)
-            .map(|path| UndoScript { phase: "post-install-undo".into(), path, env: Vec::new() })
-            .into_iter()
-            .collect(),
-        undo_armed: false,
-        script_env: env,
-        remove_on_undo: vec![tx_rel.clone()],
-        remove_on_commit: if options.no_backup {
-            vec![format!("{tx_rel}/staging"), format!("{tx_rel}/backup")]
-        } else {
-            vec![format!("{tx_rel}/staging")]
-        },
+        path.display()
+    );
+    let mut tx = transaction::begin(ctx, &session, intent, &first_line)?;
+    log_plan(&mut tx.log, &plan);
+    let layout = tx.layout();
+    let staged = match stage(ctx, package, &plan, &session.state_dir, &layout, options) {
+        Ok(staged) => staged,
+        Err(error) => return Err(tx.fail(error)),
     };
-
-    // The journal exists before anything is staged, so that an interruption at any
-    // point is found, rolled back and recorded in this attempt's log by the next run.
-    let ops = build_ops(header, &plan, &tx_rel);
-    journal.save(&state_dir)?;
-    failpoint::point("journal opened");
-    let timeout = header.package.scripts.timeout;
-    let mut tx = Tx { ctx, state_dir: state_dir.clone(), journal, log, applied: 0, timeout };
-    if let Err(error) = stage(ctx, package, &plan, &staging, &keep, options) {
-        return Err(tx.fail(error));
+    let scripts = &header.package.scripts;
+    let script_step = |role: ScriptRole| {
+        scripts.get(role).map(|p| Step::Script { role, area: layout.keep(), path: p.to_owned(), arms_undo: true })
+    };
+    let steps = [
+        script_step(ScriptRole::PreInstall),
+        Some(Step::StopServices),
+        Some(Step::ApplyOps),
+        script_step(ScriptRole::PostInstall),
+        Some(Step::StartServices),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let undo_scripts = scripts
+        .get(ScriptRole::PostInstallUndo)
+        .map(|p| UndoScript {
+            role: ScriptRole::PostInstallUndo,
+            area: layout.keep(),
+            path: p.to_owned(),
+            env: Vec::new(),
+        })
+        .into_iter()
+        .collect();
+    let mut remove_on_commit = vec![TxPart::Area(layout.staging())];
+    if options.no_backup {
+        remove_on_commit.push(TxPart::Area(layout.backup()));
     }
-    failpoint::point("staged");
-    tx.journal.ops = ops;
-    tx.save_journal()?;
-    failpoint::point("journal written");
-    let result = (|| {
-        tx.script(script_rel(&scripts.pre_install).as_deref(), "pre-install")?;
-        tx.stop_services()?;
-        tx.apply_ops()?;
-        failpoint::point("files in place");
-        tx.script(script_rel(&scripts.post_install).as_deref(), "post-install")?;
-        tx.start_services()?;
-        tx.ctx.check_cancel()?;
-        Ok(())
-    })();
-    if let Err(error) = result {
-        return Err(tx.fail(error));
-    }
-    let new_state = record(header, state, &plan, &txid, options);
-    tx.commit(new_state)?;
-    if plan.restart_required {
-        tx.log.line("a restart is required: files in use were replaced, or the package always asks for one");
-    }
-    tx.log.verdict(&Verdict::Success)?;
-    let log_path = tx.log.path().to_owned();
+    let tx_plan = TxPlan {
+        ops: build_ops(header, &plan, &layout, &staged),
+        steps,
+        undo_scripts,
+        remove_on_commit,
+        new_state: record(header, state, &plan, tx.txid(), options),
+        verdict: Verdict::Success,
+    };
+    let committed = tx.run(tx_plan)?;
     if plan.creates_instance
         && let Some(registry_path) = ctx.registry
-        && let Err(e) = registry::register(registry_path, &target)
+        && let Err(e) = registry::register(registry_path, &path)
     {
         (ctx.notify)(&format!("warning: could not register the new instance in {}: {e}", registry_path.display()));
     }
     let restart_required = plan.restart_required;
-    Ok(InstallOutcome::Installed(Box::new(InstallReport { target, log: log_path, plan, restart_required, recovered })))
+    Ok(InstallOutcome::Installed(Box::new(InstallReport {
+        target: path,
+        log: committed.log,
+        plan,
+        restart_required,
+        recovered,
+        warnings: committed.warnings,
+    })))
 }
 
 fn log_plan(log: &mut AttemptLog, plan: &Plan) {
@@ -308,52 +330,122 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
         let who: Vec<String> = file.processes.iter().map(|p| format!("{} (pid {})", p.name, p.pid)).collect();
         log.line(&format!("in use: {} by {}", file.path, who.join(", ")));
     }
+    if plan.restart_required {
+        log.line("a restart will be required: files in use are replaced, or the package always asks for one");
+    }
 }
 
 /// The journal's operations, in order: directories, then files and links, then removals.
-fn build_ops(header: &Header, plan: &Plan, tx_rel: &str) -> Vec<Op> {
-    let staging = Some(format!("{tx_rel}/staging"));
-    let backup = Some(format!("{tx_rel}/backup"));
+fn build_ops(header: &Header, plan: &Plan, layout: &TxLayout, staged: &HashMap<String, Seen>) -> Vec<Op> {
     let mut ops = Vec::new();
     for entry in plan.entries.iter().filter(|e| e.action == PlanAction::CreateDir) {
-        let mode = entry.index.map(|i| header.files[i].mode);
-        ops.push(Op { kind: OpKind::Mkdir, path: entry.path.clone(), source: None, aside: None, mode });
+        let mode = entry.index.map_or(0o755, |i| header.files[i].mode.0);
+        ops.push(Op::CreateDir { path: entry.path.clone(), mode });
     }
     for entry in &plan.entries {
-        let (kind, source, aside) = match entry.action {
-            PlanAction::Add => (OpKind::Place, staging.clone(), None),
-            PlanAction::Replace => (OpKind::Swap, staging.clone(), backup.clone()),
-            PlanAction::Remove => (OpKind::Aside, None, backup.clone()),
+        let path = entry.path.clone();
+        let op = match entry.action {
+            PlanAction::Add => Op::Place { path, from: layout.staging(), entry: staged[&entry.path].clone() },
+            PlanAction::Replace => Op::Replace {
+                path,
+                current: entry.seen.clone().expect("a replaced entry was seen"),
+                aside: layout.backup(),
+                from: layout.staging(),
+                entry: staged[&entry.path].clone(),
+            },
+            PlanAction::Remove => Op::Remove {
+                path,
+                current: entry.seen.clone().expect("a removed entry was seen"),
+                aside: layout.backup(),
+            },
             _ => continue,
         };
-        ops.push(Op { kind, path: entry.path.clone(), source, aside, mode: None });
+        ops.push(op);
     }
     ops
 }
 
-/// Stages the files the plan adds or replaces, and keeps the header, scripts and repair copy.
+/// Stages the entries the plan adds or replaces, and keeps the header, scripts
+/// and repair copy; returns what was staged at each product path.
 fn stage(
     ctx: &Context<'_>,
     package: &Package,
     plan: &Plan,
-    staging: &Path,
-    keep: &Path,
+    state_dir: &StateDir,
+    layout: &TxLayout,
     options: InstallOptions,
-) -> Result<()> {
+) -> Result<HashMap<String, Seen>> {
     let header = package.header();
     (ctx.notify)("staging the new files");
-    std::fs::create_dir_all(staging).map_err(|e| InstallError::io(staging, e))?;
-    std::fs::create_dir_all(keep).map_err(|e| InstallError::io(keep, e))?;
-    let mut selected: BTreeSet<usize> = plan
+    let staging = state_dir.area(&layout.staging(), true)?;
+    let keep = state_dir.area(&layout.keep(), true)?;
+    let placed: Vec<&plan::PlanEntry> = plan
         .entries
         .iter()
         .filter(|e| matches!(e.action, PlanAction::Add | PlanAction::Replace) && e.kind != Kind::Dir)
-        .filter_map(|e| e.index)
         .collect();
+    let mut selected: BTreeSet<usize> = placed.iter().filter_map(|e| e.index).collect();
     selected.extend(header.files.iter().enumerate().filter(|(_, e)| e.is_package_file()).map(|(i, _)| i));
-    // Batched durability: the disk writes start while staging goes on, and one
-    // syncfs below makes them durable before the journal records the operations.
-    let flusher = (ctx.durability == Durability::Batched).then(|| upkg_unpack::write::Flusher::start(staging));
+    // Every member is verified, also those holding only entries this target does not need.
+    write_staged(ctx, package, &staging, &|i| selected.contains(&i), true)?;
+    // A replaced file keeps its owner and group (when running as root).
+    if rustix::process::geteuid().is_root() {
+        for entry in plan.entries.iter().filter(|e| e.action == PlanAction::Replace) {
+            let old = entry.seen.as_ref().expect("a replaced entry was seen");
+            staging.chown(&entry.path, old.uid, old.gid)?;
+        }
+    }
+
+    // What uninstall, verify and repair need later.
+    write_new(&keep, EXPANDED_HEADER, 0o644, &mut package.header_bytes())?;
+    if let Some(signature) = package.signature() {
+        write_new(&keep, EXPANDED_SIGNATURE, 0o644, &mut signature.encode().as_bytes())?;
+    }
+    for (_, script) in header.package.scripts.all() {
+        let mode = header.find(script).map_or(0o755, |e| e.mode.0);
+        write_new(&keep, script, mode, &mut staging.open_file(script)?)?;
+    }
+    if options.repair_copy {
+        match package {
+            Package::File(file) => {
+                let mut source = std::fs::File::open(file.path()).map_err(|e| InstallError::io(file.path(), e))?;
+                write_new(&keep, "package.upkg", 0o644, &mut source)?;
+            }
+            Package::Tree(_) => {
+                for entry in placed.iter().filter(|e| e.kind == Kind::File) {
+                    let mode = entry.index.map_or(0o644, |i| header.files[i].mode.0);
+                    write_new(&keep, &entry.path, mode, &mut staging.open_file(&entry.path)?)?;
+                }
+            }
+        }
+    }
+    if ctx.durability != Durability::None {
+        staging.syncfs()?;
+    }
+    let mut staged = HashMap::new();
+    for entry in placed {
+        let digest = entry.index.and_then(|i| header.files[i].sha256);
+        let seen = Seen::of(&staging, &entry.path, digest)?
+            .ok_or_else(|| InstallError::io(staging.join(&entry.path), std::io::ErrorKind::NotFound.into()))?;
+        staged.insert(entry.path.clone(), seen);
+    }
+    Ok(staged)
+}
+
+/// Writes the selected entries of `package` into `dir`, verified, with the
+/// context's durability (batched: the disk writes start early, and one `syncfs`
+/// by the caller makes them durable).
+pub(crate) fn write_staged(
+    ctx: &Context<'_>,
+    package: &Package,
+    dir: &Dir,
+    select: &(dyn Fn(usize) -> bool + Sync),
+    verify_all: bool,
+) -> Result<()> {
+    let flusher = match ctx.durability {
+        Durability::Batched => Some(Flusher::start(dir)?),
+        _ => None,
+    };
     let progress = |bytes: u64| {
         if let Some(flusher) = &flusher {
             flusher.add(bytes);
@@ -364,75 +456,25 @@ fn stage(
         threads: ctx.threads,
         durability: if ctx.durability == Durability::PerFile { Durability::PerFile } else { Durability::None },
         progress: &progress,
-        // Every member is verified, also those holding only files this target does not need.
-        verify_all: true,
+        verify_all,
     };
-    upkg_unpack::write_entries(package, staging, &|i| selected.contains(&i), &write_options)?;
-    drop(flusher);
-    // Directories the plan creates get their catalog mode when created; staged files keep theirs.
-    for entry in &plan.entries {
-        if entry.action == PlanAction::Replace {
-            preserve_owner(&plan.target.join(&entry.path), &staging.join(&entry.path))?;
-        }
-    }
-
-    // What uninstall, verify and repair need later.
-    let keep_package_dir = keep.join(upkg_format::paths::PACKAGE_DIR);
-    std::fs::create_dir_all(&keep_package_dir).map_err(|e| InstallError::io(&keep_package_dir, e))?;
-    write_file(&keep.join(EXPANDED_HEADER), package.header_bytes())?;
-    if let Some(signature) = package.signature() {
-        write_file(&keep.join(EXPANDED_SIGNATURE), signature.encode().as_bytes())?;
-    }
-    for (_, script) in header.package.scripts.all() {
-        let from = staging.join(script);
-        let to = keep.join(script);
-        copy(&from, &to)?;
-    }
-    if options.repair_copy {
-        match package {
-            Package::File(file) => copy(file.path(), &keep.join("package.upkg"))?,
-            Package::Tree(_) => {
-                for &index in &selected {
-                    let entry = &header.files[index];
-                    if entry.kind == Kind::File && !entry.is_package_file() {
-                        copy(&staging.join(&entry.path), &keep.join(&entry.path))?;
-                    }
-                }
-            }
-        }
-    }
-    if ctx.durability != Durability::None {
-        util::sync_filesystem(staging)?;
+    upkg_unpack::write_entries(package, dir, select, &write_options)?;
+    if let Some(flusher) = flusher {
+        flusher.finish()?;
     }
     Ok(())
 }
 
-/// A replaced file keeps its owner and group (when running as root).
-fn preserve_owner(old: &Path, new: &Path) -> Result<()> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(());
+/// Writes a new file `rel` (and its missing parents) in `dir` from `source`.
+pub(crate) fn write_new(dir: &Dir, rel: &str, mode: u32, source: &mut dyn Read) -> Result<()> {
+    if let Some(parent) = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty()) {
+        dir.mkdir_all(parent, 0o755)?;
     }
-    let (Ok(old_meta), Ok(new_meta)) = (std::fs::symlink_metadata(old), std::fs::symlink_metadata(new)) else {
-        return Ok(());
-    };
-    if old_meta.uid() != new_meta.uid() || old_meta.gid() != new_meta.gid() {
-        std::os::unix::fs::lchown(new, Some(old_meta.uid()), Some(old_meta.gid()))
-            .map_err(|e| InstallError::io(new, e))?;
-    }
+    let mut file = dir.create_file(rel, mode)?;
+    std::io::copy(source, &mut file).map_err(|e| InstallError::io(dir.join(rel), e))?;
+    file.flush().map_err(|e| InstallError::io(dir.join(rel), e))?;
+    file.set_mode(mode)?;
     Ok(())
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| InstallError::io(path, e))
-}
-
-fn copy(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| InstallError::io(parent, e))?;
-    }
-    std::fs::copy(from, to)
-        .map(drop)
-        .map_err(|e| InstallError::io(to, std::io::Error::new(e.kind(), format!("copying {}: {e}", from.display()))))
 }
 
 /// The state after the install: ownership, the package's record, the product version.
@@ -486,9 +528,4 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
         changes,
     });
     state
-}
-
-/// Whether a path is inside the state directory (never touched by packages).
-pub fn is_state_path(path: &str) -> bool {
-    path == STATE_DIR || path.starts_with(&format!("{STATE_DIR}/"))
 }

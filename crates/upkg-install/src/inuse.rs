@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -30,16 +29,10 @@ pub struct InUse {
     pub processes: Vec<Holder>,
 }
 
-/// Which of `files` (relative path, absolute path) are open or mapped by another process.
-pub fn scan(files: &[(String, std::path::PathBuf)]) -> Vec<InUse> {
-    let mut wanted: HashMap<(u64, u64), (String, u64)> = HashMap::new();
-    for (relative, absolute) in files {
-        if let Ok(metadata) = std::fs::symlink_metadata(absolute)
-            && metadata.is_file()
-        {
-            wanted.insert((metadata.dev(), metadata.ino()), (relative.clone(), metadata.len()));
-        }
-    }
+/// Which of `files` (path, inode, size), regular files, are open or mapped by another process.
+pub(crate) fn scan(files: &[(String, upkg_fs::Inode, u64)]) -> Vec<InUse> {
+    let wanted: HashMap<(u64, u64), (String, u64)> =
+        files.iter().map(|(path, inode, size)| ((inode.dev, inode.ino), (path.clone(), *size))).collect();
     if wanted.is_empty() {
         return Vec::new();
     }
@@ -106,11 +99,6 @@ fn maps_key(line: &str) -> Option<(u32, u32, u64)> {
     Some((u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?, inode))
 }
 
-/// Whether a path is a regular file (helper for callers building the scan list).
-pub fn is_file(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +118,9 @@ mod tests {
         // `sleep` with the file open on its standard input.
         let mut child =
             std::process::Command::new("sleep").arg("30").stdin(std::fs::File::open(&file).unwrap()).spawn().unwrap();
-        let found = scan(&[("held.txt".into(), file.clone())]);
+        let metadata = std::fs::metadata(&file).unwrap();
+        let inode = upkg_fs::Inode { dev: metadata.dev(), ino: metadata.ino() };
+        let found = scan(&[("held.txt".into(), inode, metadata.len())]);
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(found.len(), 1, "{found:?}");

@@ -2,35 +2,45 @@
 //!
 //! Its one promise: an interruption at any instant (kill -9, power cut, full
 //! disk, failing script, Ctrl-C) leaves the target with the old set of files or
-//! the new set, never a mix, and an installed package can be uninstalled.
+//! the new set, never a mix; nothing of anyone's is lost; nothing outside the
+//! target is touched; and an installed package can be uninstalled.
 //!
-//! - [`plan`]: applicability, inventory and the space check, before any change;
-//! - [`install()`], [`uninstall()`], [`verify::repair`]: transactions built on
-//!   [`journal`] operations and the [`transaction`] machinery (stage, journal,
-//!   rename, commit, rollback, recovery);
-//! - [`state`]: the state directory inside every target, and the instance registry;
-//! - [`run`]: scripts and service commands; [`inuse`]: files held by processes;
-//! - [`log`]: one log per attempt, ending with its verdict.
+//! - every operation on a target goes through the `upkg-fs` layer, from the
+//!   target's directory descriptor, never through a link;
+//! - the plan ([`plan_install`]): applicability, inventory, space, files in use,
+//!   and what it saw at every path it will change;
+//! - [`install()`], [`uninstall()`], [`repair`]: each builds one typed transaction
+//!   plan that one runner carries out: journal, staging, scripts, services,
+//!   renames checked against the plan, commit, rollback, recovery, the log's verdict;
+//! - [`status`] and [`verify`] read without writing anything.
 //!
 //! Trust decisions and prompts (the licence) are the caller's; this crate never
 //! prints.
 
-pub mod error;
-pub mod failpoint;
-pub mod install;
-pub mod inuse;
-pub mod journal;
-pub mod log;
-pub mod plan;
-pub mod run;
-pub mod state;
-pub mod transaction;
-pub mod uninstall;
-pub mod util;
-pub mod verify;
+mod error;
+mod install;
+mod inuse;
+mod journal;
+mod log;
+mod plan;
+mod run;
+mod state;
+mod target;
+mod transaction;
+mod uninstall;
+mod util;
+mod verify;
 
 pub use error::{InstallError, Result};
 pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
-pub use transaction::{Context, Recovery};
+pub use inuse::{Holder, InUse};
+pub use journal::Action;
+pub use log::is_verdict;
+pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
+pub use run::kill_transaction_processes;
+pub use state::registry;
+pub use target::STATE_DIR;
+pub use transaction::{Context, Recovery, RecoveryOutcome};
 pub use uninstall::{UninstallReport, uninstall};
-pub use verify::{RepairReport, Status, VerifyReport, repair, status, verify};
+pub use util::describe;
+pub use verify::{PackageStatus, Problem, RepairReport, Status, VerifyReport, repair, status, verify};

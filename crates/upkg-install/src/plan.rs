@@ -6,18 +6,19 @@
 //! version of a file is the one the installer recorded, trusted only while the
 //! file still has the recorded contents.
 
-use std::collections::{BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use upkg_format::header::{Kind, Policy, Restart};
-use upkg_format::{Digest, FileEntry, Header, Version};
-use upkg_unpack::check::hash_file;
+use upkg_format::{FileEntry, Header, Version};
+use upkg_fs::{Dir, EntryKind, FreeSpace, FsError};
 
 use crate::error::{InstallError, Result};
 use crate::inuse::{self, InUse};
-use crate::state::{STATE_DIR, State};
+use crate::journal::Seen;
+use crate::state::State;
+use crate::target::{STATE_DIR, StateDir, Target};
 
 /// What the plan does with one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -82,6 +83,10 @@ pub struct PlanEntry {
     /// Catalog index of the package's entry.
     #[serde(skip)]
     pub index: Option<usize>,
+    /// What the plan saw at the path (`None`: nothing); checked again right before
+    /// the path is changed.
+    #[serde(skip)]
+    pub(crate) seen: Option<Seen>,
 }
 
 /// The versions of a plan line: `1.0 -> 2.0` for a change, `installed 2.1,
@@ -162,7 +167,7 @@ pub enum Applicability {
     /// An instance the package updates.
     Update(State),
     /// The same build is installed already (nothing to do without `--force`).
-    AlreadyInstalled(State),
+    AlreadyInstalled,
 }
 
 /// What a target holds before an install.
@@ -207,7 +212,7 @@ pub fn applicability(
     // The build in effect is the one installed last (an allowed downgrade may follow a newer build).
     if let Some(newest) = state.package(&header.package.id).map(|p| p.build) {
         if newest == header.package.build {
-            return if force { Ok(Applicability::Update(state)) } else { Ok(Applicability::AlreadyInstalled(state)) };
+            return if force { Ok(Applicability::Update(state)) } else { Ok(Applicability::AlreadyInstalled) };
         }
         if newest > header.package.build && !allow_downgrade {
             return Err(format!(
@@ -226,23 +231,14 @@ pub fn applicability(
     Ok(Applicability::Update(state))
 }
 
-/// Reads what a target holds.
-pub fn inspect_instance(state_dir: &crate::state::StateDir) -> Result<Instance> {
-    if let Some(state) = state_dir.load()? {
+/// Reads what a target holds (`None`: the directory does not exist).
+pub(crate) fn inspect_instance(target: Option<&Target>, state_dir: Option<&StateDir>) -> Result<Instance> {
+    if let Some(state) = state_dir.map(StateDir::load_state).transpose()?.flatten() {
         return Ok(Instance::Installed(state));
     }
-    match std::fs::read_dir(&state_dir.target) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry.map_err(|e| InstallError::io(&state_dir.target, e))?;
-                if entry.file_name() != STATE_DIR {
-                    return Ok(Instance::Foreign);
-                }
-            }
-            Ok(Instance::Empty)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Instance::Empty),
-        Err(e) => Err(InstallError::io(&state_dir.target, e)),
+    match target {
+        Some(target) if target.holds_files()? => Ok(Instance::Foreign),
+        _ => Ok(Instance::Empty),
     }
 }
 
@@ -250,61 +246,34 @@ pub fn inspect_instance(state_dir: &crate::state::StateDir) -> Result<Instance> 
 enum Present {
     Absent,
     Dir,
-    File { size: u64, digest: Digest, mode: u32 },
-    Link { target: String },
+    File { seen: Seen },
+    Link { seen: Seen },
     Other,
 }
 
-fn inventory(path: &Path) -> Result<Present> {
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Present::Absent),
-        Err(e) => return Err(InstallError::io(path, e)),
+/// What stands at `path`; a link or a file on the way is refused, naming it.
+fn inventory(root: &Dir, path: &str) -> Result<Present> {
+    let refuse = |e: FsError| match e {
+        FsError::Link { path: link } => InstallError::Refused(format!(
+            "cannot install {path:?}: {} is a symbolic link in the target, and the package would write through it",
+            link.display()
+        )),
+        FsError::WrongKind { path: found_at, found, .. } => InstallError::Refused(format!(
+            "cannot install {path:?}: {} is {found} in the target, where the package has a directory",
+            found_at.display()
+        )),
+        other => other.into(),
     };
-    let kind = metadata.file_type();
-    Ok(if kind.is_dir() {
-        Present::Dir
-    } else if kind.is_symlink() {
-        let target = std::fs::read_link(path).map_err(|e| InstallError::io(path, e))?;
-        Present::Link { target: target.to_string_lossy().into_owned() }
-    } else if kind.is_file() {
-        let (digest, size) = hash_file(path, &|_| {}).map_err(|e| InstallError::io(path, e))?;
-        Present::File { size, digest, mode: metadata.mode() & 0o7777 }
-    } else {
-        Present::Other
+    let Some(entry) = root.entry(path).map_err(refuse)? else { return Ok(Present::Absent) };
+    Ok(match entry.kind {
+        EntryKind::Dir => Present::Dir,
+        EntryKind::Symlink => Present::Link { seen: Seen::from_entry(root, path, &entry, None)? },
+        EntryKind::File => {
+            let (digest, _) = root.hash_file(path, &|_| {})?;
+            Present::File { seen: Seen::from_entry(root, path, &entry, Some(digest))? }
+        }
+        _ => Present::Other,
     })
-}
-
-/// Refuses paths whose parents in the target are links or files: the package
-/// would write through a link placed there, possibly out of the target.
-fn check_parents(target: &Path, path: &str, created: &BTreeSet<String>) -> Result<()> {
-    let mut prefix = String::new();
-    for component in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
-        if !prefix.is_empty() {
-            prefix.push('/');
-        }
-        prefix.push_str(component);
-        if created.contains(&prefix) {
-            continue;
-        }
-        let full = target.join(&prefix);
-        match std::fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(InstallError::Refused(format!(
-                    "cannot install {path:?}: {prefix:?} is a symbolic link in the target, and the package would write through it"
-                )));
-            }
-            Ok(_) => {
-                return Err(InstallError::Refused(format!(
-                    "cannot install {path:?}: {prefix:?} is a file in the target, where the package has a directory"
-                )));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(InstallError::io(full, e)),
-        }
-    }
-    Ok(())
 }
 
 /// How the plan is computed.
@@ -316,8 +285,15 @@ pub struct PlanOptions {
     pub threads: usize,
 }
 
-/// Plans installing `header` on `target` (absolute) holding `state` (`None` when creating the instance).
-pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: PlanOptions) -> Result<Plan> {
+/// Plans installing `header` on the target at `target_path`, opened as `target`
+/// (`None`: it does not exist yet), holding `state` (`None` when creating the instance).
+pub(crate) fn plan(
+    header: &Header,
+    target_path: &Path,
+    target: Option<&Target>,
+    state: Option<&State>,
+    options: PlanOptions,
+) -> Result<Plan> {
     let empty_state;
     let state_ref = match state {
         Some(s) => s,
@@ -338,17 +314,18 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
     }
 
     // Inventory, hashing in parallel: reading the target dominates planning.
-    let pool = upkg_unpack::write::thread_pool(options.threads)?;
-    let present: Vec<Result<Present>> = pool.install(|| {
-        use rayon::prelude::*;
-        product_entries.par_iter().map(|(_, entry)| inventory(&target.join(&entry.path))).collect()
-    });
+    let pool = upkg_fs::thread_pool(options.threads).map_err(|e| InstallError::io("<threads>", e))?;
+    let present: Vec<Result<Present>> = match target {
+        Some(target) => pool.install(|| {
+            use rayon::prelude::*;
+            product_entries.par_iter().map(|(_, entry)| inventory(&target.root, &entry.path)).collect()
+        }),
+        None => product_entries.iter().map(|_| Ok(Present::Absent)).collect(),
+    };
 
-    let mut created = BTreeSet::new();
     let mut entries = Vec::new();
     for ((index, entry), present) in product_entries.iter().zip(present) {
         let present = present?;
-        check_parents(target, &entry.path, &created)?;
         let package_version = entry.version.clone();
         let mut line = PlanEntry {
             path: entry.path.clone(),
@@ -358,6 +335,7 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
             package_version: package_version.clone(),
             size: entry.size,
             index: Some(*index),
+            seen: None,
         };
         let conflict = |what: &str| {
             Err(InstallError::Refused(format!(
@@ -368,10 +346,7 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
         };
         match entry.kind {
             Kind::Dir => match present {
-                Present::Absent => {
-                    line.action = PlanAction::CreateDir;
-                    created.insert(entry.path.clone());
-                }
+                Present::Absent => line.action = PlanAction::CreateDir,
                 Present::Dir => continue,
                 _ => return conflict("something other than a directory"),
             },
@@ -382,15 +357,20 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
                     (Present::Absent, _) => (false, None),
                     (Present::Dir, _) => return conflict("a directory"),
                     (Present::Other, _) => return conflict("a special file"),
-                    (Present::File { size, digest, mode }, Kind::File) => {
-                        let identical = *size == entry.size && Some(*digest) == entry.sha256 && *mode == entry.mode.0;
-                        let intact = owned.is_some_and(|o| o.sha256 == Some(*digest));
+                    (Present::File { seen }, Kind::File) => {
+                        let identical =
+                            seen.size == entry.size && seen.sha256 == entry.sha256 && seen.mode == entry.mode.0;
+                        let intact = owned.is_some_and(|o| o.sha256 == seen.sha256);
                         (identical, owned.filter(|_| intact).and_then(|o| o.version.clone()))
                     }
-                    (Present::Link { target: link }, Kind::Symlink) => (Some(link) == entry.target.as_ref(), None),
+                    (Present::Link { seen }, Kind::Symlink) => (seen.link == entry.target, None),
                     _ => (false, None),
                 };
                 line.installed_version = recorded_version.clone();
+                line.seen = match &present {
+                    Present::File { seen } | Present::Link { seen } => Some(seen.clone()),
+                    _ => None,
+                };
                 // Another build of this same package put the file there: the build
                 // being installed decides (an upgrade or an allowed downgrade).
                 let other_build =
@@ -413,18 +393,19 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
         entries.push(line);
     }
     for removed in &header.package.remove {
-        check_parents(target, removed, &created)?;
-        let path = target.join(removed);
-        let (kind, size) = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => (Kind::File, m.len()),
-            Ok(m) if m.file_type().is_symlink() => (Kind::Symlink, 0),
-            Ok(_) => {
+        let present = match target {
+            Some(target) => inventory(&target.root, removed)?,
+            None => Present::Absent,
+        };
+        let (kind, seen) = match present {
+            Present::File { seen } => (Kind::File, seen),
+            Present::Link { seen } => (Kind::Symlink, seen),
+            Present::Absent => continue,
+            Present::Dir | Present::Other => {
                 return Err(InstallError::Refused(format!(
                     "cannot remove {removed:?}: it is a directory or a special file in the target (packages remove files and links)"
                 )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(InstallError::io(path, e)),
         };
         entries.push(PlanEntry {
             path: removed.clone(),
@@ -432,20 +413,27 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
             action: PlanAction::Remove,
             installed_version: state_ref.files.get(removed).and_then(|o| o.version.clone()),
             package_version: None,
-            size,
+            size: seen.size,
             index: None,
+            seen: Some(seen),
         });
     }
 
     // Files to replace or remove that processes hold open.
-    let touched: Vec<(String, PathBuf)> = entries
+    let touched: Vec<(String, upkg_fs::Inode, u64)> = entries
         .iter()
         .filter(|e| matches!(e.action, PlanAction::Replace | PlanAction::Remove))
-        .map(|e| (e.path.clone(), target.join(&e.path)))
+        .filter_map(|e| {
+            e.seen.as_ref().filter(|s| s.kind == EntryKind::File).map(|s| (e.path.clone(), s.inode, s.size))
+        })
         .collect();
     let in_use = inuse::scan(&touched);
 
-    let space = space_check(header, target, &entries, &in_use, options.repair_copy_bytes)?;
+    let free = match target {
+        Some(target) => target.root.free_space()?,
+        None => FreeSpace::of_path(target_path)?,
+    };
+    let space = space_check(header, free, &entries, &in_use, options.repair_copy_bytes);
     let restart_required = match header.package.restart {
         Restart::Always => true,
         Restart::IfNeeded => !in_use.is_empty(),
@@ -474,7 +462,7 @@ pub fn plan(header: &Header, target: &Path, state: Option<&State>, options: Plan
     let reinstall =
         state.is_some_and(|s| s.packages.iter().any(|p| p.id == header.package.id && p.build == header.package.build));
     Ok(Plan {
-        target: target.to_owned(),
+        target: target_path.to_owned(),
         product: header.package.applies_to.product.clone(),
         installed_version,
         new_version,
@@ -500,12 +488,11 @@ fn kind_name(kind: Kind) -> &'static str {
 /// plus a few blocks for the journal, state and log.
 fn space_check(
     header: &Header,
-    target: &Path,
+    free: FreeSpace,
     entries: &[PlanEntry],
     in_use: &[InUse],
     repair_copy: u64,
-) -> Result<SpaceCheck> {
-    let free = upkg_unpack::space::free_space(target)?;
+) -> SpaceCheck {
     let block = free.block_size;
     let blocks = |bytes: u64| bytes.div_ceil(block) * block;
     let mut staging = 0;
@@ -525,7 +512,7 @@ fn space_check(
     let bookkeeping = 8 * block + blocks(serde_json::to_vec(&header.files).map_or(0, |v| v.len() as u64));
     let transient = in_use.iter().map(|f| blocks(f.size)).sum();
     let needed = staging + repair_copy + bookkeeping;
-    Ok(SpaceCheck {
+    SpaceCheck {
         filesystem: free.measured,
         block_size: block,
         staging,
@@ -535,5 +522,5 @@ fn space_check(
         needed,
         available: free.available,
         fits: needed <= free.available,
-    })
+    }
 }

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use upkg_format::header::Service;
 
-use crate::log::AttemptLog;
-
 /// Why a command did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunFailure {
@@ -49,7 +47,7 @@ pub fn run(
     cwd: &Path,
     env: &[(String, String)],
     timeout_secs: u64,
-    log: &mut AttemptLog,
+    log: &mut dyn FnMut(&str),
     cancel: &AtomicBool,
 ) -> Result<(), RunFailure> {
     command
@@ -95,7 +93,7 @@ pub fn run(
     let mut failure = None;
     let status = loop {
         if let Ok(line) = lines.recv_timeout(Duration::from_millis(20)) {
-            log.line(&format!("{label}| {line}"));
+            log(&format!("{label}| {line}"));
         }
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -123,7 +121,7 @@ pub fn run(
     // reader threads to end with the pipes.
     drop(readers);
     while let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
-        log.line(&format!("{label}| {line}"));
+        log(&format!("{label}| {line}"));
     }
     if let Some(failure) = failure {
         return Err(failure);
@@ -142,50 +140,149 @@ pub fn run(
 /// Runs a package script.
 pub fn script(
     path: &Path,
-    phase: &str,
+    role: &str,
     target: &Path,
     env: &[(String, String)],
     timeout_secs: u64,
-    log: &mut AttemptLog,
+    log: &mut dyn FnMut(&str),
     cancel: &AtomicBool,
 ) -> Result<(), RunFailure> {
-    log.line(&format!("running the {phase} script"));
+    log(&format!("running the {role} script"));
     let mut env = env.to_vec();
-    env.push(("PKGRUN_PHASE".into(), phase.into()));
-    let result = run(Command::new(path), phase, target, &env, timeout_secs, log, cancel);
+    env.push(("PKGRUN_PHASE".into(), role.into()));
+    let result = run(Command::new(path), role, target, &env, timeout_secs, log, cancel);
     match &result {
-        Ok(()) => log.line(&format!("the {phase} script succeeded")),
-        Err(failure) => log.line(&format!("the {phase} script failed: {failure}")),
+        Ok(()) => log(&format!("the {role} script succeeded")),
+        Err(failure) => log(&format!("the {role} script failed: {failure}")),
     }
     result
 }
 
-/// Stops or starts a service (`verb` is `stop` or `start`).
+/// What a service command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceVerb {
+    /// Stop it.
+    Stop,
+    /// Start it.
+    Start,
+}
+
+impl ServiceVerb {
+    fn name(self) -> &'static str {
+        match self {
+            ServiceVerb::Stop => "stop",
+            ServiceVerb::Start => "start",
+        }
+    }
+}
+
+/// Whether a service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    /// It runs.
+    Running,
+    /// It does not.
+    Stopped,
+    /// Nobody can tell (no status command).
+    Unknown,
+}
+
+/// Stops or starts a service.
 pub fn service(
     service: &Service,
-    verb: &str,
+    verb: ServiceVerb,
     target: &Path,
     env: &[(String, String)],
     timeout_secs: u64,
-    log: &mut AttemptLog,
+    log: &mut dyn FnMut(&str),
     cancel: &AtomicBool,
 ) -> Result<(), RunFailure> {
+    let verb_name = verb.name();
     let command = match (&service.unit, verb) {
         (Some(unit), _) => {
             let mut command = Command::new("systemctl");
-            command.arg(verb).arg(unit);
+            command.arg(verb_name).arg(unit);
             command
         }
-        (None, "stop") => shell(service.stop.as_deref().unwrap_or("true")),
-        (None, _) => shell(service.start.as_deref().unwrap_or("true")),
+        (None, ServiceVerb::Stop) => shell(service.stop.as_deref().unwrap_or("true")),
+        (None, ServiceVerb::Start) => shell(service.start.as_deref().unwrap_or("true")),
     };
-    log.line(&format!("{verb} service {}", service.name));
-    let label = format!("{verb} {}", service.name);
+    log(&format!("{verb_name} service {}", service.name));
+    let label = format!("{verb_name} {}", service.name);
     let result = run(command, &label, target, env, timeout_secs, log, cancel);
     if let Err(failure) = &result {
-        log.line(&format!("could not {verb} service {}: {failure}", service.name));
+        log(&format!("could not {verb_name} service {}: {failure}", service.name));
     }
     result
+}
+
+/// Whether `service` runs: `systemctl is-active` for a unit, its `status` command
+/// otherwise (exit 0: running), `Unknown` without one.
+pub fn service_state(
+    service: &Service,
+    status: Option<&str>,
+    target: &Path,
+    env: &[(String, String)],
+    timeout_secs: u64,
+    log: &mut dyn FnMut(&str),
+) -> ServiceState {
+    let command = match (&service.unit, status) {
+        (Some(unit), _) => {
+            let mut command = Command::new("systemctl");
+            command.args(["is-active", "--quiet"]).arg(unit);
+            command
+        }
+        (None, Some(status)) => shell(status),
+        (None, None) => return ServiceState::Unknown,
+    };
+    let never = AtomicBool::new(false);
+    let label = format!("status {}", service.name);
+    match run(command, &label, target, env, timeout_secs, log, &never) {
+        Ok(()) => ServiceState::Running,
+        Err(RunFailure::Status(_)) => ServiceState::Stopped,
+        Err(_) => ServiceState::Unknown,
+    }
+}
+
+/// Kills every process whose environment holds `PKGRUN_TRANSACTION=<txid>` (the
+/// scripts of that transaction and what they started), and waits until they are gone.
+pub fn kill_transaction_processes(txid: &str, timeout: Duration) -> std::io::Result<usize> {
+    let marker = format!("PKGRUN_TRANSACTION={txid}");
+    let own = std::process::id();
+    let find = || -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|&pid| pid as u32 != own)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|entry| entry == marker.as_bytes()))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + timeout;
+    let mut killed = 0;
+    loop {
+        let found = find();
+        if found.is_empty() {
+            return Ok(killed);
+        }
+        for pid in &found {
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
+                if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::other(format!(
+                "{} processes of transaction {txid} survived SIGKILL",
+                found.len()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn shell(text: &str) -> Command {

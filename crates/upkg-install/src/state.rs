@@ -1,23 +1,7 @@
-//! The installer's state inside a target (README section "The state directory").
-//!
-//! ```text
-//! TARGET/.pkgrun/
-//!   state.json          product, version, installed packages, every owned entry
-//!   lock                held (flock) by the one transaction allowed at a time
-//!   journal.json        present only while a transaction is under way
-//!   logs/               one log per attempt: <package>-<build>-<N>.log
-//!   tx/<txid>/          one directory per transaction:
-//!     staging/          new files, verified, before they are renamed into place
-//!     backup/           what the transaction replaced or removed (kept for uninstall)
-//!     aside/            what an uninstall or repair moved away (dropped at commit)
-//!     keep/             the package's signed header, scripts and repair copy
-//! ```
-//!
-//! `state.json` is replaced atomically; replacing it is the commit point of
-//! every transaction (it records the transaction's id).
+//! What `state.json` records: the product, its version, the installed packages
+//! and every entry the installer owns; and the registry of instances.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,124 +9,9 @@ use upkg_format::header::{Kind, Mode};
 use upkg_format::{Digest, Version};
 
 use crate::error::{InstallError, Result};
-use crate::util;
 
-/// Name of the state directory inside a target.
-pub const STATE_DIR: &str = ".pkgrun";
 /// Version of the state file format.
 pub const STATE_FORMAT: u32 = 1;
-
-/// Paths inside a target's state directory.
-#[derive(Debug, Clone)]
-pub struct StateDir {
-    /// The target.
-    pub target: PathBuf,
-    /// `TARGET/.pkgrun`.
-    pub dir: PathBuf,
-}
-
-impl StateDir {
-    /// The state directory of `target` (an absolute path).
-    pub fn new(target: &Path) -> StateDir {
-        StateDir { target: target.to_owned(), dir: target.join(STATE_DIR) }
-    }
-
-    /// `state.json`.
-    pub fn state_file(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-
-    /// `journal.json`.
-    pub fn journal_file(&self) -> PathBuf {
-        self.dir.join("journal.json")
-    }
-
-    /// The lock file.
-    pub fn lock_file(&self) -> PathBuf {
-        self.dir.join("lock")
-    }
-
-    /// The log directory.
-    pub fn logs(&self) -> PathBuf {
-        self.dir.join("logs")
-    }
-
-    /// A transaction's directory.
-    pub fn tx(&self, txid: &str) -> PathBuf {
-        self.dir.join("tx").join(txid)
-    }
-
-    /// A path relative to the state directory.
-    pub fn resolve(&self, relative: &str) -> PathBuf {
-        self.dir.join(relative)
-    }
-
-    /// Creates the state directory and its subdirectories.
-    pub fn create(&self) -> Result<()> {
-        for dir in [self.dir.clone(), self.logs(), self.dir.join("tx")] {
-            match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(InstallError::io(&dir, e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads `state.json`, or `None` when the target has no installer state.
-    pub fn load(&self) -> Result<Option<State>> {
-        let path = self.state_file();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(InstallError::io(&path, e)),
-        };
-        let state: State = serde_json::from_slice(&bytes)
-            .map_err(|e| InstallError::State { path: path.clone(), reason: e.to_string() })?;
-        if state.format != STATE_FORMAT {
-            return Err(InstallError::State {
-                path,
-                reason: format!("state format {} is not the one this pkgrun knows ({STATE_FORMAT})", state.format),
-            });
-        }
-        Ok(Some(state))
-    }
-
-    /// Writes `state.json` atomically and durably: the commit point of a transaction.
-    pub fn save(&self, state: &State) -> Result<()> {
-        util::write_json_atomic(&self.state_file(), state)
-    }
-
-    /// Takes the target's lock without waiting; `Busy` when another process holds it.
-    pub fn lock(&self) -> Result<TargetLock> {
-        let path = self.lock_file();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| InstallError::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
-                return Err(InstallError::Busy { target: self.target.clone(), holder });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(InstallError::io(&path, e)),
-        }
-        // The holder's pid, for the "busy" message of the next process.
-        let _ = file.set_len(0);
-        let _ = std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes());
-        Ok(TargetLock { _file: file })
-    }
-}
-
-/// Holds a target's lock until dropped (the kernel releases it if the process dies).
-#[derive(Debug)]
-pub struct TargetLock {
-    _file: File,
-}
 
 /// The contents of `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +31,15 @@ pub struct State {
 }
 
 impl State {
+    /// Parses `state.json`; the error says what is wrong.
+    pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<State, String> {
+        let state: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if state.format != STATE_FORMAT {
+            return Err(format!("state format {} is not the one this pkgrun knows ({STATE_FORMAT})", state.format));
+        }
+        Ok(state)
+    }
+
     /// The state of an instance about to be created.
     pub fn new_instance(product: &str) -> State {
         State {
@@ -304,6 +182,15 @@ pub mod registry {
             text.push_str(&target.to_string_lossy());
             text.push('\n');
         }
-        util::write_atomic(path, text.as_bytes())
+        // The registry is outside any target, at a path the administrator chose:
+        // written beside and renamed over, like the state files.
+        let temp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temp)?;
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        };
+        write().map_err(|e| InstallError::io(path, e))
     }
 }

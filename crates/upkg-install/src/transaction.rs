@@ -1,27 +1,44 @@
-//! The transaction machinery shared by install, uninstall and repair: apply the
-//! journal's operations, roll back, commit, and recover an interrupted transaction.
+//! The one transaction runner shared by install, uninstall and repair. It owns
+//! the journal, the attempt log and its verdict, the scripts and services around
+//! the change, the commit, the rollback, and the recovery of a transaction that a
+//! previous run left behind.
 //!
-//! Order of a transaction, with the journal points the crash tests stop at:
-//! stage (new files on the target's filesystem) → make durable → write the
-//! journal → pre-script → stop services → apply every operation → post-script →
-//! start services → commit (`state.json` records the transaction) → clean up →
-//! remove the journal. A failure or a cancellation before the commit rolls every
-//! operation back, runs the compensating script if the post-script had started,
-//! and starts the services again; after the commit, only cleanup remains.
+//! A transaction, in order: the journal is saved (stage `preparing`), then the
+//! log is opened, then the caller stages what it needs in the transaction's
+//! directory; the operations are recorded (stage `ready`); the steps of the
+//! [`TxPlan`] run (scripts, services, the renames, each path checked against what
+//! the plan saw right before it changes); everything is made durable (`syncfs`);
+//! `state.json` is replaced, recording the transaction: the commit point; the
+//! transaction's leftovers are removed and made durable; the verdict is written;
+//! the journal is removed, last. A failure or a cancellation before the commit
+//! rolls back: the transaction's processes are killed, operations undone in
+//! reverse (looking at what is where, so undoing can be repeated), compensating
+//! scripts run if a script had started, services returned to the state they were
+//! in, the transaction's directory removed, the verdict written, the journal
+//! removed, last. A run that finds a journal finishes the cleanup of a committed
+//! transaction, or rolls it back: every step of both can be interrupted and redone.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
+use upkg_format::ScriptRole;
+use upkg_format::header::Service;
 use upkg_unpack::Durability;
 
 use crate::error::{InstallError, Result};
-use crate::failpoint;
-use crate::journal::{self, Journal};
+use crate::journal::{
+    self, Action, Applied, ApplyError, Journal, Op, ServiceRecord, ServicesState, Stage, UndoScript, Undone,
+};
 use crate::log::{AttemptLog, Verdict};
-use crate::run;
-use crate::state::{State, StateDir};
+use crate::run::{self, RunFailure, ServiceState, ServiceVerb};
+use crate::state::State;
+use crate::target::{Area, StateDir, Target, TargetLock, TxLayout, TxPart, state_error};
 use crate::util;
+
+/// How long recovery waits for the processes of an interrupted transaction to die.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every operation on a target needs from the caller.
 pub struct Context<'a> {
@@ -52,9 +69,23 @@ impl Context<'_> {
     }
 
     /// Opens the `--log` copy, if any (before anything changes: a bad path is an error up front).
-    pub fn open_log_copy(&self) -> Result<Option<std::fs::File>> {
+    pub(crate) fn open_log_copy(&self) -> Result<Option<std::fs::File>> {
         self.log_copy.map(crate::log::open_copy).transpose()
     }
+
+    fn durable(&self) -> bool {
+        self.durability != Durability::None
+    }
+}
+
+/// How recovering an interrupted transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryOutcome {
+    /// It had committed: its cleanup was finished.
+    Completed,
+    /// It had not: it was rolled back.
+    RolledBack,
 }
 
 /// What recovering an interrupted transaction did.
@@ -63,145 +94,473 @@ pub struct Recovery {
     /// The interrupted transaction.
     pub transaction: String,
     /// Its action.
-    pub action: journal::Action,
+    pub action: Action,
     /// The package it concerned.
     pub package: String,
-    /// `completed` (it had committed) or `rolled-back`.
-    pub outcome: &'static str,
+    /// How it ended.
+    pub outcome: RecoveryOutcome,
     /// The log it was recorded in.
     pub log: PathBuf,
+    /// What the rollback could not put back exactly, or kept aside.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
-/// A transaction in progress: its journal and log.
-pub struct Tx<'c, 'a> {
-    /// The caller's context.
-    pub ctx: &'c Context<'a>,
-    /// The target's state directory.
+/// How a command uses a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Reads only: creates, truncates and writes nothing, unless an interrupted
+    /// transaction must be recovered first.
+    Read,
+    /// Changes the target.
+    Write,
+}
+
+/// A target with installer state, locked, with any interrupted transaction recovered.
+pub(crate) struct Session {
+    /// The target.
+    pub target: Target,
+    /// Its state directory.
     pub state_dir: StateDir,
-    /// The journal (saved before the first change).
-    pub journal: Journal,
+    /// An interrupted transaction recovered first.
+    pub recovered: Option<Recovery>,
+    _lock: Option<TargetLock>,
+}
+
+fn cannot_write(error: &InstallError) -> Option<String> {
+    let kind = match error {
+        InstallError::Fs(e) => e.io_kind(),
+        InstallError::Io { source, .. } => Some(source.kind()),
+        InstallError::State { reason, .. } => return Some(reason.clone()),
+        _ => None,
+    }?;
+    match kind {
+        std::io::ErrorKind::PermissionDenied => Some("this user may not write the target".into()),
+        std::io::ErrorKind::ReadOnlyFilesystem => Some("the target's filesystem is mounted read-only".into()),
+        _ => None,
+    }
+}
+
+impl Session {
+    /// Opens the installer state of an existing target (`None` when the target, or
+    /// its state directory, does not exist), locks it for `access`, and finishes or
+    /// rolls back a transaction a previous run left behind.
+    pub fn open(ctx: &Context<'_>, target: Target, access: Access) -> Result<Opened> {
+        let Some(state_dir) = target.state_dir()? else { return Ok(Opened::Unmanaged(target)) };
+        let needs_recovery = state_dir.has_journal()?;
+        let lock = if access == Access::Write || needs_recovery {
+            let exclusive = (|| {
+                state_dir.check_writable()?;
+                state_dir.ensure_dirs()?;
+                state_dir.lock_exclusive()
+            })();
+            match exclusive {
+                Ok(lock) => Some(lock),
+                Err(e) if access == Access::Read => match cannot_write(&e) {
+                    Some(reason) => return Err(InstallError::NeedsRecovery { target: target.path.clone(), reason }),
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        } else {
+            state_dir.lock_shared()?
+        };
+        let recovered = if lock.is_some() && (access == Access::Write || needs_recovery) {
+            state_dir.remove_temporaries()?;
+            let recovered = recover(ctx, &target, &state_dir)?;
+            sweep_orphans(&state_dir)?;
+            recovered
+        } else {
+            None
+        };
+        Ok(Opened::Managed(Session { target, state_dir, recovered, _lock: lock }))
+    }
+
+    /// A new instance's state directory, created and locked (the target must hold
+    /// nothing else).
+    pub fn create(target: Target) -> Result<Session> {
+        let state_dir = target.create_state_dir()?;
+        let lock = state_dir.lock_exclusive()?;
+        Ok(Session { target, state_dir, recovered: None, _lock: Some(lock) })
+    }
+}
+
+/// A target opened for a command.
+pub(crate) enum Opened {
+    /// It has installer state.
+    Managed(Session),
+    /// It has none (no state directory).
+    Unmanaged(Target),
+}
+
+/// What a transaction is, known before it starts.
+pub(crate) struct Intent {
+    /// What it does.
+    pub action: Action,
+    /// The package (the product, for a repair).
+    pub package_id: String,
+    /// Its build (0 for a repair).
+    pub package_build: u64,
+    /// Services stopped around the change.
+    pub services: Vec<Service>,
+    /// Seconds a script or service command may run.
+    pub script_timeout: u64,
+    /// Environment of scripts and service commands (the runner adds `PKGRUN_LOG`
+    /// and `PKGRUN_TRANSACTION`).
+    pub script_env: Vec<(String, String)>,
+}
+
+/// One step of a transaction, in the order of the plan.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// Runs a package script kept in `area`; `arms_undo` arms the compensating
+    /// scripts (durably) before it starts.
+    Script {
+        /// Its role.
+        role: ScriptRole,
+        /// The area holding it.
+        area: Area,
+        /// Its catalog path.
+        path: String,
+        /// Whether undoing the files alone no longer suffices once it has started.
+        arms_undo: bool,
+    },
+    /// Stops the services that run.
+    StopServices,
+    /// Applies every operation.
+    ApplyOps,
+    /// Starts again the services that were running.
+    StartServices,
+}
+
+/// What install, uninstall and repair hand to the runner once staged.
+pub(crate) struct TxPlan {
+    /// Operations, in order.
+    pub ops: Vec<Op>,
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+    /// Compensating scripts (run when undone after a script armed them).
+    pub undo_scripts: Vec<UndoScript>,
+    /// Removed once committed.
+    pub remove_on_commit: Vec<TxPart>,
+    /// The state the commit records.
+    pub new_state: State,
+    /// The verdict once committed (a repair that could not restore everything fails).
+    pub verdict: Verdict,
+}
+
+/// A transaction under way.
+pub(crate) struct Transaction<'s, 'a> {
+    ctx: &'s Context<'a>,
+    session: &'s Session,
+    /// The journal, as last saved.
+    journal: Journal,
     /// The attempt log.
     pub log: AttemptLog,
+    /// The state before, restored if the commit fails half-way.
+    before: Option<State>,
     /// Operations applied so far (a prefix of the journal's).
-    pub applied: usize,
-    /// Timeout for scripts and service commands.
-    pub timeout: u64,
+    applied: usize,
 }
 
-impl Tx<'_, '_> {
-    /// The target.
-    pub fn target(&self) -> &Path {
-        &self.state_dir.target
+/// What a committed transaction leaves for the report.
+pub(crate) struct Committed {
+    /// The attempt's log.
+    pub log: PathBuf,
+    /// Problems after the commit (cleanup, verdict) that the next run finishes.
+    pub warnings: Vec<String>,
+}
+
+/// Starts a transaction: the journal first, so that an interruption at any later
+/// instant is found, undone and recorded in this attempt's log by the next run;
+/// then the log; then the transaction's directory.
+pub(crate) fn begin<'s, 'a>(
+    ctx: &'s Context<'a>,
+    session: &'s Session,
+    intent: Intent,
+    first_line: &str,
+) -> Result<Transaction<'s, 'a>> {
+    let log_copy = ctx.open_log_copy()?;
+    let state_dir = &session.state_dir;
+    let before = state_dir.load_state()?;
+    let txid = util::new_txid();
+    let logs = state_dir.logs()?;
+    let log_name = crate::log::next_name(&logs, &intent.package_id, intent.package_build, intent.action)?;
+    let mut script_env = intent.script_env;
+    script_env.push(("PKGRUN_LOG".into(), logs.join(&log_name).display().to_string()));
+    script_env.push(("PKGRUN_TRANSACTION".into(), txid.clone()));
+    let layout = state_dir.tx(&txid);
+    let journal = Journal {
+        format: journal::JOURNAL_FORMAT,
+        txid: txid.clone(),
+        action: intent.action,
+        package_id: intent.package_id,
+        package_build: intent.package_build,
+        log: log_name.clone(),
+        stage: Stage::Preparing,
+        ops: Vec::new(),
+        services: intent.services.into_iter().map(|service| ServiceRecord { service, was_running: None }).collect(),
+        services_state: ServicesState::Untouched,
+        undo_scripts: Vec::new(),
+        undo_armed: false,
+        script_env,
+        script_timeout: intent.script_timeout,
+        remove_on_commit: Vec::new(),
+        remove_on_undo: vec![layout.whole()],
+    };
+    state_dir.save_journal(&journal)?;
+    let log = match AttemptLog::open(&logs, &log_name, journal.action, log_copy) {
+        Ok(log) => log,
+        Err(error) => {
+            // Nothing else exists yet: the journal goes (or the next run finds it).
+            let _ = state_dir.remove_journal();
+            return Err(error);
+        }
+    };
+    let mut tx = Transaction { ctx, session, journal, log, before, applied: 0 };
+    tx.log.line(&format!("pkgrun {} log of transaction {txid}", env!("CARGO_PKG_VERSION")));
+    tx.log.line(first_line);
+    if let Some(r) = &session.recovered {
+        tx.log.line(&format!("first recovered interrupted transaction {}: {:?}", r.transaction, r.outcome));
+    }
+    if let Err(error) = state_dir.dir.mkdir_all(layout.rel(), 0o700) {
+        return Err(tx.fail(state_error(error)));
+    }
+    Ok(tx)
+}
+
+impl Transaction<'_, '_> {
+    /// The transaction's layout.
+    pub fn layout(&self) -> TxLayout {
+        self.session.state_dir.tx(&self.journal.txid)
     }
 
-    /// Saves the journal (the intent, before any change; later, phase changes).
-    pub fn save_journal(&mut self) -> Result<()> {
-        self.journal.save(&self.state_dir)
+    /// The transaction id.
+    pub fn txid(&self) -> &str {
+        &self.journal.txid
     }
 
-    /// Runs a script kept in the state directory; a failure is an error. The
-    /// compensating scripts are armed (durably) before the first script starts.
-    pub fn script(&mut self, relative: Option<&str>, phase: &str) -> Result<()> {
-        let Some(relative) = relative else { return Ok(()) };
+    fn target(&self) -> &Target {
+        &self.session.target
+    }
+
+    fn state_dir(&self) -> &StateDir {
+        &self.session.state_dir
+    }
+
+    fn save_journal(&mut self) -> Result<()> {
+        self.session.state_dir.save_journal(&self.journal)
+    }
+
+    /// Records the plan's operations, runs its steps, and commits; on any failure
+    /// before the commit, rolls everything back and returns the error.
+    pub fn run(mut self, plan: TxPlan) -> Result<Committed> {
+        self.journal.ops = plan.ops;
+        self.journal.stage = Stage::Ready;
+        self.journal.undo_scripts = plan.undo_scripts;
+        self.journal.remove_on_commit = plan.remove_on_commit;
+        if let Err(error) = self.save_journal() {
+            return Err(self.fail(error));
+        }
+        for step in &plan.steps {
+            let result = match step {
+                Step::Script { role, area, path, arms_undo } => self.script(*role, area, path, *arms_undo),
+                Step::StopServices => self.stop_services(),
+                Step::ApplyOps => self.apply_ops(),
+                Step::StartServices => self.start_services(),
+            };
+            if let Err(error) = result.and_then(|()| self.ctx.check_cancel()) {
+                return Err(self.fail(error));
+            }
+        }
+        self.commit(plan.new_state, plan.verdict)
+    }
+
+    /// Runs a package script; a failure is an error. The compensating scripts are
+    /// armed (durably) before a script that arms them starts.
+    fn script(&mut self, role: ScriptRole, area: &Area, path: &str, arms_undo: bool) -> Result<()> {
         self.ctx.check_cancel()?;
-        if !self.journal.undo_armed && !self.journal.undo_scripts.is_empty() {
+        if arms_undo && !self.journal.undo_armed && !self.journal.undo_scripts.is_empty() {
             self.journal.undo_armed = true;
             self.save_journal()?;
         }
-        (self.ctx.notify)(&format!("running the {phase} script"));
-        let path = self.state_dir.resolve(relative);
-        let env = self.journal.script_env.clone();
-        let target = self.state_dir.target.clone();
-        run::script(&path, phase, &target, &env, self.timeout, &mut self.log, self.ctx.cancel).map_err(|failure| {
-            match failure {
-                run::RunFailure::Cancelled => {
-                    InstallError::Cancelled(format!("interrupted while the {phase} script ran"))
-                }
-                other => InstallError::Script { phase: phase.to_owned(), reason: other.to_string() },
-            }
-        })?;
-        failpoint::point(phase);
-        Ok(())
+        (self.ctx.notify)(&format!("running the {role} script"));
+        let script = self.state_dir().dir.join(area.rel()).join(path);
+        let (target, env, timeout) = (&self.session.target.path, &self.journal.script_env, self.journal.script_timeout);
+        let log = &mut self.log;
+        run::script(&script, role.name(), target, env, timeout, &mut |line| log.line(line), self.ctx.cancel).map_err(
+            |failure| match failure {
+                RunFailure::Cancelled => InstallError::Cancelled(format!("interrupted while the {role} script ran")),
+                other => InstallError::Script { role, reason: other.to_string() },
+            },
+        )
     }
 
-    /// Stops the journal's services, recording first that they are being stopped.
-    pub fn stop_services(&mut self) -> Result<()> {
+    /// Stops the services that run, recording first which ones they are.
+    fn stop_services(&mut self) -> Result<()> {
         if self.journal.services.is_empty() {
             return Ok(());
         }
         self.ctx.check_cancel()?;
-        self.journal.services_stopped = true;
-        self.save_journal()?;
-        let env = self.journal.script_env.clone();
-        let target = self.state_dir.target.clone();
-        for service in self.journal.services.clone() {
-            (self.ctx.notify)(&format!("stopping service {}", service.name));
-            run::service(&service, "stop", &target, &env, self.timeout, &mut self.log, self.ctx.cancel)
-                .map_err(|f| InstallError::Service { name: service.name.clone(), reason: format!("stop: {f}") })?;
+        let (target, env, timeout) = (&self.session.target.path, &self.journal.script_env, self.journal.script_timeout);
+        for record in &mut self.journal.services {
+            let log = &mut self.log;
+            let state = run::service_state(
+                &record.service,
+                record.service.status.as_deref(),
+                target,
+                env,
+                timeout,
+                &mut |line| log.line(line),
+            );
+            record.was_running = Some(state != ServiceState::Stopped);
+            if state == ServiceState::Stopped {
+                self.log.line(&format!("service {} is not running: it is left stopped", record.service.name));
+            }
         }
-        failpoint::point("services stopped");
+        self.journal.services_state = ServicesState::Stopped;
+        self.save_journal()?;
+        for record in self.journal.services.iter().filter(|r| r.was_running == Some(true)) {
+            (self.ctx.notify)(&format!("stopping service {}", record.service.name));
+            let log = &mut self.log;
+            run::service(
+                &record.service,
+                ServiceVerb::Stop,
+                &self.session.target.path,
+                &self.journal.script_env,
+                self.journal.script_timeout,
+                &mut |line| log.line(line),
+                self.ctx.cancel,
+            )
+            .map_err(|f| InstallError::Service { name: record.service.name.clone(), reason: format!("stop: {f}") })?;
+        }
         Ok(())
     }
 
-    /// Starts the journal's services; a failure is an error.
-    pub fn start_services(&mut self) -> Result<()> {
-        if !self.journal.services_stopped {
+    /// Starts again the services that were running; a failure is an error.
+    fn start_services(&mut self) -> Result<()> {
+        if self.journal.services_state != ServicesState::Stopped {
             return Ok(());
         }
-        let env = self.journal.script_env.clone();
-        let target = self.state_dir.target.clone();
-        for service in self.journal.services.clone() {
-            (self.ctx.notify)(&format!("starting service {}", service.name));
-            // Starting again must not be prevented by a cancellation.
-            let never = AtomicBool::new(false);
-            run::service(&service, "start", &target, &env, self.timeout, &mut self.log, &never)
-                .map_err(|f| InstallError::Service { name: service.name.clone(), reason: format!("start: {f}") })?;
+        // Starting again must not be prevented by a cancellation.
+        let never = AtomicBool::new(false);
+        for record in self.journal.services.iter().filter(|r| r.was_running == Some(true)) {
+            (self.ctx.notify)(&format!("starting service {}", record.service.name));
+            let log = &mut self.log;
+            run::service(
+                &record.service,
+                ServiceVerb::Start,
+                &self.session.target.path,
+                &self.journal.script_env,
+                self.journal.script_timeout,
+                &mut |line| log.line(line),
+                &never,
+            )
+            .map_err(|f| InstallError::Service { name: record.service.name.clone(), reason: format!("start: {f}") })?;
         }
-        self.journal.services_stopped = false;
-        self.journal.services_restarted = true;
-        self.save_journal()?;
-        failpoint::point("services started");
-        Ok(())
+        self.journal.services_state = ServicesState::Restarted;
+        self.save_journal()
     }
 
-    /// Applies the journal's operations, logging each, checking for cancellation between them.
-    pub fn apply_ops(&mut self) -> Result<()> {
+    /// Applies the operations, each checked against the plan right before it.
+    fn apply_ops(&mut self) -> Result<()> {
         (self.ctx.notify)(&format!("applying {} changes", self.journal.ops.len()));
         while self.applied < self.journal.ops.len() {
             self.ctx.check_cancel()?;
-            let op = self.journal.ops[self.applied].clone();
-            self.log.line(&describe_op(&op, &self.state_dir));
-            // Counted before the operation: a failure half-way must still be undone.
-            self.applied += 1;
-            journal::apply(&op, &self.state_dir)?;
+            let op = &self.journal.ops[self.applied];
+            self.log.line(&op.describe(self.state_dir()));
+            match journal::apply(op, &self.target().root, self.state_dir()) {
+                Ok(applied) => {
+                    if applied == Applied::KeptDirectory {
+                        self.log.line(&format!(
+                            "kept directory {}: it holds entries that are not the package's",
+                            op.path()
+                        ));
+                    }
+                    self.applied += 1;
+                }
+                Err(ApplyError { error, partial }) => {
+                    if partial {
+                        self.applied += 1;
+                    }
+                    return Err(error);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Commits: saves `state` recording this transaction, then cleans up.
-    pub fn commit(&mut self, mut state: State) -> Result<()> {
-        // The renames must be durable before the state says they happened: one
-        // syncfs (the data itself was synced after staging).
-        if self.ctx.durability != upkg_unpack::Durability::None {
-            util::sync_filesystem(&self.state_dir.target)?;
-        }
+    /// Commits: makes everything durable, replaces `state.json` (recording the
+    /// transaction), removes the leftovers, writes the verdict, removes the journal.
+    fn commit(mut self, mut state: State, verdict: Verdict) -> Result<Committed> {
+        let durable = self.ctx.durable();
         state.last_transaction = Some(self.journal.txid.clone());
-        self.state_dir.save(&state)?;
+        let saved = (|| {
+            if durable {
+                self.target().root.syncfs()?;
+            }
+            self.state_dir().save_state(&state)
+        })();
+        if let Err(error) = saved {
+            // The new state may be in place, with its directory not known durable:
+            // put the old one back before the files, so that the state and the tree agree.
+            if let Err(restore) = self.restore_state_before() {
+                let reason = format!(
+                    "{}; the state from before could not be put back ({}): the journal is kept and the next pkgrun run on this target finishes the transaction",
+                    util::describe(&error),
+                    util::describe(&restore)
+                );
+                self.log.line(&reason);
+                return Err(InstallError::State { path: self.state_dir().dir.join("state.json"), reason });
+            }
+            return Err(self.fail(error));
+        }
         self.log.line("committed: state.json records the transaction");
-        failpoint::point("committed");
-        finish_commit(&self.state_dir, &self.journal, &mut self.log)
+        let mut warnings = Vec::new();
+        let finish = finish_commit(self.ctx, &self.session.state_dir, &self.journal, &mut self.log, verdict);
+        if let Err(e) = finish {
+            let warning = format!(
+                "committed, but the cleanup did not finish ({}): the next pkgrun run on this target finishes it",
+                util::describe(&e)
+            );
+            self.log.line(&warning);
+            warnings.push(warning);
+        }
+        Ok(Committed { log: self.log.path().to_owned(), warnings })
     }
 
-    /// Rolls back after `error`, writes the verdict, and returns the error to report.
-    pub fn fail(mut self, error: InstallError) -> InstallError {
+    fn restore_state_before(&self) -> Result<()> {
+        let current = self.state_dir().load_state()?;
+        if current.as_ref().and_then(|s| s.last_transaction.as_deref()) != Some(self.journal.txid.as_str()) {
+            return Ok(());
+        }
+        match &self.before {
+            Some(before) => self.state_dir().save_state(before),
+            None => {
+                self.state_dir().dir.unlink("state.json")?;
+                Ok(self.state_dir().dir.sync()?)
+            }
+        }
+    }
+
+    /// Rolls back after `error`, writes the verdict, removes the journal, and
+    /// returns the error to report. When the rollback cannot finish, the journal is
+    /// kept (and no verdict written): the next run on the target finishes it.
+    pub fn fail(&mut self, error: InstallError) -> InstallError {
         let cancelled = matches!(error, InstallError::Cancelled(_));
         let described = util::describe(&error);
         self.log.line(&format!("rolling back: {described}"));
         (self.ctx.notify)(&format!("rolling back: {described}"));
-        match rollback(&self.state_dir, &self.journal, self.applied, &mut self.log) {
-            Ok(()) => {
+        let (target, state_dir) = (&self.session.target, &self.session.state_dir);
+        match roll_back(self.ctx, target, state_dir, &self.journal, Some(self.applied), &mut self.log) {
+            Ok(notes) => {
+                for note in &notes {
+                    (self.ctx.notify)(&format!("warning: {note}"));
+                }
                 let verdict = if cancelled { Verdict::Cancelled } else { Verdict::Failure(described) };
-                let _ = self.log.verdict(&verdict);
+                if self.log.verdict(&verdict).is_ok() {
+                    let _ = self.state_dir().remove_journal();
+                }
                 error
             }
             Err(rollback_error) => {
@@ -209,46 +568,87 @@ impl Tx<'_, '_> {
                     "{described}; the rollback did not finish ({}): the journal is kept and the next pkgrun run on this target retries it",
                     util::describe(&rollback_error)
                 );
-                let _ = self.log.verdict(&Verdict::Failure(reason.clone()));
-                InstallError::State { path: self.state_dir.journal_file(), reason }
+                self.log.line(&reason);
+                InstallError::State { path: self.state_dir().dir.join("journal.json"), reason }
             }
         }
     }
 }
 
-/// A line for the log describing an operation.
-fn describe_op(op: &journal::Op, state_dir: &StateDir) -> String {
-    let shown = |dir: &Option<String>| {
-        dir.as_ref().map(|d| state_dir.resolve(d).join(&op.path).display().to_string()).unwrap_or_default()
-    };
-    match op.kind {
-        journal::OpKind::Place => format!("add {} (from {})", op.path, shown(&op.source)),
-        journal::OpKind::Swap => format!("replace {} (backup: {})", op.path, shown(&op.aside)),
-        journal::OpKind::Aside => format!("remove {} (backup: {})", op.path, shown(&op.aside)),
-        journal::OpKind::Mkdir => format!("create directory {}", op.path),
-        journal::OpKind::Rmdir => format!("remove directory {} if empty", op.path),
+/// After the commit: removes what the transaction no longer needs, makes that
+/// durable, writes the verdict, removes the journal.
+fn finish_commit(
+    ctx: &Context<'_>,
+    state_dir: &StateDir,
+    journal: &Journal,
+    log: &mut AttemptLog,
+    verdict: Verdict,
+) -> Result<()> {
+    for part in &journal.remove_on_commit {
+        state_dir.remove(part)?;
     }
+    if ctx.durable() {
+        state_dir.dir.syncfs()?;
+    }
+    log.verdict(&verdict)?;
+    state_dir.remove_journal()
 }
 
-/// Undoes the first `applied` operations in reverse (stopping the services first if
-/// they had been started again), runs the compensating scripts if armed, starts
-/// the services, removes the transaction's files and the journal.
-pub fn rollback(state_dir: &StateDir, journal: &Journal, applied: usize, log: &mut AttemptLog) -> Result<()> {
+fn services_running(journal: &Journal) -> impl Iterator<Item = &ServiceRecord> {
+    journal.services.iter().filter(|r| r.was_running != Some(false))
+}
+
+/// Undoes the first `upto` operations (all when `None`: recovery does not know how
+/// far the run got, and undoing an operation that never ran does nothing), in
+/// reverse, with what surrounds them; returns notes on what could not be put back
+/// exactly. Every step can be interrupted and done again.
+fn roll_back(
+    ctx: &Context<'_>,
+    target: &Target,
+    state_dir: &StateDir,
+    journal: &Journal,
+    upto: Option<usize>,
+    log: &mut AttemptLog,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    // Nothing the transaction started may run while it is undone.
+    let killed = run::kill_transaction_processes(&journal.txid, KILL_TIMEOUT)
+        .map_err(|e| InstallError::io(format!("the processes of transaction {}", journal.txid), e))?;
+    if killed > 0 {
+        log.line(&format!("killed {killed} processes left running by the transaction's scripts"));
+    }
     let never = AtomicBool::new(false);
-    let target = state_dir.target.clone();
-    let mut services_stopped = journal.services_stopped;
-    if journal.services_restarted && !services_stopped {
-        for service in &journal.services {
+    let env = &journal.script_env;
+    let timeout = journal.script_timeout;
+    let mut sink = |line: &str| log.line(line);
+    if journal.services_state == ServicesState::Restarted {
+        for record in services_running(journal) {
             // Best effort: the files go back whether or not the service stops.
-            let _ = run::service(service, "stop", &target, &journal.script_env, 300, log, &never);
+            let _ = run::service(&record.service, ServiceVerb::Stop, &target.path, env, timeout, &mut sink, &never);
         }
-        services_stopped = true;
     }
-    for op in journal.ops[..applied.min(journal.ops.len())].iter().rev() {
-        journal::undo(op, state_dir)?;
-        log.line(&format!("undone: {}", describe_op(op, state_dir)));
+    let ops = &journal.ops[..upto.unwrap_or(journal.ops.len()).min(journal.ops.len())];
+    for op in ops.iter().rev() {
+        let undone = journal::undo(op, &target.root, state_dir, &journal.txid)?;
+        match undone {
+            Undone::Nothing => {}
+            Undone::Restored => log.line(&format!("undone: {}", op.describe(state_dir))),
+            Undone::Displaced(kept) => {
+                let note = format!("{}: what stood there was not the package's; it is kept in {kept}", op.path());
+                log.line(&note);
+                notes.push(note);
+            }
+            Undone::KeptDirectory => {
+                log.line(&format!("kept directory {}: it holds entries that are not the package's", op.path()))
+            }
+            Undone::Left(reason) => {
+                let note = format!("{}: left as it is: {reason}", op.path());
+                log.line(&note);
+                notes.push(note);
+            }
+        }
     }
-    failpoint::point("operations undone");
+    let mut sink = |line: &str| log.line(line);
     if journal.undo_armed {
         for script in &journal.undo_scripts {
             let mut env = journal.script_env.clone();
@@ -258,108 +658,94 @@ pub fn rollback(state_dir: &StateDir, journal: &Journal, applied: usize, log: &m
                 env.retain(|(k, _)| *k != key);
                 env.push((key, value));
             }
-            // A compensating script that fails cannot be undone in turn: log it and go on.
-            let _ = run::script(&state_dir.resolve(&script.path), &script.phase, &target, &env, 300, log, &never);
+            let path = state_dir.dir.join(script.area.rel()).join(&script.path);
+            // A compensating script that fails cannot be undone in turn: note it and go on.
+            if let Err(failure) = run::script(&path, script.role.name(), &target.path, &env, timeout, &mut sink, &never)
+            {
+                notes.push(format!("the compensating {} script failed: {failure}", script.role));
+            }
         }
     }
-    if services_stopped {
-        for service in &journal.services {
-            let _ = run::service(service, "start", &target, &journal.script_env, 300, log, &never);
+    if journal.services_state != ServicesState::Untouched {
+        for record in services_running(journal) {
+            if let Err(failure) =
+                run::service(&record.service, ServiceVerb::Start, &target.path, env, timeout, &mut sink, &never)
+            {
+                notes.push(format!("service {} could not be started again: {failure}", record.service.name));
+            }
         }
     }
-    for dir in &journal.remove_on_undo {
-        util::remove_any(&state_dir.resolve(dir))?;
+    for part in &journal.remove_on_undo {
+        state_dir.remove(part)?;
     }
-    Journal::remove(state_dir)?;
+    if ctx.durable() {
+        target.root.syncfs()?;
+    }
     log.line("rolled back: the target holds what it held before");
-    Ok(())
+    Ok(notes)
 }
 
-/// The cleanup after a commit: drop what the transaction no longer needs, then the journal.
-fn finish_commit(state_dir: &StateDir, journal: &Journal, log: &mut AttemptLog) -> Result<()> {
-    for dir in &journal.remove_on_commit {
-        util::remove_any(&state_dir.resolve(dir))?;
+/// Finishes or rolls back a transaction that a previous run left behind. Called
+/// with the target's lock held, before anything else is done to the target.
+fn recover(ctx: &Context<'_>, target: &Target, state_dir: &StateDir) -> Result<Option<Recovery>> {
+    let Some(journal) = state_dir.load_journal()? else { return Ok(None) };
+    let logs = state_dir.logs()?;
+    let lost = logs.entry(&journal.log)?.is_none();
+    let mut log = AttemptLog::open(&logs, &journal.log, journal.action, ctx.open_log_copy()?)?;
+    if lost {
+        log.line("this attempt's log was lost: the machine stopped before it reached the disk");
     }
-    failpoint::point("cleaned up");
-    Journal::remove(state_dir)?;
-    log.line("journal removed");
-    Ok(())
-}
-
-/// Finishes or rolls back a transaction that a previous run left behind. Must be
-/// called with the target's lock held, before anything else is done to the target.
-pub fn recover(ctx: &Context<'_>, state_dir: &StateDir) -> Result<Option<Recovery>> {
-    let Some(journal) = Journal::load(state_dir)? else { return Ok(None) };
-    let log_path = state_dir.resolve(&journal.log);
-    let mut log = AttemptLog::reopen(&log_path, journal.action, ctx.open_log_copy()?)?;
     log.line(&format!("a later pkgrun run (pid {}) found this transaction interrupted", std::process::id()));
-    let committed = state_dir.load()?.is_some_and(|s| s.last_transaction.as_deref() == Some(journal.txid.as_str()));
-    let outcome = if committed {
-        (ctx.notify)(&format!(
-            "completing the interrupted {} of {} (it had committed)",
-            journal.action.verdict_word().to_lowercase(),
-            journal.package_id
-        ));
+    let committed =
+        state_dir.load_state()?.is_some_and(|s| s.last_transaction.as_deref() == Some(journal.txid.as_str()));
+    let word = journal.action.verdict_word().to_lowercase();
+    let (outcome, notes) = if committed {
+        (ctx.notify)(&format!("completing the interrupted {word} of {} (it had committed)", journal.package_id));
         log.line("it had committed: finishing its cleanup");
-        finish_commit(state_dir, &journal, &mut log)?;
-        log.verdict(&Verdict::Success)?;
-        "completed"
+        finish_commit(ctx, state_dir, &journal, &mut log, Verdict::CompletedByRecovery)?;
+        (RecoveryOutcome::Completed, Vec::new())
     } else {
-        (ctx.notify)(&format!(
-            "rolling back the interrupted {} of {}",
-            journal.action.verdict_word().to_lowercase(),
-            journal.package_id
-        ));
+        (ctx.notify)(&format!("rolling back the interrupted {word} of {}", journal.package_id));
         log.line("it had not committed: rolling it back");
-        // Every operation may have been applied, or none: undo is idempotent.
-        rollback(state_dir, &journal, journal.ops.len(), &mut log)?;
-        log.verdict(&Verdict::Failure("interrupted before it committed; rolled back by a later run".into()))?;
-        "rolled-back"
+        let notes = roll_back(ctx, target, state_dir, &journal, None, &mut log)?;
+        for note in &notes {
+            (ctx.notify)(&format!("warning: {note}"));
+        }
+        log.verdict(&Verdict::Failure("interrupted; rolled back by recovery".into()))?;
+        state_dir.remove_journal()?;
+        (RecoveryOutcome::RolledBack, notes)
     };
     Ok(Some(Recovery {
         transaction: journal.txid.clone(),
         action: journal.action,
         package: journal.package_id.clone(),
         outcome,
-        log: log_path,
+        log: log.path().to_owned(),
+        notes,
     }))
 }
 
-/// Locks a target that has installer state and recovers any interrupted transaction.
-pub fn lock_and_recover(
-    ctx: &Context<'_>,
-    state_dir: &StateDir,
-) -> Result<(crate::state::TargetLock, Option<Recovery>)> {
-    let lock = state_dir.lock()?;
-    let recovery = recover(ctx, state_dir)?;
-    sweep_orphans(state_dir)?;
-    Ok((lock, recovery))
-}
-
 /// Removes transaction directories that neither the state nor a journal refers to
-/// (left by a process killed between creating them and writing its journal).
+/// (left by a process stopped between creating them and writing its journal).
 fn sweep_orphans(state_dir: &StateDir) -> Result<()> {
-    let tx_root = state_dir.dir.join("tx");
-    let Ok(entries) = std::fs::read_dir(&tx_root) else { return Ok(()) };
     let referenced: std::collections::BTreeSet<String> =
-        state_dir.load()?.map(|s| s.packages.into_iter().map(|p| p.transaction).collect()).unwrap_or_default();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !referenced.contains(&name) {
-            util::remove_any(&entry.path())?;
+        state_dir.load_state()?.map(|s| s.packages.into_iter().map(|p| p.transaction).collect()).unwrap_or_default();
+    for txid in state_dir.transactions()? {
+        if !referenced.contains(&txid) {
+            state_dir.remove(&TxPart::Whole(txid))?;
         }
     }
     Ok(())
 }
 
-/// The environment scripts and service commands receive.
-pub fn script_env(
+/// The environment scripts and service commands receive (the runner adds
+/// `PKGRUN_LOG` and `PKGRUN_TRANSACTION`).
+pub(crate) fn script_env(
     target: &Path,
     package: &upkg_format::header::PackageInfo,
     product: &str,
     product_version: &str,
-    action: &str,
-    log: &Path,
+    action: Action,
 ) -> Vec<(String, String)> {
     [
         ("PKGRUN_TARGET", target.display().to_string()),
@@ -368,20 +754,23 @@ pub fn script_env(
         ("PKGRUN_PACKAGE_BUILD", package.build.to_string()),
         ("PKGRUN_PRODUCT", product.to_owned()),
         ("PKGRUN_PRODUCT_VERSION", product_version.to_owned()),
-        ("PKGRUN_ACTION", action.to_owned()),
-        ("PKGRUN_LOG", log.display().to_string()),
+        ("PKGRUN_ACTION", action.env_name().to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
 
-/// The absolute form of a target path (which may not exist yet).
-pub fn absolute_target(target: &Path) -> Result<PathBuf> {
-    if let Ok(canonical) = target.canonicalize() {
-        return Ok(canonical);
-    }
+/// The absolute form of a target path (which may not exist yet): its parent is
+/// canonicalized (links there are the administrator's choice); the target itself
+/// is opened without following a link.
+pub(crate) fn absolute_target(target: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(target).map_err(|e| InstallError::io(target, e))?;
+    let name = absolute
+        .file_name()
+        .filter(|n| *n != "..")
+        .ok_or_else(|| InstallError::Refused(format!("{} cannot be a target", target.display())))?
+        .to_owned();
     let parent =
         absolute.parent().ok_or_else(|| InstallError::Refused(format!("{} cannot be a target", target.display())))?;
     let parent = parent.canonicalize().map_err(|e| {
@@ -393,5 +782,5 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf> {
         };
         InstallError::Refused(format!("{}: {reason}", parent.display()))
     })?;
-    Ok(parent.join(absolute.file_name().expect("a target has a name")))
+    Ok(parent.join(name))
 }

@@ -1,19 +1,21 @@
 //! Uninstalling a package: restore what it replaced or removed, remove what it
-//! added, run its uninstall scripts; all-or-nothing like an install.
+//! added, run its uninstall scripts; all-or-nothing like an install. What an
+//! administrator had changed in the package's files is not dropped: it goes to
+//! `displaced/<txid>/`.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::Package;
 use upkg_format::paths::EXPANDED_HEADER;
+use upkg_format::{Package, ScriptRole};
+use upkg_fs::EntryKind;
 
 use crate::error::{InstallError, Result};
-use crate::failpoint;
-use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind, UndoScript};
-use crate::log::{AttemptLog, Verdict};
-use crate::state::{ChangeAction, InstalledPackage, State, StateDir, registry};
-use crate::transaction::{self, Context, Recovery, Tx};
-use crate::util::{self, exists};
+use crate::journal::{Action, Op, Seen, UndoScript};
+use crate::log::Verdict;
+use crate::state::{Change, ChangeAction, InstalledPackage, State, registry};
+use crate::target::{StateDir, Target, TxLayout};
+use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 
 /// What an uninstall did.
 #[derive(Debug, Clone, Serialize)]
@@ -30,127 +32,121 @@ pub struct UninstallReport {
     pub log: PathBuf,
     /// An interrupted transaction recovered first.
     pub recovered: Option<Recovery>,
+    /// Problems after the commit that the next run on the target finishes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Opens an instance for a command that needs one.
+pub(crate) fn open_instance(ctx: &Context<'_>, target: &Path, access: Access) -> Result<(Session, State)> {
+    let path = transaction::absolute_target(target)?;
+    let not_managed =
+        |why: &str| InstallError::Refused(format!("{} is not an instance managed by pkgrun ({why})", path.display()));
+    let target = Target::open(&path)?.ok_or_else(|| not_managed("it does not exist"))?;
+    let session = match Session::open(ctx, target, access)? {
+        Opened::Managed(session) => session,
+        Opened::Unmanaged(_) => return Err(not_managed(&format!("no {}/ directory", crate::target::STATE_DIR))),
+    };
+    let state = session.state_dir.load_state()?.ok_or_else(|| {
+        InstallError::Refused(format!("{} holds no installed product (its installer state is empty)", path.display()))
+    })?;
+    Ok((session, state))
+}
+
+/// What an uninstall does at one path, seen before it starts.
+struct Undo {
+    change: Change,
+    /// What stands at the path now.
+    now: Option<Seen>,
+    /// Whether that differs from what the package installed there (an administrator's change).
+    modified: bool,
+    /// The entry kept in the backup, to put back.
+    backup: Option<Seen>,
 }
 
 /// Removes package `id` from `target`.
 pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<UninstallReport> {
-    let log_copy = ctx.open_log_copy()?;
-    let target = transaction::absolute_target(target)?;
-    let state_dir = StateDir::new(&target);
-    let state = load_state(&state_dir)?;
-    let (_lock, recovered) = transaction::lock_and_recover(ctx, &state_dir)?;
-    // Read again under the lock, after recovery.
-    let state = state_dir.load()?.unwrap_or(state);
+    drop(ctx.open_log_copy()?);
+    let (session, state) = open_instance(ctx, target, Access::Write)?;
+    let path = session.target.path.clone();
     let position = state.packages.iter().rposition(|p| p.id == id).ok_or_else(|| {
         let installed: Vec<String> = state.packages.iter().map(|p| format!("{} (build {})", p.id, p.build)).collect();
         InstallError::Refused(format!(
             "package {id} is not installed on {} (installed: {})",
-            target.display(),
+            path.display(),
             if installed.is_empty() { "none".to_owned() } else { installed.join(", ") }
         ))
     })?;
     let record = state.packages[position].clone();
-    check_removable(&state_dir, &state, &record)?;
+    check_removable(&session.state_dir, &state, &record)?;
 
-    let old_tx = format!("tx/{}", record.transaction);
-    let keep = state_dir.resolve(&format!("{old_tx}/keep"));
-    let header_bytes =
-        std::fs::read(keep.join(EXPANDED_HEADER)).map_err(|e| InstallError::io(keep.join(EXPANDED_HEADER), e))?;
-    let header = upkg_format::Header::parse(&header_bytes, 0)?;
+    let old = session.state_dir.tx(&record.transaction);
+    let keep = session.state_dir.area(&old.keep(), false)?;
+    let header = upkg_format::Header::parse(&keep.read(EXPANDED_HEADER)?, 0)?;
+    let undos = inspect(&session, &state, &record, &old)?;
 
-    let mut log = AttemptLog::start(&state_dir.logs(), id, record.build, Action::Uninstall, log_copy)?;
-    log.line(&format!(
-        "uninstalling {} {} (build {}) from {}",
-        record.id,
-        record.version,
-        record.build,
-        target.display()
-    ));
-    if let Some(r) = &recovered {
-        log.line(&format!("first recovered interrupted transaction {}: {}", r.transaction, r.outcome));
-    }
-    let txid = util::new_txid();
-    let tx_rel = format!("tx/{txid}");
-    let ops = build_ops(&state_dir, &record, &old_tx, &tx_rel);
-    let env = transaction::script_env(
-        &target,
-        &header.package,
-        &state.product,
-        &state.version.to_string(),
-        "uninstall",
-        log.path(),
-    );
-    let script_rel = |script: &Option<String>| script.as_ref().map(|p| format!("{old_tx}/keep/{p}"));
+    let script_env =
+        transaction::script_env(&path, &header.package, &state.product, &state.version.to_string(), Action::Uninstall);
     let scripts = &header.package.scripts;
-    let journal = Journal {
-        format: JOURNAL_FORMAT,
-        txid: txid.clone(),
+    let intent = Intent {
         action: Action::Uninstall,
         package_id: record.id.clone(),
         package_build: record.build,
-        log: log.path().strip_prefix(&state_dir.dir).unwrap_or(log.path()).display().to_string(),
-        ops,
         services: header.package.services.clone(),
-        services_stopped: false,
-        services_restarted: false,
-        // Undoing an uninstall once post-uninstall has started means installing
-        // again: the package's own install scripts re-establish what it set up.
-        undo_scripts: [("pre-install", &scripts.pre_install), ("post-install", &scripts.post_install)]
-            .into_iter()
-            .filter_map(|(phase, script)| {
-                // They see the instance as they saw it when the package was first installed.
-                let env = vec![("PKGRUN_PRODUCT_VERSION".to_owned(), record.previous_version.to_string())];
-                script_rel(script).map(|path| UndoScript { phase: phase.into(), path, env })
-            })
-            .collect(),
-        undo_armed: false,
-        script_env: env,
-        remove_on_undo: vec![tx_rel.clone()],
-        remove_on_commit: vec![tx_rel.clone(), old_tx.clone()],
+        script_timeout: scripts.timeout,
+        script_env,
     };
-    journal.save(&state_dir)?;
-    failpoint::point("journal written");
-    let mut tx = Tx { ctx, state_dir: state_dir.clone(), journal, log, applied: 0, timeout: scripts.timeout };
-    let result = (|| {
-        // pre-uninstall only prepares: undoing the files alone suffices until post-uninstall starts.
-        let undo = std::mem::take(&mut tx.journal.undo_scripts);
-        tx.script(script_rel(&scripts.pre_uninstall).as_deref(), "pre-uninstall")?;
-        tx.journal.undo_scripts = undo;
-        tx.stop_services()?;
-        tx.apply_ops()?;
-        failpoint::point("files restored");
-        tx.script(script_rel(&scripts.post_uninstall).as_deref(), "post-uninstall")?;
-        tx.start_services()?;
-        tx.ctx.check_cancel()?;
-        Ok(())
-    })();
-    if let Err(error) = result {
-        return Err(tx.fail(error));
-    }
+    let first_line =
+        format!("uninstalling {} {} (build {}) from {}", record.id, record.version, record.build, path.display());
+    let tx = transaction::begin(ctx, &session, intent, &first_line)?;
+    let layout = tx.layout();
+    let script_step = |role: ScriptRole, arms_undo: bool| {
+        scripts.get(role).map(|p| Step::Script { role, area: old.keep(), path: p.to_owned(), arms_undo })
+    };
+    let steps = [
+        // pre-uninstall only checks and prepares: undoing the files alone suffices until post-uninstall starts.
+        script_step(ScriptRole::PreUninstall, false),
+        Some(Step::StopServices),
+        Some(Step::ApplyOps),
+        script_step(ScriptRole::PostUninstall, true),
+        Some(Step::StartServices),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // Undoing an uninstall once post-uninstall has started means installing again:
+    // the package's own install scripts re-establish what it set up, seeing the
+    // instance as they saw it when the package was first installed.
+    let undo_scripts = [ScriptRole::PreInstall, ScriptRole::PostInstall]
+        .into_iter()
+        .filter_map(|role| {
+            let env = vec![("PKGRUN_PRODUCT_VERSION".to_owned(), record.previous_version.to_string())];
+            scripts.get(role).map(|p| UndoScript { role, area: old.keep(), path: p.to_owned(), env })
+        })
+        .collect();
     let new_state = record_removal(state, position);
     let version = new_state.version.to_string();
     let instance_gone = new_state.packages.is_empty() && record.created_instance;
-    tx.commit(new_state)?;
-    tx.log.verdict(&Verdict::Success)?;
+    let tx_plan = TxPlan {
+        ops: build_ops(&undos, &old, &layout),
+        steps,
+        undo_scripts,
+        remove_on_commit: vec![layout.whole(), old.whole()],
+        new_state,
+        verdict: Verdict::Success,
+    };
+    let committed = tx.run(tx_plan)?;
     if instance_gone && let Some(registry_path) = ctx.registry {
-        let _ = registry::unregister(registry_path, &target);
+        let _ = registry::unregister(registry_path, &path);
     }
     Ok(UninstallReport {
-        target,
+        target: path,
         package: record.id,
         build: record.build,
         version,
-        log: tx.log.path().to_owned(),
-        recovered,
-    })
-}
-
-fn load_state(state_dir: &StateDir) -> Result<State> {
-    state_dir.load()?.ok_or_else(|| {
-        InstallError::Refused(format!(
-            "{} is not an instance managed by pkgrun (no installer state)",
-            state_dir.target.display()
-        ))
+        log: committed.log,
+        recovered: session.recovered.clone(),
+        warnings: committed.warnings,
     })
 }
 
@@ -184,8 +180,9 @@ fn check_removable(state_dir: &StateDir, state: &State, record: &InstalledPackag
         }
     }
     for package in &later {
-        let header_path = state_dir.resolve(&format!("tx/{}/keep/{EXPANDED_HEADER}", package.transaction));
-        let Ok(bytes) = std::fs::read(&header_path) else { continue };
+        let keep = state_dir.tx(&package.transaction).keep();
+        let Ok(dir) = state_dir.area(&keep, false) else { continue };
+        let Ok(bytes) = dir.read(EXPANDED_HEADER) else { continue };
         let Ok(header) = upkg_format::Header::parse(&bytes, 0) else { continue };
         if header.package.applies_to.requires.contains(&record.id) {
             return Err(InstallError::Refused(format!(
@@ -197,43 +194,82 @@ fn check_removable(state_dir: &StateDir, state: &State, record: &InstalledPackag
     Ok(())
 }
 
-/// Operations undoing the package's changes, last change first.
-fn build_ops(state_dir: &StateDir, record: &InstalledPackage, old_tx: &str, tx_rel: &str) -> Vec<Op> {
-    let backup = Some(format!("{old_tx}/backup"));
-    let aside = Some(format!("{tx_rel}/aside"));
-    let mut ops = Vec::new();
+/// Looks at every path the package changed: what stands there now, and its backup.
+fn inspect(session: &Session, state: &State, record: &InstalledPackage, old: &TxLayout) -> Result<Vec<Undo>> {
+    let root = &session.target.root;
+    // A package that only added entries has no backup directory.
+    let backup = match session.state_dir.area(&old.backup(), false) {
+        Ok(dir) => Some(dir),
+        Err(InstallError::Fs(e)) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    let mut undos = Vec::new();
     for change in record.changes.iter().rev() {
-        let present = exists(&state_dir.target.join(&change.path));
-        let op = match (change.action, present) {
-            // The package's file goes away; an administrator may have deleted it already.
-            (ChangeAction::Added, true) => {
-                Op { kind: OpKind::Aside, path: change.path.clone(), source: None, aside: aside.clone(), mode: None }
+        let owned = state.files.get(&change.path);
+        let now = match root.entry(&change.path) {
+            Ok(Some(entry)) => {
+                let digest = match entry.kind {
+                    EntryKind::File => Some(root.hash_file(&change.path, &|_| {})?.0),
+                    _ => None,
+                };
+                Some(Seen::from_entry(root, &change.path, &entry, digest)?)
             }
-            (ChangeAction::Added, false) => continue,
-            (ChangeAction::Replaced, true) => Op {
-                kind: OpKind::Swap,
-                path: change.path.clone(),
-                source: backup.clone(),
-                aside: aside.clone(),
-                mode: None,
+            Ok(None) => None,
+            Err(e) => {
+                return Err(InstallError::Refused(format!(
+                    "cannot uninstall: {}: {e}; replace it with what the package installed, then run the uninstall again",
+                    change.path
+                )));
+            }
+        };
+        let modified = match (&now, owned) {
+            (Some(now), Some(owned)) => match now.kind {
+                EntryKind::File => now.sha256 != owned.sha256,
+                EntryKind::Symlink => now.link != owned.target,
+                _ => false,
             },
-            (ChangeAction::Replaced, false) | (ChangeAction::Removed, false) => {
-                Op { kind: OpKind::Place, path: change.path.clone(), source: backup.clone(), aside: None, mode: None }
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let backup_seen = match change.action {
+            ChangeAction::Replaced | ChangeAction::Removed => {
+                let digest = change.previous.as_ref().and_then(|p| p.sha256);
+                let seen = match &backup {
+                    Some(backup) => Seen::of(backup, &change.path, digest)?,
+                    None => None,
+                };
+                if seen.is_none() {
+                    return Err(InstallError::State {
+                        path: session.state_dir.dir.join(old.backup().rel()).join(&change.path),
+                        reason: "the backup of this entry is missing, so the package cannot be uninstalled exactly; reinstall the previous version instead".into(),
+                    });
+                }
+                seen
             }
-            // Removed, yet present again: the administrator put something there; keep it aside and restore ours.
-            (ChangeAction::Removed, true) => Op {
-                kind: OpKind::Swap,
-                path: change.path.clone(),
-                source: backup.clone(),
-                aside: aside.clone(),
-                mode: None,
-            },
-            (ChangeAction::CreatedDir, _) => {
-                let mode = std::fs::symlink_metadata(state_dir.target.join(&change.path))
-                    .ok()
-                    .map(|m| upkg_format::Mode(std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777));
-                Op { kind: OpKind::Rmdir, path: change.path.clone(), source: None, aside: None, mode }
+            _ => None,
+        };
+        undos.push(Undo { change: change.clone(), now, modified, backup: backup_seen });
+    }
+    Ok(undos)
+}
+
+/// Operations undoing the package's changes, last change first.
+fn build_ops(undos: &[Undo], old: &TxLayout, layout: &TxLayout) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for undo in undos {
+        let path = undo.change.path.clone();
+        // What goes out of the tree is dropped at commit, unless an administrator changed it.
+        let aside = if undo.modified { layout.displaced() } else { layout.aside() };
+        let op = match (undo.change.action, &undo.now, &undo.backup) {
+            (ChangeAction::CreatedDir, now, _) => Op::RemoveDir { path, mode: now.as_ref().map_or(0o755, |n| n.mode) },
+            (ChangeAction::Added, Some(now), _) => Op::Remove { path, current: now.clone(), aside },
+            // The package's entry is gone already (an administrator deleted it).
+            (ChangeAction::Added, None, _) => continue,
+            (_, Some(now), Some(backup)) => {
+                Op::Replace { path, current: now.clone(), aside, from: old.backup(), entry: backup.clone() }
             }
+            (_, None, Some(backup)) => Op::Place { path, from: old.backup(), entry: backup.clone() },
+            (_, _, None) => continue,
         };
         ops.push(op);
     }
@@ -261,13 +297,18 @@ fn record_removal(mut state: State, position: usize) -> State {
 }
 
 /// Opens the copy of a package an install kept (for repair).
-pub fn kept_package(state_dir: &StateDir, record: &InstalledPackage) -> Result<Option<Package>> {
+pub(crate) fn kept_package(state_dir: &StateDir, record: &InstalledPackage) -> Result<Option<Package>> {
     if !record.repair_copy {
         return Ok(None);
     }
-    let keep = state_dir.resolve(&format!("tx/{}/keep", record.transaction));
+    let keep = state_dir.area(&state_dir.tx(&record.transaction).keep(), false)?;
+    // The package is read by path (the format library opens files itself); the
+    // keep directory was just opened without following a link.
     let file = keep.join("package.upkg");
-    let package =
-        if file.exists() { Package::open(&file)? } else { Package::Tree(upkg_format::ExpandedTree::open(&keep)?) };
+    let package = if keep.entry("package.upkg")?.is_some() {
+        Package::open(&file)?
+    } else {
+        Package::Tree(upkg_format::ExpandedTree::open(keep.path())?)
+    };
     Ok(Some(package))
 }

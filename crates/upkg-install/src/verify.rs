@@ -1,20 +1,19 @@
 //! `status`, `verify` and `repair` on an installed target.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use upkg_format::header::Kind;
-use upkg_unpack::{Durability, WriteOptions};
+use upkg_fs::{Dir, EntryKind, FsError};
 
 use crate::error::{InstallError, Result};
-use crate::failpoint;
-use crate::journal::{Action, JOURNAL_FORMAT, Journal, Op, OpKind};
-use crate::log::{AttemptLog, Verdict};
-use crate::state::{OwnedEntry, State, StateDir};
-use crate::transaction::{self, Context, Recovery, Tx};
-use crate::uninstall::kept_package;
+use crate::install::write_staged;
+use crate::journal::{Action, Op, Seen};
+use crate::log::Verdict;
+use crate::state::{OwnedEntry, State};
+use crate::transaction::{self, Access, Context, Intent, Recovery, Step, TxPlan};
+use crate::uninstall::{kept_package, open_instance};
 use crate::util;
 
 /// One installed package, as `status` shows it.
@@ -53,31 +52,11 @@ pub struct Status {
     pub recovered: Option<Recovery>,
 }
 
-fn open_state(
-    ctx: &Context<'_>,
-    target: &Path,
-) -> Result<(StateDir, crate::state::TargetLock, Option<Recovery>, State)> {
-    let target = transaction::absolute_target(target)?;
-    let state_dir = StateDir::new(&target);
-    if !state_dir.dir.is_dir() {
-        return Err(InstallError::Refused(format!(
-            "{} is not an instance managed by pkgrun (no {}/ directory)",
-            target.display(),
-            crate::state::STATE_DIR
-        )));
-    }
-    let (lock, recovered) = transaction::lock_and_recover(ctx, &state_dir)?;
-    let state = state_dir.load()?.ok_or_else(|| {
-        InstallError::Refused(format!("{} holds no installed product (its installer state is empty)", target.display()))
-    })?;
-    Ok((state_dir, lock, recovered, state))
-}
-
 /// The product version and installed packages of a target.
 pub fn status(ctx: &Context<'_>, target: &Path) -> Result<Status> {
-    let (state_dir, _lock, recovered, state) = open_state(ctx, target)?;
+    let (session, state) = open_instance(ctx, target, Access::Read)?;
     Ok(Status {
-        target: state_dir.target.clone(),
+        target: session.target.path.clone(),
         product: state.product.clone(),
         version: state.version.to_string(),
         packages: state
@@ -94,7 +73,7 @@ pub fn status(ctx: &Context<'_>, target: &Path) -> Result<Status> {
             })
             .collect(),
         owned_entries: state.files.len(),
-        recovered,
+        recovered: session.recovered.clone(),
     })
 }
 
@@ -128,15 +107,20 @@ pub struct VerifyReport {
 
 /// Checks every owned entry against its record.
 pub fn verify(ctx: &Context<'_>, target: &Path) -> Result<VerifyReport> {
-    let (state_dir, _lock, recovered, state) = open_state(ctx, target)?;
-    let problems = find_problems(&state_dir, &state);
-    Ok(VerifyReport { target: state_dir.target.clone(), checked: state.files.len(), problems, recovered })
+    let (session, state) = open_instance(ctx, target, Access::Read)?;
+    let problems = find_problems(&session.target.root, &state);
+    Ok(VerifyReport {
+        target: session.target.path.clone(),
+        checked: state.files.len(),
+        problems,
+        recovered: session.recovered.clone(),
+    })
 }
 
-fn find_problems(state_dir: &StateDir, state: &State) -> Vec<Problem> {
+fn find_problems(root: &Dir, state: &State) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (path, owned) in &state.files {
-        if let Some((problem, detail)) = check_entry(&state_dir.target.join(path), owned) {
+        if let Some((problem, detail)) = check_entry(root, path, owned) {
             problems.push(Problem {
                 path: path.clone(),
                 problem,
@@ -149,36 +133,40 @@ fn find_problems(state_dir: &StateDir, state: &State) -> Vec<Problem> {
     problems
 }
 
-fn check_entry(path: &Path, owned: &OwnedEntry) -> Option<(&'static str, String)> {
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Some(("missing", "not in the target".into())),
+fn check_entry(root: &Dir, path: &str, owned: &OwnedEntry) -> Option<(&'static str, String)> {
+    let entry = match root.entry(path) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Some(("missing", "not in the target".into())),
+        Err(FsError::Link { path: link }) => {
+            return Some(("wrong-kind", format!("{} on the way is a symbolic link", link.display())));
+        }
+        Err(FsError::WrongKind { path: on_the_way, found, .. }) => {
+            return Some(("wrong-kind", format!("{} on the way is {found}", on_the_way.display())));
+        }
+        Err(e) => return Some(("unreadable", e.to_string())),
     };
-    let kind = if metadata.file_type().is_symlink() {
-        Kind::Symlink
-    } else if metadata.is_dir() {
-        Kind::Dir
-    } else if metadata.is_file() {
-        Kind::File
-    } else {
-        return Some(("wrong-kind", "a special file".into()));
+    let kind = match entry.kind {
+        EntryKind::Symlink => Kind::Symlink,
+        EntryKind::Dir => Kind::Dir,
+        EntryKind::File => Kind::File,
+        other => return Some(("wrong-kind", format!("{other}"))),
     };
     if kind != owned.kind {
         return Some(("wrong-kind", format!("a {kind:?} where a {:?} was installed", owned.kind).to_lowercase()));
     }
     match kind {
-        Kind::File => match upkg_unpack::check::hash_file(path, &|_| {}) {
+        Kind::File => match root.hash_file(path, &|_| {}) {
             Ok((digest, size)) if Some(digest) != owned.sha256 || size != owned.size => {
                 Some(("modified", format!("{size} bytes, SHA-256 {digest}; installed: {} bytes", owned.size)))
             }
-            Ok(_) if metadata.mode() & 0o7777 != owned.mode.0 => {
-                Some(("wrong-mode", format!("mode {:04o}, installed {:04o}", metadata.mode() & 0o7777, owned.mode.0)))
+            Ok(_) if entry.mode != owned.mode.0 => {
+                Some(("wrong-mode", format!("mode {:04o}, installed {:04o}", entry.mode, owned.mode.0)))
             }
             Ok(_) => None,
             Err(e) => Some(("modified", format!("unreadable: {e}"))),
         },
         Kind::Symlink => {
-            let target = std::fs::read_link(path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+            let target = root.read_link(path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
             (Some(&target) != owned.target.as_ref()).then(|| ("wrong-target", format!("points to {target:?}")))
         }
         Kind::Dir => None,
@@ -200,146 +188,163 @@ pub struct RepairReport {
     pub recovered: Option<Recovery>,
 }
 
+/// One entry to restore: where its copy is, and what stands at its path now.
+struct Restore {
+    path: String,
+    kind: Kind,
+    now: Option<Seen>,
+}
+
 /// Restores modified and missing owned entries from the copies installs kept.
+/// What stood in their place (an administrator's change) goes to `displaced/<txid>/`.
 pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
-    let log_copy = ctx.open_log_copy()?;
-    let (state_dir, _lock, recovered, state) = open_state(ctx, target)?;
-    let problems = find_problems(&state_dir, &state);
+    drop(ctx.open_log_copy()?);
+    let (session, state) = open_instance(ctx, target, Access::Write)?;
+    let root = &session.target.root;
+    let problems = find_problems(root, &state);
     let mut report = RepairReport {
-        target: state_dir.target.clone(),
+        target: session.target.path.clone(),
         repaired: Vec::new(),
         unrepairable: Vec::new(),
         log: None,
-        recovered,
+        recovered: session.recovered.clone(),
     };
     if problems.is_empty() {
         return Ok(report);
     }
-    let mut log = AttemptLog::start(&state_dir.logs(), &state.product, 0, Action::Repair, log_copy)?;
-    log.line(&format!("repairing {} on {}", state.product, state_dir.target.display()));
-    let txid = util::new_txid();
-    let tx_rel = format!("tx/{txid}");
-    let staging_rel = format!("{tx_rel}/staging");
-    let staging = state_dir.resolve(&staging_rel);
-    std::fs::create_dir_all(&staging).map_err(|e| InstallError::io(&staging, e))?;
 
-    let journal = Journal {
-        format: JOURNAL_FORMAT,
-        txid: txid.clone(),
+    // Each damaged entry is restored from the copy kept by the package that installed it.
+    let mut by_transaction: BTreeMap<String, Vec<&Problem>> = BTreeMap::new();
+    for problem in &problems {
+        by_transaction.entry(state.files[&problem.path].transaction.clone()).or_default().push(problem);
+    }
+    let mut sources = Vec::new();
+    let mut restores: Vec<Restore> = Vec::new();
+    for (transaction, problems) in &by_transaction {
+        let Some(record) = state.packages.iter().find(|p| &p.transaction == transaction) else {
+            report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, "its package is no longer recorded")));
+            continue;
+        };
+        let Some(package) = kept_package(&session.state_dir, record)? else {
+            let reason = "its package was installed without a repair copy: reinstall it with --force";
+            report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, reason)));
+            continue;
+        };
+        let mut selected = BTreeSet::new();
+        for problem in problems {
+            let Some(index) = package.header().files.iter().position(|e| e.path == problem.path) else {
+                report.unrepairable.push(unrepairable(problem, "the kept package does not hold it"));
+                continue;
+            };
+            let kind = package.header().files[index].kind;
+            if kind != Kind::Dir {
+                selected.insert(index);
+            }
+            restores.push(Restore { path: problem.path.clone(), kind, now: None });
+        }
+        sources.push((package, selected));
+    }
+    // What stands at each path now; a path below a link that is not itself being
+    // repaired cannot be reached without writing through the link.
+    restores.sort_by(|a, b| a.path.cmp(&b.path));
+    let repaired_dirs: BTreeSet<String> =
+        restores.iter().filter(|r| r.kind == Kind::Dir).map(|r| r.path.clone()).collect();
+    let mut kept = Vec::new();
+    for mut restore in restores {
+        match Seen::of(root, &restore.path, None) {
+            Ok(now) => restore.now = now,
+            Err(InstallError::Fs(FsError::Link { path: link } | FsError::WrongKind { path: link, .. }))
+                if link
+                    .strip_prefix(&session.target.path)
+                    .is_ok_and(|rel| repaired_dirs.contains(rel.to_string_lossy().as_ref())) => {}
+            Err(InstallError::Fs(e @ (FsError::Link { .. } | FsError::WrongKind { .. }))) => {
+                let problem = problems.iter().find(|p| p.path == restore.path).expect("from the problems");
+                let reason = format!("{e}: replace it with the directory the package installed, then repair again");
+                report.unrepairable.push(unrepairable(problem, &reason));
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        kept.push(restore);
+    }
+    let restores = kept;
+
+    let intent = Intent {
         action: Action::Repair,
         package_id: state.product.clone(),
         package_build: 0,
-        log: log.path().strip_prefix(&state_dir.dir).unwrap_or(log.path()).display().to_string(),
-        ops: Vec::new(),
         services: Vec::new(),
-        services_stopped: false,
-        services_restarted: false,
-        undo_scripts: Vec::new(),
-        undo_armed: false,
+        script_timeout: 300,
         script_env: Vec::new(),
-        remove_on_undo: vec![tx_rel.clone()],
-        remove_on_commit: vec![tx_rel.clone()],
     };
-    // Opened before staging, so an interruption is always found and recorded by the next run.
-    journal.save(&state_dir)?;
-    failpoint::point("journal opened");
-    let mut tx = Tx { ctx, state_dir: state_dir.clone(), journal, log, applied: 0, timeout: 300 };
-
-    // Stage each damaged entry from the copy kept by the package that installed it.
-    let mut by_transaction: BTreeMap<String, Vec<&Problem>> = BTreeMap::new();
-    for problem in &problems {
-        let owned = &state.files[&problem.path];
-        by_transaction.entry(owned.transaction.clone()).or_default().push(problem);
-    }
-    let mut to_restore: Vec<(String, Kind, bool)> = Vec::new();
-    let stage_result = (|| -> Result<()> {
-        for (transaction, problems) in &by_transaction {
-            let Some(record) = state.packages.iter().find(|p| &p.transaction == transaction) else {
-                report
-                    .unrepairable
-                    .extend(problems.iter().map(|p| unrepairable(p, "its package is no longer recorded")));
-                continue;
-            };
-            let Some(package) = kept_package(&state_dir, record)? else {
-                let reason = "its package was installed without a repair copy: reinstall it with --force";
-                report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, reason)));
-                continue;
-            };
-            let header = package.header();
-            let mut selected = BTreeSet::new();
-            for problem in problems {
-                let Some(index) = header.files.iter().position(|e| e.path == problem.path) else {
-                    report.unrepairable.push(unrepairable(problem, "the kept package does not hold it"));
-                    continue;
-                };
-                let entry = &header.files[index];
-                let present = util::exists(&state_dir.target.join(&problem.path));
-                if entry.kind != Kind::Dir {
-                    selected.insert(index);
-                }
-                to_restore.push((problem.path.clone(), entry.kind, present));
+    let first_line = format!("repairing {} on {}", state.product, session.target.path.display());
+    let mut tx = transaction::begin(ctx, &session, intent, &first_line)?;
+    let layout = tx.layout();
+    let staged = (|| -> Result<HashMap<String, Seen>> {
+        let staging = session.state_dir.area(&layout.staging(), true)?;
+        for (package, selected) in &sources {
+            if !selected.is_empty() {
+                write_staged(ctx, package, &staging, &|i| selected.contains(&i), false)?;
             }
-            let options = WriteOptions {
-                threads: ctx.threads,
-                durability: if ctx.durability == Durability::PerFile { Durability::PerFile } else { Durability::None },
-                progress: ctx.progress,
-                verify_all: false,
-            };
-            upkg_unpack::write_entries(&package, &staging, &|i| selected.contains(&i), &options)?;
         }
-        if ctx.durability != Durability::None {
-            util::sync_filesystem(&staging)?;
+        if ctx.durability != upkg_unpack::Durability::None {
+            staging.syncfs()?;
         }
-        Ok(())
+        let mut staged = HashMap::new();
+        for restore in restores.iter().filter(|r| r.kind != Kind::Dir) {
+            let digest = state.files[&restore.path].sha256;
+            let seen = Seen::of(&staging, &restore.path, digest)?
+                .ok_or_else(|| InstallError::io(staging.join(&restore.path), std::io::ErrorKind::NotFound.into()))?;
+            staged.insert(restore.path.clone(), seen);
+        }
+        Ok(staged)
     })();
-    if let Err(error) = stage_result {
-        return Err(tx.fail(error));
-    }
-    to_restore.sort_by(|a, b| a.0.cmp(&b.0));
-    let aside = Some(format!("{tx_rel}/aside"));
-    tx.journal.ops = to_restore
-        .iter()
-        .map(|(path, kind, present)| match (kind, present) {
-            (Kind::Dir, _) => {
-                let mode = state.files[path].mode;
-                Op { kind: OpKind::Mkdir, path: path.clone(), source: None, aside: None, mode: Some(mode) }
+    let staged = match staged {
+        Ok(staged) => staged,
+        Err(error) => return Err(tx.fail(error)),
+    };
+    let mut ops = Vec::new();
+    for restore in &restores {
+        let path = restore.path.clone();
+        match (restore.kind, &restore.now) {
+            (Kind::Dir, None) => ops.push(Op::CreateDir { path, mode: state.files[&restore.path].mode.0 }),
+            (Kind::Dir, Some(now)) if now.kind == EntryKind::Dir => {}
+            (Kind::Dir, Some(now)) => {
+                ops.push(Op::Remove { path: path.clone(), current: now.clone(), aside: layout.displaced() });
+                ops.push(Op::CreateDir { path, mode: state.files[&restore.path].mode.0 });
             }
-            (_, true) => Op {
-                kind: OpKind::Swap,
-                path: path.clone(),
-                source: Some(staging_rel.clone()),
-                aside: aside.clone(),
-                mode: None,
-            },
-            (_, false) => Op {
-                kind: OpKind::Place,
-                path: path.clone(),
-                source: Some(staging_rel.clone()),
-                aside: None,
-                mode: None,
-            },
-        })
-        .collect();
-    tx.save_journal()?;
-    failpoint::point("journal written");
-    if let Err(error) = tx.apply_ops() {
-        return Err(tx.fail(error));
+            (_, Some(now)) => ops.push(Op::Replace {
+                path,
+                current: now.clone(),
+                aside: layout.displaced(),
+                from: layout.staging(),
+                entry: staged[&restore.path].clone(),
+            }),
+            (_, None) => ops.push(Op::Place { path, from: layout.staging(), entry: staged[&restore.path].clone() }),
+        }
     }
-    tx.commit(state)?;
-    report.repaired = to_restore.into_iter().map(|(path, _, _)| path).collect();
+    report.repaired = restores.iter().map(|r| r.path.clone()).collect();
     for path in &report.repaired {
-        tx.log.line(&format!("repaired {path}"));
+        tx.log.line(&format!("repairing {path}"));
     }
     for problem in &report.unrepairable {
-        tx.log.line(&format!("could not repair {}: {}", problem.path, problem.detail));
+        tx.log.line(&format!("cannot repair {}: {}", problem.path, problem.detail));
     }
     let verdict = if report.unrepairable.is_empty() {
         Verdict::Success
     } else {
         Verdict::Failure(format!("{} entries could not be repaired", report.unrepairable.len()))
     };
-    tx.log.verdict(&verdict)?;
-    report.log = Some(tx.log.path().to_owned());
+    let tx_plan = TxPlan {
+        ops,
+        steps: vec![Step::ApplyOps],
+        undo_scripts: Vec::new(),
+        remove_on_commit: vec![layout.whole()],
+        new_state: state,
+        verdict,
+    };
+    let committed = tx.run(tx_plan)?;
+    report.log = Some(committed.log);
     Ok(report)
 }
 

@@ -2,21 +2,17 @@
 //! or every entry of an expanded tree, against the signed catalog.
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 use upkg_format::buffer::with_copy_buffer;
 use upkg_format::header::Kind;
 use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
 use upkg_format::payload::{self, Unit};
-use upkg_format::{Digest, Error, ExpandedTree, Package, PackageFile};
+use upkg_format::{Error, ExpandedTree, Package, PackageFile};
 
 use crate::error::{TreeProblem, UnpackError};
 use crate::write::for_each_unit;
@@ -87,32 +83,26 @@ pub fn check_tree(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CheckReport, UnpackError> {
     let root = tree.root();
+    let dir = upkg_fs::Dir::open(root)?;
     let header = tree.header();
     let problems = Mutex::new(Vec::new());
     let report = |path: &str, kind: &'static str, detail: String| {
         problems.lock().expect("problems lock").push(TreeProblem { path: path.to_owned(), kind, detail });
     };
     let bytes = AtomicU64::new(0);
-    let pool = crate::write::thread_pool(threads)?;
+    let pool = upkg_fs::thread_pool(threads).map_err(|e| UnpackError::io("<threads>", e))?;
     pool.install(|| {
         header.files.par_iter().for_each(|entry| {
-            let path = root.join(&entry.path);
-            let metadata = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return report(&entry.path, "missing", "not in the tree".into());
-                }
+            let metadata = match dir.entry(&entry.path) {
+                Ok(Some(m)) => m,
+                Ok(None) => return report(&entry.path, "missing", "not in the tree".into()),
                 Err(e) => return report(&entry.path, "unreadable", e.to_string()),
             };
-            let file_type = metadata.file_type();
-            let actual_kind = if file_type.is_symlink() {
-                Kind::Symlink
-            } else if file_type.is_dir() {
-                Kind::Dir
-            } else if file_type.is_file() {
-                Kind::File
-            } else {
-                return report(&entry.path, "wrong-kind", "a special file".into());
+            let actual_kind = match metadata.kind {
+                upkg_fs::EntryKind::Symlink => Kind::Symlink,
+                upkg_fs::EntryKind::Dir => Kind::Dir,
+                upkg_fs::EntryKind::File => Kind::File,
+                _ => return report(&entry.path, "wrong-kind", "a special file".into()),
             };
             if actual_kind != entry.kind {
                 return report(
@@ -121,23 +111,23 @@ pub fn check_tree(
                     format!("expected a {:?}, found a {actual_kind:?}", entry.kind).to_lowercase(),
                 );
             }
-            if entry.kind != Kind::Symlink && metadata.mode() & 0o7777 != entry.mode.0 {
+            if entry.kind != Kind::Symlink && metadata.mode != entry.mode.0 {
                 return report(
                     &entry.path,
                     "wrong-mode",
-                    format!("mode {:04o}, expected {:04o}", metadata.mode() & 0o7777, entry.mode.0),
+                    format!("mode {:04o}, expected {:04o}", metadata.mode, entry.mode.0),
                 );
             }
             match entry.kind {
                 Kind::Dir => {}
                 Kind::Symlink => {
                     let target =
-                        std::fs::read_link(&path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+                        dir.read_link(&entry.path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
                     if Some(&target) != entry.target.as_ref() {
                         report(&entry.path, "wrong-target", format!("points to {target:?}"));
                     }
                 }
-                Kind::File => match hash_file(&path, progress) {
+                Kind::File => match dir.hash_file(&entry.path, progress) {
                     Ok((digest, size)) => {
                         bytes.fetch_add(size, Ordering::Relaxed);
                         if size != entry.size || Some(digest) != entry.sha256 {
@@ -168,23 +158,4 @@ pub fn check_tree(
     }
     let files = header.files.iter().filter(|e| e.kind == Kind::File).count() as u64;
     Ok(CheckReport { members: 0, files, bytes: bytes.into_inner() })
-}
-
-/// SHA-256 and size of a file, refusing to follow a link.
-pub fn hash_file(path: &Path, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<(Digest, u64)> {
-    let mut file = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
-    let mut hasher = Sha256::new();
-    let total = with_copy_buffer(|buf| {
-        let mut total = 0u64;
-        loop {
-            let n = file.read(buf)?;
-            if n == 0 {
-                return Ok::<u64, std::io::Error>(total);
-            }
-            hasher.update(&buf[..n]);
-            total += n as u64;
-            progress(n as u64);
-        }
-    })?;
-    Ok((Digest(hasher.finalize().into()), total))
 }

@@ -56,6 +56,11 @@ pub enum UnpackError {
         problems: Vec<TreeProblem>,
     },
 
+    /// The filesystem layer refused or failed an operation (a link on the way, a
+    /// full disk).
+    #[error(transparent)]
+    Fs(#[from] upkg_fs::FsError),
+
     /// An I/O error.
     #[error("{}", path.display())]
     Io {
@@ -97,6 +102,7 @@ impl UnpackError {
             UnpackError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
             UnpackError::TreeMismatch { .. } => FailureClass::DigestMismatch,
             UnpackError::Io { source, .. } => upkg_format::error::io_class(source),
+            UnpackError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
         }
     }
 

@@ -8,14 +8,13 @@
 //! destination as it was (or, when it already existed and was empty, without the
 //! header that marks a complete tree: the header is moved last).
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR};
 use upkg_format::{Package, PackageFile};
+use upkg_fs::{Dir, Flusher, Rename};
 
 use crate::error::UnpackError;
 use crate::space::{self, SpaceEstimate};
@@ -34,15 +33,32 @@ pub struct ExpandReport {
 }
 
 /// A staging directory removed on drop unless it was moved into place.
-struct Staging {
-    path: PathBuf,
+struct Staging<'a> {
+    parent: &'a Dir,
+    name: String,
     armed: bool,
 }
 
-impl Drop for Staging {
+impl Staging<'_> {
+    /// Creates a new private directory in `parent` whose name starts with `prefix`.
+    fn create<'a>(parent: &'a Dir, prefix: &str) -> Result<Staging<'a>, UnpackError> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        for attempt in 0u32.. {
+            let name = format!("{prefix}{}-{stamp:x}-{attempt}", std::process::id());
+            match parent.mkdir(&name, 0o700) {
+                Ok(()) => return Ok(Staging { parent, name, armed: true }),
+                Err(e) if e.is_exists() && attempt < 100 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+impl Drop for Staging<'_> {
     fn drop(&mut self) {
         if self.armed {
-            write::remove_tree(&self.path);
+            let _ = self.parent.remove_tree(&self.name);
         }
     }
 }
@@ -105,22 +121,21 @@ pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> 
     }
     package.verify_stub()?;
 
-    let (staging_parent, prefix) = match &destination {
-        Destination::EmptyDir => (dest.to_owned(), ".pkgrun-staging-".to_owned()),
+    let (parent, prefix) = match &destination {
+        Destination::EmptyDir => (Dir::open(dest)?, ".pkgrun-staging-".to_owned()),
         Destination::Absent { parent } => {
             let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (parent.clone(), format!(".{name}.pkgrun-"))
+            (Dir::open(parent)?, format!(".{name}.pkgrun-"))
         }
     };
-    let staging_dir = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&staging_parent)
-        .map_err(|e| UnpackError::io(&staging_parent, e))?
-        .keep();
-    let mut staging = Staging { path: staging_dir, armed: true };
+    let mut staging = Staging::create(&parent, &prefix)?;
+    let staging_dir = parent.open_dir(&staging.name)?;
 
     let package = Package::File(package);
-    let flusher = (options.durability == Durability::Batched).then(|| write::Flusher::start(&staging.path));
+    let flusher = match options.durability {
+        Durability::Batched => Some(Flusher::start(&staging_dir)?),
+        _ => None,
+    };
     let progress = |bytes: u64| {
         if let Some(flusher) = &flusher {
             flusher.add(bytes);
@@ -128,75 +143,52 @@ pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> 
         (options.progress)(bytes);
     };
     let write_options = WriteOptions { progress: &progress, ..*options };
-    let written = write::write_entries(&package, &staging.path, &|_| true, &write_options)?;
-    drop(flusher);
+    let written = write::write_entries(&package, &staging_dir, &|_| true, &write_options)?;
+    if let Some(flusher) = flusher {
+        flusher.finish()?;
+    }
 
     // The expanded tree keeps what it needs to be verified and installed later.
-    let package_dir = staging.path.join(PACKAGE_DIR);
-    if !package_dir.exists() {
-        std::fs::DirBuilder::new().mode(0o755).create(&package_dir).map_err(|e| UnpackError::io(&package_dir, e))?;
+    if staging_dir.entry(PACKAGE_DIR)?.is_none() {
+        staging_dir.mkdir(PACKAGE_DIR, 0o755)?;
     }
-    write_file(&staging.path.join(EXPANDED_HEADER), package.header_bytes())?;
+    write_file(&staging_dir, EXPANDED_HEADER, package.header_bytes())?;
     if let Some(signature) = package.signature() {
-        write_file(&staging.path.join(EXPANDED_SIGNATURE), signature.encode().as_bytes())?;
+        write_file(&staging_dir, EXPANDED_SIGNATURE, signature.encode().as_bytes())?;
     }
     if options.durability != Durability::None {
-        sync_filesystem(&staging.path)?;
+        staging_dir.syncfs()?;
     }
 
     match destination {
-        Destination::Absent { parent } => {
-            write::apply_dir_modes(&staging.path, &written.pending_dir_modes)?;
-            std::fs::rename(&staging.path, dest).map_err(|e| UnpackError::io(dest, e))?;
+        Destination::Absent { .. } => {
+            write::apply_dir_modes(&staging_dir, &written.pending_dir_modes)?;
+            let name = dest.file_name().expect("an absent destination has a name");
+            parent.rename(&staging.name, &parent, name, Rename::NoReplace)?;
             staging.armed = false;
-            sync_dir(&parent, options.durability)?;
+            if options.durability != Durability::None {
+                parent.sync()?;
+            }
         }
         Destination::EmptyDir => {
             // Move everything but the header, then the header: a tree without it is
             // recognisably incomplete if this is interrupted.
-            let pending = staging.path.join(".header.pending");
-            let header_path = staging.path.join(EXPANDED_HEADER);
-            std::fs::rename(&header_path, &pending).map_err(|e| UnpackError::io(&header_path, e))?;
-            let mut names: Vec<_> = std::fs::read_dir(&staging.path)
-                .map_err(|e| UnpackError::io(&staging.path, e))?
-                .map(|entry| entry.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| UnpackError::io(&staging.path, e))?;
-            names.sort();
-            for name in names.iter().filter(|n| *n != ".header.pending") {
-                let target = dest.join(name);
-                std::fs::rename(staging.path.join(name), &target).map_err(|e| UnpackError::io(&target, e))?;
+            const PENDING: &str = ".header.pending";
+            staging_dir.rename(EXPANDED_HEADER, &staging_dir, PENDING, Rename::NoReplace)?;
+            for name in staging_dir.list(".")?.iter().filter(|n| *n != PENDING) {
+                staging_dir.rename(name, &parent, name, Rename::NoReplace)?;
             }
-            let final_header = dest.join(EXPANDED_HEADER);
-            std::fs::rename(&pending, &final_header).map_err(|e| UnpackError::io(&final_header, e))?;
-            write::apply_dir_modes(dest, &written.pending_dir_modes)?;
-            sync_dir(dest, options.durability)?;
+            staging_dir.rename(PENDING, &parent, EXPANDED_HEADER, Rename::NoReplace)?;
+            write::apply_dir_modes(&parent, &written.pending_dir_modes)?;
+            if options.durability != Durability::None {
+                parent.sync()?;
+            }
         }
     }
     Ok(ExpandReport { destination: dest.to_owned(), written, space: estimate })
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), UnpackError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(|e| UnpackError::io(path, e))?;
-    file.write_all(bytes).map_err(|e| UnpackError::io(path, e))
-}
-
-/// One `syncfs` for everything written: as durable as a sync per file, at a small fraction of the cost.
-pub fn sync_filesystem(path: &Path) -> Result<(), UnpackError> {
-    let dir = File::open(path).map_err(|e| UnpackError::io(path, e))?;
-    rustix::fs::syncfs(&dir).map_err(|e| UnpackError::io(path, e.into()))
-}
-
-fn sync_dir(path: &Path, durability: Durability) -> Result<(), UnpackError> {
-    if durability == Durability::None {
-        return Ok(());
-    }
-    let dir = File::open(path).map_err(|e| UnpackError::io(path, e))?;
-    dir.sync_all().map_err(|e| UnpackError::io(path, e))
+fn write_file(dir: &Dir, rel: &str, bytes: &[u8]) -> Result<(), UnpackError> {
+    let mut file = dir.create_file(rel, 0o644)?;
+    file.write_all(bytes).map_err(|e| UnpackError::io(dir.join(rel), e))
 }

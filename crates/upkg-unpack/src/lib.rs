@@ -10,14 +10,14 @@
 //! Reading the bytes is `upkg-format`'s job; deciding whether the signer is
 //! trusted is the caller's, before calling in here.
 
-pub mod check;
-pub mod error;
-pub mod expand;
-pub mod space;
-pub mod write;
+mod check;
+mod error;
+mod expand;
+mod space;
+mod write;
 
 pub use check::{CheckReport, check, check_file, check_tree};
 pub use error::{TreeProblem, UnpackError};
 pub use expand::{ExpandReport, expand, preflight};
-pub use space::{SpaceEstimate, estimate};
-pub use write::{Durability, WriteOptions, WriteReport, write_entries};
+pub use space::{FreeSpace, SpaceEstimate, estimate, needed};
+pub use write::{Durability, WriteOptions, WriteReport, apply_dir_modes, write_entries};

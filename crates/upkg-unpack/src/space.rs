@@ -1,33 +1,19 @@
 //! Disk space estimation: what expanding a package needs on a filesystem, in
 //! whole blocks, against what the filesystem has free.
 //!
-//! `statvfs` is read through `rustix` rather than a free-space crate because the
-//! estimate needs the block size and the free inode count too, which `fs4` does
-//! not report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use upkg_format::Header;
 use upkg_format::header::Kind;
 
+pub use upkg_fs::FreeSpace;
+
 use crate::error::UnpackError;
 
 /// Symbolic links up to this length are stored in the inode on ext4 (fast symlinks).
 const INLINE_SYMLINK_MAX: u64 = 59;
-
-/// What a filesystem has free.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FreeSpace {
-    /// The directory that was measured (the destination, or its nearest existing ancestor).
-    pub measured: PathBuf,
-    /// The filesystem's fundamental block size.
-    pub block_size: u64,
-    /// Bytes available to unprivileged users.
-    pub available: u64,
-    /// Inodes available, or `None` when the filesystem does not limit them.
-    pub available_inodes: Option<u64>,
-}
 
 /// Space needed against space free.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,29 +40,6 @@ impl SpaceEstimate {
             available_inodes: self.free.available_inodes,
         }
     }
-}
-
-/// Measures the filesystem that holds `path` (or would hold it, if it does not exist yet).
-pub fn free_space(path: &Path) -> Result<FreeSpace, UnpackError> {
-    let mut measured = path.to_owned();
-    while !measured.exists() {
-        match measured.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => measured = parent.to_owned(),
-            _ => {
-                measured = PathBuf::from(".");
-                break;
-            }
-        }
-    }
-    let stats = rustix::fs::statvfs(&measured).map_err(|e| UnpackError::io(&measured, e.into()))?;
-    let block_size = if stats.f_frsize > 0 { stats.f_frsize } else { stats.f_bsize.max(1) };
-    Ok(FreeSpace {
-        measured,
-        block_size,
-        available: stats.f_bavail.saturating_mul(block_size),
-        // Filesystems without an inode table (btrfs, tmpfs with nr_inodes=0) report zero inodes.
-        available_inodes: (stats.f_files > 0).then_some(stats.f_favail),
-    })
 }
 
 /// Bytes and inodes that the entries selected by `include` need with blocks of `block_size`,
@@ -113,7 +76,7 @@ pub fn estimate(
     signature_len: u64,
     destination: &Path,
 ) -> Result<SpaceEstimate, UnpackError> {
-    let free = free_space(destination)?;
+    let free = FreeSpace::of_path(destination)?;
     // The expanded tree also keeps the header and signature, in .package/ (one more directory if the package has none).
     let mut extra = vec![header_len, signature_len];
     if header.find(upkg_format::paths::PACKAGE_DIR).is_none() {

@@ -1,16 +1,13 @@
 //! Writing verified entries into a directory this process created and owns.
 //!
 //! Used by `-x` (into its staging directory) and by the installer (into its
-//! staging area on the target's filesystem). The directory must be new and
-//! private: entries are created with `O_CREAT | O_EXCL | O_NOFOLLOW`, directories
-//! are created before files and links after them, and a signed catalog never
-//! lists an entry below a link (checked when the header is parsed), so nothing is
-//! ever written through a link.
+//! staging area on the target's filesystem). Every operation goes through the
+//! `upkg-fs` layer from the directory's descriptor: entries are created with
+//! `O_CREAT | O_EXCL`, nothing is ever resolved through a link, directories are
+//! created before files and links after them.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -20,6 +17,7 @@ use upkg_format::buffer::with_copy_buffer;
 use upkg_format::header::Kind;
 use upkg_format::payload::{self, Unit};
 use upkg_format::{Digest, Error, Header, Package, PackageFile};
+use upkg_fs::{Dir, NewFile, thread_pool};
 
 use crate::error::UnpackError;
 
@@ -51,92 +49,12 @@ pub struct WriteOptions<'a> {
 impl Default for WriteOptions<'_> {
     fn default() -> Self {
         WriteOptions {
-            threads: default_threads(),
+            threads: upkg_fs::default_threads(),
             durability: Durability::Batched,
             progress: &|_| {},
             verify_all: false,
         }
     }
-}
-
-/// Starts the disk writes early while a large amount is being written, so that the
-/// one `syncfs` of batched durability has little left to wait for: a thread syncs
-/// the filesystem each time another [`Flusher::STEP`] bytes have been written.
-/// The writers never wait for it.
-pub struct Flusher {
-    shared: std::sync::Arc<(Mutex<FlushState>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct FlushState {
-    pending: u64,
-    done: bool,
-}
-
-impl Flusher {
-    /// Bytes written between two background syncs.
-    pub const STEP: u64 = 64 << 20;
-
-    /// Starts the flusher for the filesystem holding `dir`.
-    pub fn start(dir: &Path) -> Flusher {
-        let shared = std::sync::Arc::new((Mutex::new(FlushState::default()), std::sync::Condvar::new()));
-        let dir = dir.to_owned();
-        let worker = std::sync::Arc::clone(&shared);
-        let thread = std::thread::spawn(move || {
-            let (lock, wake) = &*worker;
-            loop {
-                let mut state = lock.lock().expect("flusher lock");
-                while !state.done && state.pending < Self::STEP {
-                    state = wake.wait(state).expect("flusher lock");
-                }
-                if state.done {
-                    return;
-                }
-                state.pending = 0;
-                drop(state);
-                // Failures here are not errors: the final sync reports them.
-                if let Ok(fd) = File::open(&dir) {
-                    let _ = rustix::fs::syncfs(&fd);
-                }
-            }
-        });
-        Flusher { shared, thread: Some(thread) }
-    }
-
-    /// Counts `bytes` more written.
-    pub fn add(&self, bytes: u64) {
-        let (lock, wake) = &*self.shared;
-        let mut state = lock.lock().expect("flusher lock");
-        state.pending += bytes;
-        if state.pending >= Self::STEP {
-            wake.notify_one();
-        }
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        let (lock, wake) = &*self.shared;
-        lock.lock().expect("flusher lock").done = true;
-        wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// A pool of `threads` worker threads (at least one).
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, UnpackError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| UnpackError::io("<threads>", io::Error::other(e)))
-}
-
-/// Decoding threads: one per core; file creation waits on the kernel, so never fewer than two.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
 }
 
 /// What was written.
@@ -157,24 +75,15 @@ pub struct WriteReport {
     pub pending_dir_modes: Vec<(String, u32)>,
 }
 
-/// The directory entries are written into: paths are resolved from its descriptor
-/// (not from `/` for every file), and the umask is read once, so that files and
-/// directories are created with their final mode whenever the umask leaves it
-/// intact, without a `chmod` each.
-struct Root {
-    path: PathBuf,
-    fd: rustix::fd::OwnedFd,
+/// The directory entries are written into, and the umask, read once, so that
+/// files and directories are created with their final mode whenever the umask
+/// leaves it intact, without a `chmod` each.
+struct Root<'a> {
+    dir: &'a Dir,
     umask: u32,
 }
 
-impl Root {
-    fn open(path: &Path) -> Result<Root, UnpackError> {
-        use rustix::fs::{Mode, OFlags};
-        let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| UnpackError::io(path, e.into()))?;
-        Ok(Root { path: path.to_owned(), fd, umask: process_umask() })
-    }
-
+impl Root<'_> {
     /// Whether `mode` survives creation as given: no special bits, nothing the umask removes.
     fn keeps(&self, mode: u32) -> bool {
         mode & 0o7000 == 0 && mode & self.umask == 0
@@ -184,32 +93,21 @@ impl Root {
     fn mkdir(&self, relative: &str, mode: u32) -> Result<bool, UnpackError> {
         let final_now = self.keeps(mode) && mode & 0o700 == 0o700;
         let initial = if final_now { mode } else { 0o700 };
-        match rustix::fs::mkdirat(&self.fd, relative, rustix::fs::Mode::from_raw_mode(initial)) {
+        match self.dir.mkdir(relative, initial) {
             Ok(()) => Ok(final_now),
-            Err(rustix::io::Errno::EXIST)
-                if std::fs::symlink_metadata(self.path.join(relative)).is_ok_and(|m| m.is_dir()) =>
-            {
+            Err(e) if e.is_exists() && self.dir.entry(relative)?.is_some_and(|e| e.kind == upkg_fs::EntryKind::Dir) => {
                 Ok(false)
             }
-            Err(e) => Err(UnpackError::io(self.path.join(relative), e.into())),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Creates file `relative`; refuses to follow or replace anything already there.
     /// Returns the file and whether its mode still has to be set.
-    fn create_file(&self, relative: &str, mode: u32) -> Result<(File, bool), UnpackError> {
-        use rustix::fs::{Mode, OFlags};
+    fn create_file(&self, relative: &str, mode: u32) -> Result<(NewFile, bool), UnpackError> {
         let final_now = self.keeps(mode);
         let initial = if final_now { mode } else { 0o600 };
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&self.fd, relative, flags, Mode::from_raw_mode(initial))
-            .map_err(|e| UnpackError::io(self.path.join(relative), e.into()))?;
-        Ok((File::from(fd), !final_now))
-    }
-
-    fn symlink(&self, target: &str, relative: &str) -> Result<(), UnpackError> {
-        rustix::fs::symlinkat(target, &self.fd, relative)
-            .map_err(|e| UnpackError::io(self.path.join(relative), e.into()))
+        Ok((self.dir.create_file(relative, initial)?, !final_now))
     }
 }
 
@@ -229,25 +127,28 @@ fn process_umask() -> u32 {
 /// holds a partial, unverified tree that the caller must discard.
 pub fn write_entries(
     package: &Package,
-    root: &Path,
+    root: &Dir,
     select: &(dyn Fn(usize) -> bool + Sync),
     options: &WriteOptions<'_>,
 ) -> Result<WriteReport, UnpackError> {
     let header = package.header();
-    let root = Root::open(root)?;
+    let root = Root { dir: root, umask: process_umask() };
     let mut report = WriteReport::default();
     create_dirs(header, &root, select, &mut report)?;
     let counters = Counters::default();
     match package {
         Package::File(file) => write_from_file(file, header, &root, select, options, &counters)?,
-        Package::Tree(tree) => write_from_tree(tree.root(), header, &root, select, options, &counters)?,
+        Package::Tree(tree) => {
+            let tree_dir = Dir::open(tree.root())?;
+            write_from_tree(&tree_dir, header, &root, select, options, &counters)?
+        }
     }
     report.files = counters.files.load(Ordering::Relaxed);
     report.bytes = counters.bytes.load(Ordering::Relaxed);
     // Links last: nothing is ever written below one.
     for (index, entry) in header.files.iter().enumerate() {
         if entry.kind == Kind::Symlink && select(index) {
-            root.symlink(entry.target.as_deref().expect("validated"), &entry.path)?;
+            root.dir.symlink(entry.target.as_deref().expect("validated"), &entry.path)?;
             report.symlinks += 1;
         }
     }
@@ -303,34 +204,27 @@ fn create_dirs(
 
 /// Gives directories the modes they could not be created with, deepest first, so a
 /// read-only directory is closed only after its contents are written.
-pub fn apply_dir_modes(root: &Path, pending: &[(String, u32)]) -> Result<(), UnpackError> {
+pub fn apply_dir_modes(root: &Dir, pending: &[(String, u32)]) -> Result<(), UnpackError> {
     let mut pending: Vec<&(String, u32)> = pending.iter().collect();
     pending.sort_by(|a, b| b.0.cmp(&a.0));
     for (dir, mode) in pending {
-        let path = root.join(dir);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| UnpackError::io(&path, e))?;
+        root.chmod(dir, *mode)?;
     }
     Ok(())
 }
 
-fn finish_file(file: File, path: &Path, mode: Option<u32>, durability: Durability) -> Result<(), UnpackError> {
+fn finish_file(mut file: NewFile, mode: Option<u32>, durability: Durability) -> Result<(), UnpackError> {
     if let Some(mode) = mode {
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| UnpackError::io(path, e))?;
+        file.set_mode(mode)?;
     }
     if durability == Durability::PerFile {
-        file.sync_all().map_err(|e| UnpackError::io(path, e))?;
+        file.sync()?;
     }
     Ok(())
 }
 
 /// Copies `data` to `out`; read errors are the package's, write errors the destination's.
-fn copy_data(
-    data: &mut dyn Read,
-    out: &mut File,
-    path: &Path,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<u64, UnpackError> {
+fn copy_data(data: &mut dyn Read, out: &mut NewFile, progress: &(dyn Fn(u64) + Sync)) -> Result<u64, UnpackError> {
     with_copy_buffer(|buf| {
         let mut total = 0u64;
         loop {
@@ -340,7 +234,7 @@ fn copy_data(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(payload::read_error(e).into()),
             };
-            out.write_all(&buf[..n]).map_err(|e| UnpackError::io(path, e))?;
+            out.write_all(&buf[..n]).map_err(|e| UnpackError::io(out.path(), e))?;
             total += n as u64;
             progress(n as u64);
         }
@@ -357,7 +251,7 @@ pub(crate) fn for_each_unit(
 ) -> Result<(), UnpackError> {
     let stop = AtomicBool::new(false);
     let errors: Mutex<Vec<(usize, UnpackError)>> = Mutex::new(Vec::new());
-    let pool = thread_pool(threads)?;
+    let pool = thread_pool(threads).map_err(|e| UnpackError::io("<threads>", e))?;
     pool.install(|| {
         units.par_iter().enumerate().with_max_len(1).for_each(|(index, unit)| {
             if stop.load(Ordering::Relaxed) {
@@ -395,11 +289,10 @@ fn write_from_file(
                 return Ok(());
             }
             let entry = &header.files[index];
-            let path = root.path.join(&entry.path);
             let result = (|| {
                 let (mut file, chmod) = root.create_file(&entry.path, entry.mode.0)?;
-                let written = copy_data(data, &mut file, &path, options.progress)?;
-                finish_file(file, &path, chmod.then_some(entry.mode.0), options.durability)?;
+                let written = copy_data(data, &mut file, options.progress)?;
+                finish_file(file, chmod.then_some(entry.mode.0), options.durability)?;
                 counters.files.fetch_add(1, Ordering::Relaxed);
                 counters.bytes.fetch_add(written, Ordering::Relaxed);
                 Ok(())
@@ -415,7 +308,7 @@ fn write_from_file(
 
 /// Copies selected files from an expanded tree, hashing each against the catalog.
 fn write_from_tree(
-    tree: &Path,
+    tree: &Dir,
     header: &Header,
     root: &Root,
     select: &(dyn Fn(usize) -> bool + Sync),
@@ -424,17 +317,12 @@ fn write_from_tree(
 ) -> Result<(), UnpackError> {
     let files: Vec<usize> =
         (0..header.files.len()).filter(|&i| header.files[i].kind == Kind::File && select(i)).collect();
-    let pool = thread_pool(options.threads)?;
+    let pool = thread_pool(options.threads).map_err(|e| UnpackError::io("<threads>", e))?;
     pool.install(|| {
         files.par_iter().try_for_each(|&index| {
             let entry = &header.files[index];
             let source_path = tree.join(&entry.path);
-            let source = OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&source_path)
-                .map_err(|e| UnpackError::io(&source_path, e))?;
-            let path = root.path.join(&entry.path);
+            let source = tree.open_file(&entry.path)?;
             let (mut file, chmod) = root.create_file(&entry.path, entry.mode.0)?;
             let mut reader = HashReader { inner: source, hasher: Sha256::new() };
             let total = with_copy_buffer(|buf| {
@@ -444,7 +332,7 @@ fn write_from_tree(
                     if n == 0 {
                         return Ok::<u64, UnpackError>(total);
                     }
-                    file.write_all(&buf[..n]).map_err(|e| UnpackError::io(&path, e))?;
+                    file.write_all(&buf[..n]).map_err(|e| UnpackError::io(file.path(), e))?;
                     total += n as u64;
                     (options.progress)(n as u64);
                 }
@@ -459,7 +347,7 @@ fn write_from_tree(
                     actual: actual.to_hex(),
                 }));
             }
-            finish_file(file, &path, chmod.then_some(entry.mode.0), options.durability)?;
+            finish_file(file, chmod.then_some(entry.mode.0), options.durability)?;
             counters.files.fetch_add(1, Ordering::Relaxed);
             counters.bytes.fetch_add(total, Ordering::Relaxed);
             Ok(())
@@ -484,7 +372,9 @@ impl<R: Read> Read for HashReader<R> {
 fn into_format_error(error: UnpackError) -> Error {
     match error {
         UnpackError::Format(e) => e,
-        UnpackError::Io { path, source } => Error::Io { path, source },
+        UnpackError::Io { path, source } | UnpackError::Fs(upkg_fs::FsError::Io { path, source }) => {
+            Error::Io { path, source }
+        }
         other => Error::Io { path: PathBuf::from("<destination>"), source: io::Error::other(other.to_string()) },
     }
 }
@@ -497,17 +387,4 @@ fn from_format_error(error: Error) -> UnpackError {
         }
         other => UnpackError::Format(other),
     }
-}
-
-/// Removes a tree this process created, even where it made directories read-only.
-pub fn remove_tree(path: &Path) {
-    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
-        return;
-    }
-    for entry in walkdir::WalkDir::new(path).follow_links(false).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700));
-        }
-    }
-    let _ = std::fs::remove_dir_all(path);
 }
