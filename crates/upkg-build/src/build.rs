@@ -124,9 +124,10 @@ pub fn build(
     let directory_len = (codec == Codec::Cab).then(|| write::cab_directory_len(&files, &plan));
 
     // Check the header's rules with placeholder digests before writing anything.
+    let package = package_info(&loaded, options.created);
     let mut header = Header {
-        format: FormatVersion::CURRENT,
-        package: package_info(&loaded, options.created),
+        format: FormatVersion::lowest_for(&package),
+        package,
         stub: stub.as_ref().map(|(_, len)| Part { size: *len, sha256: Digest([0; 32]) }),
         payload: placeholder_payload(codec, level, &plan, directory_len),
         files,
@@ -269,6 +270,7 @@ fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::P
                 unit: s.unit.clone(),
                 stop: s.stop.clone(),
                 start: s.start.clone(),
+                status: s.status.as_ref().map(|v| v.get_ref().clone()),
             })
             .collect(),
         scripts: Scripts {

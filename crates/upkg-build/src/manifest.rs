@@ -123,6 +123,8 @@ pub struct ServiceSection {
     pub stop: Option<String>,
     /// Start command.
     pub start: Option<String>,
+    /// Status command: exit 0 when the service runs (command-style services only).
+    pub status: Option<Spanned<String>>,
 }
 
 /// `[scripts]`.
@@ -250,6 +252,15 @@ impl LoadedManifest {
         }
         for service in &m.services {
             let s = service;
+            if let (Some(_), Some(status)) = (&s.unit, &s.status) {
+                return Err(self.error_at(
+                    status.span(),
+                    format!(
+                        "service {:?}: `status` is for services with `stop` and `start` commands; a systemd `unit` is asked `systemctl is-active`",
+                        s.name.get_ref()
+                    ),
+                ));
+            }
             let has_unit = s.unit.is_some();
             let has_commands = s.stop.is_some() || s.start.is_some();
             if has_unit == has_commands || (has_commands && (s.stop.is_none() || s.start.is_none())) {
@@ -363,5 +374,25 @@ mod tests {
     fn services_need_a_unit_or_commands() {
         let (line, _, message) = error_location(&format!("{MINIMAL}\n[[services]]\nname = \"web\"\nstop = \"x\"\n"));
         assert_eq!(line, 11, "{message}");
+        let (line, _, message) =
+            error_location(&format!("{MINIMAL}\n[[services]]\nname = \"web\"\nstatus = \"pgrep web\"\n"));
+        assert_eq!(line, 11, "{message}");
+    }
+
+    #[test]
+    fn status_is_refused_with_a_unit_at_its_value() {
+        let text = format!("{MINIMAL}\n[[services]]\nname = \"web\"\nunit = \"web.service\"\nstatus = \"pgrep web\"\n");
+        let (line, column, message) = error_location(&text);
+        assert_eq!((line, column), (13, 10), "{message}");
+        assert!(message.contains("systemctl is-active"), "{message}");
+    }
+
+    #[test]
+    fn status_is_accepted_with_stop_and_start() {
+        let text = format!(
+            "{MINIMAL}\n[[services]]\nname = \"web\"\nstop = \"web stop\"\nstart = \"web start\"\nstatus = \"web status\"\n"
+        );
+        let m = load(&text).unwrap().manifest;
+        assert_eq!(m.services[0].status.as_ref().map(|s| s.get_ref().as_str()), Some("web status"));
     }
 }
