@@ -172,7 +172,7 @@ pub fn info_text(package: &Package, signer: &Signer) -> String {
             .collect();
         add("Services", services.join(", "));
     }
-    let scripts: Vec<&str> = p.scripts.all().map(|(role, _)| role).collect();
+    let scripts: Vec<&str> = p.scripts.all().map(|(role, _)| role.name()).collect();
     if !scripts.is_empty() {
         add("Scripts", format!("{} (timeout {} s)", scripts.join(", "), p.scripts.timeout));
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
-use upkg_format::header::{Policy, Restart};
+use upkg_format::header::{Policy, Restart, ScriptRole};
 use upkg_format::{Version, VersionReq};
 
 use crate::error::BuildError;
@@ -144,6 +144,19 @@ pub struct ScriptsSection {
     /// Seconds before a script is killed (default 300).
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+}
+
+impl ScriptsSection {
+    /// The script named for `role`.
+    pub fn get(&self, role: ScriptRole) -> Option<&Spanned<String>> {
+        match role {
+            ScriptRole::PreInstall => self.pre_install.as_ref(),
+            ScriptRole::PostInstall => self.post_install.as_ref(),
+            ScriptRole::PostInstallUndo => self.post_install_undo.as_ref(),
+            ScriptRole::PreUninstall => self.pre_uninstall.as_ref(),
+            ScriptRole::PostUninstall => self.post_uninstall.as_ref(),
+        }
+    }
 }
 
 impl Default for ScriptsSection {

@@ -157,17 +157,68 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    /// Every script path with its role name, in a fixed order.
-    pub fn all(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("pre-install", &self.pre_install),
-            ("post-install", &self.post_install),
-            ("post-install-undo", &self.post_install_undo),
-            ("pre-uninstall", &self.pre_uninstall),
-            ("post-uninstall", &self.post_uninstall),
-        ]
-        .into_iter()
-        .filter_map(|(name, path)| path.as_deref().map(|p| (name, p)))
+    /// The path of the script for `role`, if the package has one.
+    pub fn get(&self, role: ScriptRole) -> Option<&str> {
+        match role {
+            ScriptRole::PreInstall => self.pre_install.as_deref(),
+            ScriptRole::PostInstall => self.post_install.as_deref(),
+            ScriptRole::PostInstallUndo => self.post_install_undo.as_deref(),
+            ScriptRole::PreUninstall => self.pre_uninstall.as_deref(),
+            ScriptRole::PostUninstall => self.post_uninstall.as_deref(),
+        }
+    }
+
+    /// Every script path with its role, in the order of [`ScriptRole::ALL`].
+    pub fn all(&self) -> impl Iterator<Item = (ScriptRole, &str)> {
+        ScriptRole::ALL.into_iter().filter_map(|role| self.get(role).map(|path| (role, path)))
+    }
+}
+
+/// The role of a package script: when the installer runs it. The serde names, and
+/// [`ScriptRole::name`], are the role names of the manifest's `[scripts]` keys and
+/// of `PKGRUN_PHASE` (`pre-install` ... `post-uninstall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScriptRole {
+    /// Runs before any file changes (and before the services are stopped).
+    PreInstall,
+    /// Runs after the files are in place; its failure rolls the install back.
+    PostInstall,
+    /// The compensating script: undoes what `pre-install` and `post-install` did
+    /// when an install is rolled back after either started.
+    PostInstallUndo,
+    /// Runs before an uninstall changes any file.
+    PreUninstall,
+    /// Runs after an uninstall restored the files.
+    PostUninstall,
+}
+
+impl ScriptRole {
+    /// Every role, in the order the header lists them.
+    pub const ALL: [ScriptRole; 5] = [
+        ScriptRole::PreInstall,
+        ScriptRole::PostInstall,
+        ScriptRole::PostInstallUndo,
+        ScriptRole::PreUninstall,
+        ScriptRole::PostUninstall,
+    ];
+
+    /// The role's name: `pre-install`, `post-install`, `post-install-undo`,
+    /// `pre-uninstall` or `post-uninstall`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptRole::PreInstall => "pre-install",
+            ScriptRole::PostInstall => "post-install",
+            ScriptRole::PostInstallUndo => "post-install-undo",
+            ScriptRole::PreUninstall => "pre-uninstall",
+            ScriptRole::PostUninstall => "post-uninstall",
+        }
+    }
+}
+
+impl fmt::Display for ScriptRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -735,6 +786,29 @@ pub(crate) mod tests {
             .replace(r#""minor":0"#, &format!(r#""minor":{minor}"#))
             .replace(r#""services":[]"#, &format!(r#""services":[{services}]"#))
             .into_bytes()
+    }
+
+    #[test]
+    fn script_role_names_are_the_serde_names() {
+        for role in ScriptRole::ALL {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.name());
+            assert_eq!(serde_json::from_value::<ScriptRole>(role.name().into()).unwrap(), role);
+        }
+        let scripts = Scripts {
+            post_install: Some(".package/scripts/post-install.sh".into()),
+            post_uninstall: Some(".package/scripts/post-uninstall.sh".into()),
+            ..Scripts::default()
+        };
+        assert_eq!(scripts.get(ScriptRole::PostInstall), Some(".package/scripts/post-install.sh"));
+        assert_eq!(scripts.get(ScriptRole::PreInstall), None);
+        let all: Vec<(ScriptRole, &str)> = scripts.all().collect();
+        assert_eq!(
+            all,
+            [
+                (ScriptRole::PostInstall, ".package/scripts/post-install.sh"),
+                (ScriptRole::PostUninstall, ".package/scripts/post-uninstall.sh")
+            ]
+        );
     }
 
     #[test]
