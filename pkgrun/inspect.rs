@@ -164,9 +164,10 @@ pub fn info_text(package: &Package, signer: &Signer) -> String {
         let services: Vec<String> = p
             .services
             .iter()
-            .map(|s| match &s.unit {
-                Some(unit) => format!("{} (systemd {unit})", s.name),
-                None => format!("{} (stop/start commands)", s.name),
+            .map(|s| match (&s.unit, &s.status) {
+                (Some(unit), _) => format!("{} (systemd {unit})", s.name),
+                (None, None) => format!("{} (stop/start commands)", s.name),
+                (None, Some(_)) => format!("{} (stop/start/status commands)", s.name),
             })
             .collect();
         add("Services", services.join(", "));

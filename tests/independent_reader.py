@@ -47,7 +47,7 @@ MAX_HEADER = 256 << 20
 MAX_SIGNATURE = 4096
 MAX_MEMBER = 64 << 20
 ZSTD_WINDOW_MAX = 1 << 25
-KNOWN_MINOR = 0
+KNOWN_MINOR = 1
 MAGIC = b"\x89UPKG\r\n\x1a"
 
 # --- Ed25519 verification (RFC 8032 section 6) ---------------------------------
@@ -312,7 +312,11 @@ PACKAGE = obj(
             ("fresh_install", REQ, BOOL),
         ),
     ),
-    ("services", REQ, array(obj(("name", REQ, STR), ("unit", OPT, STR), ("stop", OPT, STR), ("start", OPT, STR)))),
+    (
+        "services",
+        REQ,
+        array(obj(("name", REQ, STR), ("unit", OPT, STR), ("stop", OPT, STR), ("start", OPT, STR), ("status", OPT, STR))),
+    ),
     (
         "scripts",
         REQ,
@@ -446,6 +450,9 @@ def resolve_link(link_path, target, links):
 
 def validate(h):
     pkg, payload, files = h["package"], h["payload"], h["files"]
+    # Section 4.4, rule 6b: no member newer than the header's own minor version.
+    if h["format"]["minor"] < 1 and any("status" in service for service in pkg["services"]):
+        refuse("malformed", "services[].status (format 1.1) in a header that says 1.0")
     check_identifier(pkg["id"])
     check_identifier(pkg["applies_to"]["product"])
     for r in pkg["applies_to"]["requires"]:
@@ -506,6 +513,8 @@ def validate(h):
         commands = ("stop" in service, "start" in service)
         if not ((has_unit and commands == (False, False)) or (not has_unit and commands == (True, True))):
             refuse("malformed", f"service {service['name']}: a unit, or both stop and start")
+        if has_unit and "status" in service:
+            refuse("malformed", f"service {service['name']}: status is only for stop and start commands")
     for role in pkg["rollout"]:
         serial = role["serial"]
         if serial.endswith("%"):

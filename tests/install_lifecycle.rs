@@ -64,6 +64,23 @@ fn sample_service_pack_installs_then_uninstalls_byte_for_byte() {
     }
 }
 
+/// The sample's service has a status command, which makes the package format 1.1
+/// (and only that: every other sample and test package stays 1.0); `--info` says so.
+#[test]
+fn sample_service_pack_is_format_1_1_for_its_status_command() {
+    let ctx = TestContext::new();
+    let sp = acme_service_pack(&ctx);
+    let header = ctx.header(&sp);
+    assert_eq!((header.format.major, header.format.minor), (1, 1));
+    assert_eq!(header.package.services[0].status.as_deref(), Some("test -x bin/acme-ctl && bin/acme-ctl status"));
+    let info = run(&mut ctx.pkgrun_trusted(&sp, &["--info"]));
+    info.assert_success();
+    assert!(info.stdout.contains("Format:      1.1\n"), "{}", info.render());
+    assert!(info.stdout.contains("Acme Server (stop/start/status commands)"), "{}", info.render());
+    let release = acme_previous_release(&ctx);
+    assert_eq!(ctx.header(&release).format.minor, 0, "a package without a status command is format 1.0");
+}
+
 /// The sample runs itself: a self-extracting service pack installs with `./sp.run --target`.
 #[test]
 fn self_extracting_package_installs_itself() {

@@ -25,7 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use upkg_build::BuildOptions;
 use upkg_format::header::{FormatVersion, Member, PackageInfo, Payload};
-use upkg_format::trailer::{TRAILER_LEN, Trailer};
+use upkg_format::trailer::{FORMAT_MINOR, TRAILER_LEN, Trailer};
 use upkg_format::trust::{self, TrustPolicy};
 use upkg_format::write::{self, EntryData};
 use upkg_format::{Codec, Digest, FileEntry, Header, Kind, Mode, Package, Policy, SecretKey, TrustStore};
@@ -192,6 +192,17 @@ source = "root"
     );
 }
 
+/// The small tree with a command-style service that has a status command (format 1.1).
+fn service_tree(dir: &Path) {
+    small_tree(dir);
+    let manifest = dir.join("package.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(
+        "\n[[services]]\nname = \"upkg test service\"\nstop = \"bin/tool stop\"\nstart = \"bin/tool start\"\nstatus = \"bin/tool status\"\n",
+    );
+    write_file(&manifest, text.as_bytes(), 0o644);
+}
+
 /// Only empty files: a cabinet of one folder without data.
 fn empty_files_tree(dir: &Path) {
     write_file(&dir.join("root/a.txt"), b"", 0o644);
@@ -225,6 +236,7 @@ impl Builder {
         for (name, make) in [
             ("full", full_tree as fn(&Path)),
             ("small", small_tree),
+            ("service", service_tree),
             ("empty", empty_tree),
             ("empty-files", empty_files_tree),
         ] {
@@ -381,7 +393,7 @@ fn assemble(mut package: PackageInfo, files: Vec<(FileEntry, &[u8])>, remove: &[
         payload.extend_from_slice(&encoded.bytes);
     }
     let header = Header {
-        format: FormatVersion::CURRENT,
+        format: FormatVersion::lowest_for(&package),
         package,
         stub: None,
         payload: Payload {
@@ -470,19 +482,60 @@ fn generate() -> Vec<Vector> {
     let small_cab = Parts::split(&b.build("small", Codec::Cab, Some("test-key"), false));
     assert_eq!(small.header().payload.members.len(), 1, "the small package has one member");
 
-    // A newer minor version: unknown fields are ignored, the canonical form is not required.
+    // A newer minor version: unknown fields are ignored, the canonical form is not
+    // required. "Newer" is relative to the newest minor this reader knows, so this
+    // vector changes (and is reviewed) whenever a minor version is added.
     {
+        let future = FORMAT_MINOR + 1;
         let mut header = small.header();
-        header.format.minor = 1;
+        header.format.minor = future;
         let mut bytes = header.to_bytes();
         bytes.pop();
-        bytes.extend_from_slice(br#","x_added_in_1_1":{"note":"a reader of 1.0 ignores this field"}}"#);
+        bytes.extend_from_slice(
+            format!(r#","x_added_in_1_{future}":{{"note":"a reader of 1.{FORMAT_MINOR} ignores this field"}}}}"#)
+                .as_bytes(),
+        );
         let signature = test_key.sign(&bytes, &header.trusted_comment()).encode();
         add(
             "ok-future-minor",
             "ok",
-            "a good package of format 1.1 (header and trailer say minor 1) whose header has a field 1.0 does not know: a 1.0 reader accepts it",
-            small.frame(&bytes, signature.as_bytes(), 1),
+            &format!(
+                "a good package of format 1.{future} (header and trailer say minor {future}) whose header has a field 1.{FORMAT_MINOR} does not know: a 1.{FORMAT_MINOR} reader accepts it"
+            ),
+            small.frame(&bytes, signature.as_bytes(), future),
+        );
+    }
+
+    // Format 1.1: services[].status.
+    let service = Parts::split(&b.build("service", Codec::TarZstd, Some("test-key"), false));
+    assert_eq!(service.header().format.minor, 1, "a service with a status command makes a 1.1 package");
+    add(
+        "ok-service-status",
+        "ok",
+        "a good package of format 1.1 (the lowest version that has services[].status): its command-style service has a status command",
+        service.join(),
+    );
+    {
+        let mut header = service.header();
+        header.format.minor = 0;
+        add(
+            "malformed-service-status-minor-0",
+            "malformed",
+            "ok-service-status, but header and trailer say format 1.0 (re-signed and re-framed): 1.0 does not define services[].status, so this is not a canonical 1.0 header, though re-encoding it gives the same bytes",
+            service.resign(&header, &test_key),
+        );
+    }
+    {
+        let mut header = service.header();
+        let svc = &mut header.package.services[0];
+        svc.unit = Some("upkg-test.service".into());
+        svc.stop = None;
+        svc.start = None;
+        add(
+            "malformed-service-status-with-unit",
+            "malformed",
+            "a format 1.1 service with a systemd unit and a status command (re-signed and re-framed): status is only for services with stop and start commands",
+            service.resign(&header, &test_key),
         );
     }
 
@@ -666,8 +719,23 @@ fn generate() -> Vec<Vector> {
         add(
             "malformed-header-unknown-field",
             "malformed",
-            "the header of ok-future-minor, but saying format 1.0: a field 1.0 does not define is not canonical (re-signed and re-framed)",
+            "the header of malformed-header-unknown-field-minor-1 (which was ok-future-minor while readers knew only 1.0), but saying format 1.0: a field 1.0 does not define is not canonical (re-signed and re-framed)",
             small.frame(&bytes, signature.as_bytes(), 0),
+        );
+    }
+    {
+        // What ok-future-minor was while readers knew only 1.0.
+        let mut header = small.header();
+        header.format.minor = 1;
+        let mut bytes = header.to_bytes();
+        bytes.pop();
+        bytes.extend_from_slice(br#","x_added_in_1_1":{"note":"a reader of 1.0 ignores this field"}}"#);
+        let signature = test_key.sign(&bytes, &header.trusted_comment()).encode();
+        add(
+            "malformed-header-unknown-field-minor-1",
+            "malformed",
+            "a header saying format 1.1 (header and trailer) with a field 1.1 does not define (re-signed and re-framed): a 1.0 reader accepts it, a reader that knows 1.1 requires its canonical form",
+            small.frame(&bytes, signature.as_bytes(), 1),
         );
     }
     {

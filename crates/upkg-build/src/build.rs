@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, mpsc};
 
 use sha2::{Digest as _, Sha256};
-use upkg_format::header::{Applicability, FormatVersion, Member, Part, Payload, Role, Scripts, Service};
+use upkg_format::header::{Applicability, FormatVersion, Member, Part, Payload, Role, ScriptRole, Scripts, Service};
 use upkg_format::write::{self, EntryData, PayloadPlan, Piece};
 use upkg_format::{Codec, Digest, FileEntry, Header, Kind, Mode, SecretKey};
 
@@ -124,9 +124,10 @@ pub fn build(
     let directory_len = (codec == Codec::Cab).then(|| write::cab_directory_len(&files, &plan));
 
     // Check the header's rules with placeholder digests before writing anything.
+    let package = package_info(&loaded, options.created);
     let mut header = Header {
-        format: FormatVersion::CURRENT,
-        package: package_info(&loaded, options.created),
+        format: FormatVersion::lowest_for(&package),
+        package,
         stub: stub.as_ref().map(|(_, len)| Part { size: *len, sha256: Digest([0; 32]) }),
         payload: placeholder_payload(codec, level, &plan, directory_len),
         files,
@@ -238,8 +239,10 @@ fn catalog_entry(source: &SourceEntry) -> FileEntry {
 
 fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::PackageInfo {
     let m = &loaded.manifest;
-    let script = |role: &str, value: &Option<toml::Spanned<String>>| {
-        value.as_ref().map(|v| format!("{}/scripts/{role}{}", upkg_format::paths::PACKAGE_DIR, extension(v.get_ref())))
+    let script = |role: ScriptRole| {
+        m.scripts
+            .get(role)
+            .map(|v| format!("{}/scripts/{role}{}", upkg_format::paths::PACKAGE_DIR, extension(v.get_ref())))
     };
     upkg_format::header::PackageInfo {
         id: m.package.id.get_ref().clone(),
@@ -269,15 +272,15 @@ fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::P
                 unit: s.unit.clone(),
                 stop: s.stop.clone(),
                 start: s.start.clone(),
-                status: None,
+                status: s.status.as_ref().map(|v| v.get_ref().clone()),
             })
             .collect(),
         scripts: Scripts {
-            pre_install: script("pre-install", &m.scripts.pre_install),
-            post_install: script("post-install", &m.scripts.post_install),
-            post_install_undo: script("post-install-undo", &m.scripts.post_install_undo),
-            pre_uninstall: script("pre-uninstall", &m.scripts.pre_uninstall),
-            post_uninstall: script("post-uninstall", &m.scripts.post_uninstall),
+            pre_install: script(ScriptRole::PreInstall),
+            post_install: script(ScriptRole::PostInstall),
+            post_install_undo: script(ScriptRole::PostInstallUndo),
+            pre_uninstall: script(ScriptRole::PreUninstall),
+            post_uninstall: script(ScriptRole::PostUninstall),
             timeout: m.scripts.timeout,
         },
         restart: m.package.restart,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
-use upkg_format::header::{Policy, Restart};
+use upkg_format::header::{Policy, Restart, ScriptRole};
 use upkg_format::{Version, VersionReq};
 
 use crate::error::BuildError;
@@ -123,6 +123,8 @@ pub struct ServiceSection {
     pub stop: Option<String>,
     /// Start command.
     pub start: Option<String>,
+    /// Status command: exit 0 when the service runs (command-style services only).
+    pub status: Option<Spanned<String>>,
 }
 
 /// `[scripts]`.
@@ -142,6 +144,19 @@ pub struct ScriptsSection {
     /// Seconds before a script is killed (default 300).
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+}
+
+impl ScriptsSection {
+    /// The script named for `role`.
+    pub fn get(&self, role: ScriptRole) -> Option<&Spanned<String>> {
+        match role {
+            ScriptRole::PreInstall => self.pre_install.as_ref(),
+            ScriptRole::PostInstall => self.post_install.as_ref(),
+            ScriptRole::PostInstallUndo => self.post_install_undo.as_ref(),
+            ScriptRole::PreUninstall => self.pre_uninstall.as_ref(),
+            ScriptRole::PostUninstall => self.post_uninstall.as_ref(),
+        }
+    }
 }
 
 impl Default for ScriptsSection {
@@ -250,6 +265,15 @@ impl LoadedManifest {
         }
         for service in &m.services {
             let s = service;
+            if let (Some(_), Some(status)) = (&s.unit, &s.status) {
+                return Err(self.error_at(
+                    status.span(),
+                    format!(
+                        "service {:?}: `status` is for services with `stop` and `start` commands; a systemd `unit` is asked `systemctl is-active`",
+                        s.name.get_ref()
+                    ),
+                ));
+            }
             let has_unit = s.unit.is_some();
             let has_commands = s.stop.is_some() || s.start.is_some();
             if has_unit == has_commands || (has_commands && (s.stop.is_none() || s.start.is_none())) {
@@ -363,5 +387,25 @@ mod tests {
     fn services_need_a_unit_or_commands() {
         let (line, _, message) = error_location(&format!("{MINIMAL}\n[[services]]\nname = \"web\"\nstop = \"x\"\n"));
         assert_eq!(line, 11, "{message}");
+        let (line, _, message) =
+            error_location(&format!("{MINIMAL}\n[[services]]\nname = \"web\"\nstatus = \"pgrep web\"\n"));
+        assert_eq!(line, 11, "{message}");
+    }
+
+    #[test]
+    fn status_is_refused_with_a_unit_at_its_value() {
+        let text = format!("{MINIMAL}\n[[services]]\nname = \"web\"\nunit = \"web.service\"\nstatus = \"pgrep web\"\n");
+        let (line, column, message) = error_location(&text);
+        assert_eq!((line, column), (13, 10), "{message}");
+        assert!(message.contains("systemctl is-active"), "{message}");
+    }
+
+    #[test]
+    fn status_is_accepted_with_stop_and_start() {
+        let text = format!(
+            "{MINIMAL}\n[[services]]\nname = \"web\"\nstop = \"web stop\"\nstart = \"web start\"\nstatus = \"web status\"\n"
+        );
+        let m = load(&text).unwrap().manifest;
+        assert_eq!(m.services[0].status.as_ref().map(|s| s.get_ref().as_str()), Some("web status"));
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use globset::GlobBuilder;
-use upkg_format::header::{Kind, Policy};
+use upkg_format::header::{Kind, Policy, ScriptRole};
 use upkg_format::paths::{self, PACKAGE_DIR};
 use upkg_format::{Version, header};
 
@@ -58,16 +58,8 @@ pub fn resolve(loaded: &LoadedManifest) -> Result<Vec<SourceEntry>, BuildError> 
     }
 
     // The package's own files: scripts and EULA under .package/.
-    let scripts = &manifest.scripts;
-    let package_files = [
-        ("pre-install", &scripts.pre_install),
-        ("post-install", &scripts.post_install),
-        ("post-install-undo", &scripts.post_install_undo),
-        ("pre-uninstall", &scripts.pre_uninstall),
-        ("post-uninstall", &scripts.post_uninstall),
-    ];
-    for (role, script) in package_files {
-        if let Some(script) = script {
+    for role in ScriptRole::ALL {
+        if let Some(script) = manifest.scripts.get(role) {
             let source = loaded.base.join(script.get_ref());
             let entry = package_file(
                 loaded,

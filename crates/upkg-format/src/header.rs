@@ -44,8 +44,20 @@ pub struct FormatVersion {
 }
 
 impl FormatVersion {
-    /// The version this crate writes.
-    pub const CURRENT: FormatVersion = FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR };
+    /// The version a writer gives a header of `package`: the lowest minor version
+    /// that defines every member the package uses (spec section 16), so a package
+    /// that uses nothing newer stays readable, byte for byte, as format 1.0.
+    pub fn lowest_for(package: &PackageInfo) -> FormatVersion {
+        FormatVersion { major: FORMAT_MAJOR, minor: newest_member(package).map_or(0, |(minor, _)| minor) }
+    }
+}
+
+/// The member of `package` that needs the newest minor version, with that version,
+/// or `None` when everything it uses is defined by 1.0.
+fn newest_member(package: &PackageInfo) -> Option<(u16, String)> {
+    // 1.1: services[].status.
+    let index = package.services.iter().position(|s| s.status.is_some())?;
+    Some((1, format!("services[{index}].status (the status command of service {:?})", package.services[index].name)))
 }
 
 /// Identity, description and installation behaviour of a package.
@@ -114,7 +126,10 @@ pub struct Service {
     /// Shell command that starts the service (when there is no unit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
-    /// Shell command that exits 0 when the service runs (when there is no unit; format 1.1).
+    /// Shell command that exits 0 when the service is running and non-zero when it
+    /// is not (format 1.1; only with `stop` and `start`, never with a unit, whose
+    /// state `systemctl is-active` gives). Without it, a command-style service is
+    /// taken to be running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }
@@ -141,15 +156,36 @@ pub struct Scripts {
     pub timeout: u64,
 }
 
-/// The roles a package script can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+impl Scripts {
+    /// The path of the script for `role`, if the package has one.
+    pub fn get(&self, role: ScriptRole) -> Option<&str> {
+        match role {
+            ScriptRole::PreInstall => self.pre_install.as_deref(),
+            ScriptRole::PostInstall => self.post_install.as_deref(),
+            ScriptRole::PostInstallUndo => self.post_install_undo.as_deref(),
+            ScriptRole::PreUninstall => self.pre_uninstall.as_deref(),
+            ScriptRole::PostUninstall => self.post_uninstall.as_deref(),
+        }
+    }
+
+    /// Every script path with its role, in the order of [`ScriptRole::ALL`].
+    pub fn all(&self) -> impl Iterator<Item = (ScriptRole, &str)> {
+        ScriptRole::ALL.into_iter().filter_map(|role| self.get(role).map(|path| (role, path)))
+    }
+}
+
+/// The role of a package script: when the installer runs it. The serde names, and
+/// [`ScriptRole::name`], are the role names of the manifest's `[scripts]` keys and
+/// of `PKGRUN_PHASE` (`pre-install` ... `post-uninstall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScriptRole {
-    /// Runs before any file changes.
+    /// Runs before any file changes (and before the services are stopped).
     PreInstall,
-    /// Runs after the files are in place.
+    /// Runs after the files are in place; its failure rolls the install back.
     PostInstall,
-    /// Undoes what `pre-install` and `post-install` did, during a rollback.
+    /// The compensating script: undoes what `pre-install` and `post-install` did
+    /// when an install is rolled back after either started.
     PostInstallUndo,
     /// Runs before an uninstall changes any file.
     PreUninstall,
@@ -158,7 +194,7 @@ pub enum ScriptRole {
 }
 
 impl ScriptRole {
-    /// Every role, in the order they are listed.
+    /// Every role, in the order the header lists them.
     pub const ALL: [ScriptRole; 5] = [
         ScriptRole::PreInstall,
         ScriptRole::PostInstall,
@@ -167,7 +203,8 @@ impl ScriptRole {
         ScriptRole::PostUninstall,
     ];
 
-    /// The role's name, as the manifest and `PKGRUN_PHASE` spell it.
+    /// The role's name: `pre-install`, `post-install`, `post-install-undo`,
+    /// `pre-uninstall` or `post-uninstall`.
     pub fn name(self) -> &'static str {
         match self {
             ScriptRole::PreInstall => "pre-install",
@@ -179,28 +216,9 @@ impl ScriptRole {
     }
 }
 
-impl std::fmt::Display for ScriptRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for ScriptRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl Scripts {
-    /// The catalog path of the script with `role`, if the package has one.
-    pub fn get(&self, role: ScriptRole) -> Option<&str> {
-        match role {
-            ScriptRole::PreInstall => &self.pre_install,
-            ScriptRole::PostInstall => &self.post_install,
-            ScriptRole::PostInstallUndo => &self.post_install_undo,
-            ScriptRole::PreUninstall => &self.pre_uninstall,
-            ScriptRole::PostUninstall => &self.post_uninstall,
-        }
-        .as_deref()
-    }
-
-    /// Every script path with its role, in a fixed order.
-    pub fn all(&self) -> impl Iterator<Item = (ScriptRole, &str)> {
-        ScriptRole::ALL.into_iter().filter_map(|role| self.get(role).map(|path| (role, path)))
     }
 }
 
@@ -504,6 +522,17 @@ impl Header {
     /// Checks the rules of the spec that do not depend on the payload bytes.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::malformed("header", None, reason));
+        // A member that a header's own minor version does not define is not part of
+        // that version's canonical encoding. The re-encoding check in `parse` cannot
+        // see it, because this reader knows the member; hence this rule (spec 4.4).
+        if let Some((minor, member)) = newest_member(&self.package)
+            && self.format.minor < minor
+        {
+            return bad(format!(
+                "it says format {}.{} but uses {member}, which format {}.{minor} added",
+                self.format.major, self.format.minor, self.format.major
+            ));
+        }
         check_identifier("package id", &self.package.id)?;
         check_identifier("product id", &self.package.applies_to.product)?;
         for required in &self.package.applies_to.requires {
@@ -629,6 +658,12 @@ impl Header {
             return bad("the script timeout is zero".into());
         }
         for service in &self.package.services {
+            if service.unit.is_some() && service.status.is_some() {
+                return bad(format!(
+                    "service {:?} has both a systemd unit and a status command (a unit's state is read with `systemctl is-active`)",
+                    service.name
+                ));
+            }
             let commands = (service.stop.is_some(), service.start.is_some());
             if service.unit.is_some() == (commands != (false, false))
                 || commands == (true, false)
@@ -702,8 +737,8 @@ impl Header {
     }
 }
 
-/// The newest minor version this reader knows (a function, so the comparison above
-/// reads the same when it is no longer zero).
+/// The newest minor version this reader knows: it requires the canonical encoding
+/// up to this one (spec section 4.1).
 fn known_minor() -> u16 {
     FORMAT_MINOR
 }
@@ -730,4 +765,95 @@ pub fn check_identifier(what: &str, id: &str) -> Result<()> {
 /// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
 fn digits(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::error::FailureClass;
+
+    /// The header of the spec's worked example (section 20, vector `ok-no-entries`):
+    /// format 1.0, an empty catalog, no service.
+    pub(crate) const WORKED_EXAMPLE: &str = r#"{"format":{"major":1,"minor":0},"package":{"id":"upkg-test-vector","title":"upkg test vector","version":"1.2.3","build":42,"description":"","created":1735689600,"applies_to":{"product":"upkg-test","versions":"*","requires":[],"fresh_install":false},"services":[],"scripts":{"timeout":300},"restart":"if-needed","remove":[],"rollout":[]},"stub":null,"payload":{"codec":"tar+zstd","level":3,"size":23,"raw_size":1024,"members":[{"offset":0,"size":23,"raw_offset":0,"raw_size":1024,"sha256":"475029fc2ab1f7150ea3ec148920e24d90c54bdd49a2a8afbed5f5127ef1f6fb","continues":false}]},"files":[]}"#;
+
+    /// A command-style service with a status command (format 1.1).
+    pub(crate) const SERVICE_WITH_STATUS: &str =
+        r#"{"name":"web","stop":"bin/web stop","start":"bin/web start","status":"bin/web status"}"#;
+
+    /// The worked example's header with format 1.`minor` and `services` (JSON objects, comma-separated).
+    pub(crate) fn example_with(minor: u16, services: &str) -> Vec<u8> {
+        WORKED_EXAMPLE
+            .replace(r#""minor":0"#, &format!(r#""minor":{minor}"#))
+            .replace(r#""services":[]"#, &format!(r#""services":[{services}]"#))
+            .into_bytes()
+    }
+
+    #[test]
+    fn script_role_names_are_the_serde_names() {
+        for role in ScriptRole::ALL {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.name());
+            assert_eq!(serde_json::from_value::<ScriptRole>(role.name().into()).unwrap(), role);
+        }
+        let scripts = Scripts {
+            post_install: Some(".package/scripts/post-install.sh".into()),
+            post_uninstall: Some(".package/scripts/post-uninstall.sh".into()),
+            ..Scripts::default()
+        };
+        assert_eq!(scripts.get(ScriptRole::PostInstall), Some(".package/scripts/post-install.sh"));
+        assert_eq!(scripts.get(ScriptRole::PreInstall), None);
+        let all: Vec<(ScriptRole, &str)> = scripts.all().collect();
+        assert_eq!(
+            all,
+            [
+                (ScriptRole::PostInstall, ".package/scripts/post-install.sh"),
+                (ScriptRole::PostUninstall, ".package/scripts/post-uninstall.sh")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_worked_example_is_format_1_0() {
+        let header = Header::parse(WORKED_EXAMPLE.as_bytes(), 0).unwrap();
+        assert_eq!(header.format, FormatVersion { major: 1, minor: 0 });
+        assert_eq!(FormatVersion::lowest_for(&header.package), header.format);
+    }
+
+    #[test]
+    fn a_status_command_makes_format_1_1() {
+        let header = Header::parse(&example_with(1, SERVICE_WITH_STATUS), 0).unwrap();
+        assert_eq!(header.package.services[0].status.as_deref(), Some("bin/web status"));
+        assert_eq!(FormatVersion::lowest_for(&header.package), FormatVersion { major: 1, minor: 1 });
+    }
+
+    /// Guards the explicit rule: re-encoding a 1.0 header that carries `status` gives
+    /// back the same bytes, so the canonical check alone would accept it.
+    #[test]
+    fn a_status_command_in_a_1_0_header_is_malformed() {
+        let bytes = example_with(0, SERVICE_WITH_STATUS);
+        let parsed: Header = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed.to_bytes(), bytes, "the re-encoding check cannot see it");
+        let err = Header::parse(&bytes, 0).unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+        assert!(err.to_string().contains("services[0].status"), "{err}");
+    }
+
+    #[test]
+    fn a_status_command_with_a_unit_is_malformed() {
+        let err =
+            Header::parse(&example_with(1, r#"{"name":"web","unit":"web.service","status":"true"}"#), 0).unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+        assert!(err.to_string().contains("systemctl is-active"), "{err}");
+    }
+
+    /// A header at a minor version newer than this reader's may carry members it
+    /// does not know (ignored) beside `status` (checked).
+    #[test]
+    fn a_newer_minor_keeps_status_and_ignores_unknown_members() {
+        let service = r#"{"name":"web","stop":"a","start":"b","status":"c","x_later":true}"#;
+        let header = Header::parse(&example_with(FORMAT_MINOR + 1, service), 0).unwrap();
+        assert_eq!(header.package.services[0].status.as_deref(), Some("c"));
+        // At the newest minor this reader knows, the same member is not canonical.
+        let err = Header::parse(&example_with(FORMAT_MINOR, service), 0).unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+    }
 }

@@ -16,8 +16,14 @@ pub const MAGIC: [u8; 8] = *b"\x89UPKG\r\n\x1a";
 
 /// Format major version written and read by this crate.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Format minor version written by this crate.
-pub const FORMAT_MINOR: u16 = 0;
+/// Newest format minor version this crate reads and writes. A writer gives each
+/// package the lowest minor version it needs
+/// ([`FormatVersion::lowest_for`](crate::header::FormatVersion::lowest_for)), so
+/// this is only the highest it may write.
+///
+/// - 1.0: the first version;
+/// - 1.1: adds `services[].status`.
+pub const FORMAT_MINOR: u16 = 1;
 
 // Field offsets inside the trailer (spec table "Trailer layout").
 const OFF_HEADER_SHA256: usize = 0;

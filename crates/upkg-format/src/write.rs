@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use crate::cabfmt;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::header::{Codec, FileEntry, Header, Kind, Part};
+use crate::header::{Codec, FileEntry, FormatVersion, Header, Kind, Part};
 use crate::layout;
 use crate::sign::SecretKey;
 use crate::tarfmt;
@@ -422,9 +422,23 @@ pub fn cab_directory_len(files: &[FileEntry], plan: &PayloadPlan) -> u64 {
 
 /// The bytes that end a package after its payload: header, signature block and
 /// trailer. The header must be complete; it is validated first, so a writer bug
-/// cannot produce a package that readers refuse.
+/// cannot produce a package that readers refuse. Its format version must be
+/// [`FormatVersion::lowest_for`] its package: writers write the lowest minor
+/// version whose members the package uses (spec section 16), so a package that
+/// uses nothing of 1.1 stays a 1.0 package, byte for byte.
 pub fn finish_bytes(header: &Header, key: Option<&SecretKey>) -> Result<Vec<u8>> {
     header.validate()?;
+    let lowest = FormatVersion::lowest_for(&header.package);
+    if header.format != lowest {
+        return Err(Error::malformed(
+            "header",
+            None,
+            format!(
+                "it says format {}.{}, but writers write the lowest version its members need, {}.{}",
+                header.format.major, header.format.minor, lowest.major, lowest.minor
+            ),
+        ));
+    }
     Ok(finish_bytes_unvalidated(header, key))
 }
 
@@ -446,4 +460,34 @@ pub fn finish_bytes_unvalidated(header: &Header, key: Option<&SecretKey>) -> Vec
     out.extend_from_slice(signature.as_bytes());
     out.extend_from_slice(&trailer.encode());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::tests::{SERVICE_WITH_STATUS, example_with};
+    use crate::trailer::TRAILER_LEN;
+
+    fn finish(minor: u16, services: &str) -> Result<Vec<u8>> {
+        let header: Header = serde_json::from_slice(&example_with(minor, services)).unwrap();
+        finish_bytes(&header, None)
+    }
+
+    /// The trailer's minor version field (offset 82 of the trailer).
+    fn trailer_minor(bytes: &[u8]) -> u16 {
+        let at = bytes.len() - TRAILER_LEN + 82;
+        u16::from_le_bytes([bytes[at], bytes[at + 1]])
+    }
+
+    /// Writers write the lowest minor version a package needs (spec section 16), so
+    /// packages that do not use 1.1 stay byte for byte what they were.
+    #[test]
+    fn writers_write_the_lowest_minor_version() {
+        assert_eq!(trailer_minor(&finish(0, "").unwrap()), 0);
+        assert_eq!(trailer_minor(&finish(1, SERVICE_WITH_STATUS).unwrap()), 1);
+        let err = finish(1, "").unwrap_err();
+        assert!(err.to_string().contains("lowest version"), "{err}");
+        // Too low a version is a broken rule of the header itself.
+        assert!(finish(0, SERVICE_WITH_STATUS).is_err());
+    }
 }
