@@ -112,14 +112,15 @@ impl Tx<'_, '_> {
         let path = self.state_dir.resolve(relative);
         let env = self.journal.script_env.clone();
         let target = self.state_dir.target.clone();
-        run::script(&path, phase, &target, &env, self.timeout, &mut self.log, self.ctx.cancel).map_err(|failure| {
-            match failure {
+        let options = run::RunOptions { cwd: &target, env: &env, timeout: secs(self.timeout), cancel: self.ctx.cancel };
+        run::script(&path, phase, &self.journal.txid, &options, &mut |line| self.log.line(line)).map_err(
+            |failure| match failure {
                 run::RunFailure::Cancelled => {
                     InstallError::Cancelled(format!("interrupted while the {phase} script ran"))
                 }
                 other => InstallError::Script { phase: phase.to_owned(), reason: other.to_string() },
-            }
-        })?;
+            },
+        )?;
         failpoint::point(phase);
         Ok(())
     }
@@ -134,9 +135,10 @@ impl Tx<'_, '_> {
         self.save_journal()?;
         let env = self.journal.script_env.clone();
         let target = self.state_dir.target.clone();
+        let options = run::RunOptions { cwd: &target, env: &env, timeout: secs(self.timeout), cancel: self.ctx.cancel };
         for service in self.journal.services.clone() {
             (self.ctx.notify)(&format!("stopping service {}", service.name));
-            run::service(&service, "stop", &target, &env, self.timeout, &mut self.log, self.ctx.cancel)
+            run::service(&service, run::ServiceVerb::Stop, &options, &mut |line| self.log.line(line))
                 .map_err(|f| InstallError::Service { name: service.name.clone(), reason: format!("stop: {f}") })?;
         }
         failpoint::point("services stopped");
@@ -150,11 +152,12 @@ impl Tx<'_, '_> {
         }
         let env = self.journal.script_env.clone();
         let target = self.state_dir.target.clone();
+        // Starting again must not be prevented by a cancellation.
+        let never = AtomicBool::new(false);
+        let options = run::RunOptions { cwd: &target, env: &env, timeout: secs(self.timeout), cancel: &never };
         for service in self.journal.services.clone() {
             (self.ctx.notify)(&format!("starting service {}", service.name));
-            // Starting again must not be prevented by a cancellation.
-            let never = AtomicBool::new(false);
-            run::service(&service, "start", &target, &env, self.timeout, &mut self.log, &never)
+            run::service(&service, run::ServiceVerb::Start, &options, &mut |line| self.log.line(line))
                 .map_err(|f| InstallError::Service { name: service.name.clone(), reason: format!("start: {f}") })?;
         }
         self.journal.services_stopped = false;
@@ -236,11 +239,12 @@ fn describe_op(op: &journal::Op, state_dir: &StateDir) -> String {
 pub fn rollback(state_dir: &StateDir, journal: &Journal, applied: usize, log: &mut AttemptLog) -> Result<()> {
     let never = AtomicBool::new(false);
     let target = state_dir.target.clone();
+    let options = run::RunOptions { cwd: &target, env: &journal.script_env, timeout: secs(300), cancel: &never };
     let mut services_stopped = journal.services_stopped;
     if journal.services_restarted && !services_stopped {
         for service in &journal.services {
             // Best effort: the files go back whether or not the service stops.
-            let _ = run::service(service, "stop", &target, &journal.script_env, 300, log, &never);
+            let _ = run::service(service, run::ServiceVerb::Stop, &options, &mut |line| log.line(line));
         }
         services_stopped = true;
     }
@@ -259,12 +263,16 @@ pub fn rollback(state_dir: &StateDir, journal: &Journal, applied: usize, log: &m
                 env.push((key, value));
             }
             // A compensating script that fails cannot be undone in turn: log it and go on.
-            let _ = run::script(&state_dir.resolve(&script.path), &script.phase, &target, &env, 300, log, &never);
+            let options = run::RunOptions { env: &env, ..options };
+            let _ =
+                run::script(&state_dir.resolve(&script.path), &script.phase, &journal.txid, &options, &mut |line| {
+                    log.line(line)
+                });
         }
     }
     if services_stopped {
         for service in &journal.services {
-            let _ = run::service(service, "start", &target, &journal.script_env, 300, log, &never);
+            let _ = run::service(service, run::ServiceVerb::Start, &options, &mut |line| log.line(line));
         }
     }
     for dir in &journal.remove_on_undo {
@@ -350,6 +358,11 @@ fn sweep_orphans(state_dir: &StateDir) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A timeout in seconds as the runner takes it.
+fn secs(timeout: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(timeout)
 }
 
 /// The environment scripts and service commands receive.
