@@ -301,6 +301,13 @@ pub fn recover(ctx: &Context<'_>, state_dir: &StateDir) -> Result<Option<Recover
     let log_path = state_dir.resolve(&journal.log);
     let mut log = AttemptLog::reopen(&log_path, journal.action, ctx.open_log_copy()?)?;
     log.line(&format!("a later pkgrun run (pid {}) found this transaction interrupted", std::process::id()));
+    // Nothing is undone or finished while a script of the transaction still runs
+    // (its supervisor normally went down with the pkgrun that died, taking them along).
+    match run::kill_transaction_processes(&journal.txid, std::time::Duration::from_secs(10)) {
+        Ok(0) => {}
+        Ok(n) => log.line(&format!("killed {n} process(es) still running from its scripts")),
+        Err(source) => return Err(InstallError::Io { path: state_dir.journal_file(), source }),
+    }
     let committed = state_dir.load()?.is_some_and(|s| s.last_transaction.as_deref() == Some(journal.txid.as_str()));
     let outcome = if committed {
         (ctx.notify)(&format!(
