@@ -573,8 +573,7 @@ fn watch(
         Stream::new(child.stdout.take().map(OwnedFd::from), false),
         Stream::new(child.stderr.take().map(OwnedFd::from), true),
     ];
-    // Readable once the child has exited (Linux 5.3 and later).
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok();
+    let pidfd = open_pidfd(pid);
     let tick = if pidfd.is_some() { CANCEL_TICK } else { FALLBACK_TICK };
     let deadline = Instant::now().checked_add(options.timeout);
     let mut buffer = vec![0u8; READ_CHUNK];
@@ -642,6 +641,15 @@ fn watch(
         Some(reason) => Err(reason),
         None => Ok(status),
     }
+}
+
+/// A pidfd of `pid`, readable once it has exited (Linux 5.3 and later).
+fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
+    #[cfg(test)]
+    if tests::WITHOUT_PIDFD.with(std::cell::Cell::get) {
+        return None;
+    }
+    rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok()
 }
 
 fn kill_group(pid: Pid) {
@@ -920,6 +928,30 @@ fn environ_holds(pid: i32, marker: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set: `watch` does without a pidfd, as on kernels before 5.3.
+        pub(super) static WITHOUT_PIDFD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The capture without pidfds: the same output, no waiting for a daemon, the timeout.
+    #[test]
+    fn capture_works_without_pidfds() {
+        WITHOUT_PIDFD.with(|w| w.set(true));
+        let (result, lines) = sh("seq 1 20000; printf partial", MINUTE, &never());
+        assert_eq!(result, Ok(()));
+        assert_eq!(lines.len(), 20001);
+        assert_eq!(lines.last().map(|s| s.as_str()), Some("t| partial"));
+        let started = Instant::now();
+        let (result, lines) = sh("sleep 30 & echo \"pgid $$\"", MINUTE, &never());
+        let elapsed = started.elapsed();
+        assert_eq!(result, Ok(()));
+        let pgid: i32 = lines[0].strip_prefix("t| pgid ").expect("the group").parse().expect("a pid");
+        let _ = rustix::process::kill_process_group(Pid::from_raw(pgid).expect("pid"), Signal::KILL);
+        assert!(elapsed < Duration::from_secs(20), "run waited for the daemon: {elapsed:?}");
+        let (result, _) = sh("sleep 30", Duration::from_millis(200), &never());
+        assert_eq!(result, Err(RunFailure::Timeout(Duration::from_millis(200))));
+    }
 
     fn options<'a>(cwd: &'a Path, timeout: Duration, cancel: &'a AtomicBool) -> RunOptions<'a> {
         RunOptions { cwd, env: &[], timeout, cancel }
