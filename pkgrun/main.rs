@@ -32,6 +32,14 @@ use outcome::{Outcome, UsageError};
 const DEFAULT_TRUSTED_KEYS: &str = "/etc/pkgrun/trusted-keys";
 
 fn main() -> ExitCode {
+    // Internal, not a command for people: `pkgrun __supervise-script PARENT_PID --
+    // PROGRAM ARGS...` is how pkgrun runs each package script, under a supervisor
+    // that is this same executable run again (upkg_install::supervise). Recognised
+    // before anything else, so it never reads its own file or shows in --help.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == upkg_install::SUPERVISE_ARG) {
+        return upkg_install::supervise(&args[2..]);
+    }
     let cli = Cli::parse_from(arguments());
     let json = cli.output.json;
     match run(cli) {

@@ -37,7 +37,7 @@ pub use inuse::{Holder, InUse};
 pub use journal::Action;
 pub use log::is_verdict;
 pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
-pub use run::kill_transaction_processes;
+pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
 pub use state::registry;
 pub use target::STATE_DIR;
 pub use transaction::{Context, Recovery, RecoveryOutcome};

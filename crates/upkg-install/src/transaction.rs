@@ -205,8 +205,9 @@ pub(crate) struct Intent {
     pub services: Vec<Service>,
     /// Seconds a script or service command may run.
     pub script_timeout: u64,
-    /// Environment of scripts and service commands (the runner adds `PKGRUN_LOG`
-    /// and `PKGRUN_TRANSACTION`).
+    /// Environment of scripts and service commands (the runner adds `PKGRUN_LOG`;
+    /// scripts also get `PKGRUN_TRANSACTION`, service commands do not: a daemon
+    /// they start must outlive the transaction).
     pub script_env: Vec<(String, String)>,
 }
 
@@ -288,7 +289,6 @@ pub(crate) fn begin<'s, 'a>(
     let log_name = crate::log::next_name(&logs, &intent.package_id, intent.package_build, intent.action)?;
     let mut script_env = intent.script_env;
     script_env.push(("PKGRUN_LOG".into(), logs.join(&log_name).display().to_string()));
-    script_env.push(("PKGRUN_TRANSACTION".into(), txid.clone()));
     let layout = state_dir.tx(&txid);
     let journal = Journal {
         format: journal::JOURNAL_FORMAT,
@@ -386,14 +386,14 @@ impl Transaction<'_, '_> {
         }
         (self.ctx.notify)(&format!("running the {role} script"));
         let script = self.state_dir().dir.join(area.rel()).join(path);
-        let (target, env, timeout) = (&self.session.target.path, &self.journal.script_env, self.journal.script_timeout);
+        let options = run_options(&self.session.target, &self.journal, self.ctx.cancel);
         let log = &mut self.log;
-        run::script(&script, role.name(), target, env, timeout, &mut |line| log.line(line), self.ctx.cancel).map_err(
-            |failure| match failure {
+        run::script(&script, role.name(), &self.journal.txid, &options, &mut |line| log.line(line)).map_err(|failure| {
+            match failure {
                 RunFailure::Cancelled => InstallError::Cancelled(format!("interrupted while the {role} script ran")),
                 other => InstallError::Script { role, reason: other.to_string() },
-            },
-        )
+            }
+        })
     }
 
     /// Stops the services that run, recording first which ones they are.
@@ -402,17 +402,12 @@ impl Transaction<'_, '_> {
             return Ok(());
         }
         self.ctx.check_cancel()?;
-        let (target, env, timeout) = (&self.session.target.path, &self.journal.script_env, self.journal.script_timeout);
+        let (target, env) = (&self.session.target.path, &self.journal.script_env);
+        let timeout = Duration::from_secs(self.journal.script_timeout);
         for record in &mut self.journal.services {
             let log = &mut self.log;
-            let state = run::service_state(
-                &record.service,
-                record.service.status.as_deref(),
-                target,
-                env,
-                timeout,
-                &mut |line| log.line(line),
-            );
+            let status = record.service.status.as_deref();
+            let state = run::service_state(&record.service, status, target, env, timeout, &mut |line| log.line(line));
             record.was_running = Some(state != ServiceState::Stopped);
             if state == ServiceState::Stopped {
                 self.log.line(&format!("service {} is not running: it is left stopped", record.service.name));
@@ -420,19 +415,13 @@ impl Transaction<'_, '_> {
         }
         self.journal.services_state = ServicesState::Stopped;
         self.save_journal()?;
+        let options = run_options(&self.session.target, &self.journal, self.ctx.cancel);
         for record in self.journal.services.iter().filter(|r| r.was_running == Some(true)) {
             (self.ctx.notify)(&format!("stopping service {}", record.service.name));
             let log = &mut self.log;
-            run::service(
-                &record.service,
-                ServiceVerb::Stop,
-                &self.session.target.path,
-                &self.journal.script_env,
-                self.journal.script_timeout,
-                &mut |line| log.line(line),
-                self.ctx.cancel,
-            )
-            .map_err(|f| InstallError::Service { name: record.service.name.clone(), reason: format!("stop: {f}") })?;
+            run::service(&record.service, ServiceVerb::Stop, &options, &mut |line| log.line(line)).map_err(|f| {
+                InstallError::Service { name: record.service.name.clone(), reason: format!("stop: {f}") }
+            })?;
         }
         Ok(())
     }
@@ -444,19 +433,13 @@ impl Transaction<'_, '_> {
         }
         // Starting again must not be prevented by a cancellation.
         let never = AtomicBool::new(false);
+        let options = run_options(&self.session.target, &self.journal, &never);
         for record in self.journal.services.iter().filter(|r| r.was_running == Some(true)) {
             (self.ctx.notify)(&format!("starting service {}", record.service.name));
             let log = &mut self.log;
-            run::service(
-                &record.service,
-                ServiceVerb::Start,
-                &self.session.target.path,
-                &self.journal.script_env,
-                self.journal.script_timeout,
-                &mut |line| log.line(line),
-                &never,
-            )
-            .map_err(|f| InstallError::Service { name: record.service.name.clone(), reason: format!("start: {f}") })?;
+            run::service(&record.service, ServiceVerb::Start, &options, &mut |line| log.line(line)).map_err(|f| {
+                InstallError::Service { name: record.service.name.clone(), reason: format!("start: {f}") }
+            })?;
         }
         self.journal.services_state = ServicesState::Restarted;
         self.save_journal()
@@ -594,6 +577,17 @@ fn finish_commit(
     state_dir.remove_journal()
 }
 
+/// How the transaction's scripts and service commands run: in the target, with its
+/// environment and the package's timeout (also when undoing).
+fn run_options<'a>(target: &'a Target, journal: &'a Journal, cancel: &'a AtomicBool) -> run::RunOptions<'a> {
+    run::RunOptions {
+        cwd: &target.path,
+        env: &journal.script_env,
+        timeout: Duration::from_secs(journal.script_timeout),
+        cancel,
+    }
+}
+
 fn services_running(journal: &Journal) -> impl Iterator<Item = &ServiceRecord> {
     journal.services.iter().filter(|r| r.was_running != Some(false))
 }
@@ -618,13 +612,12 @@ fn roll_back(
         log.line(&format!("killed {killed} processes left running by the transaction's scripts"));
     }
     let never = AtomicBool::new(false);
-    let env = &journal.script_env;
-    let timeout = journal.script_timeout;
+    let options = run_options(target, journal, &never);
     let mut sink = |line: &str| log.line(line);
     if journal.services_state == ServicesState::Restarted {
         for record in services_running(journal) {
             // Best effort: the files go back whether or not the service stops.
-            let _ = run::service(&record.service, ServiceVerb::Stop, &target.path, env, timeout, &mut sink, &never);
+            let _ = run::service(&record.service, ServiceVerb::Stop, &options, &mut sink);
         }
     }
     let ops = &journal.ops[..upto.unwrap_or(journal.ops.len()).min(journal.ops.len())];
@@ -659,18 +652,16 @@ fn roll_back(
                 env.push((key, value));
             }
             let path = state_dir.dir.join(script.area.rel()).join(&script.path);
+            let options = run::RunOptions { env: &env, ..options };
             // A compensating script that fails cannot be undone in turn: note it and go on.
-            if let Err(failure) = run::script(&path, script.role.name(), &target.path, &env, timeout, &mut sink, &never)
-            {
+            if let Err(failure) = run::script(&path, script.role.name(), &journal.txid, &options, &mut sink) {
                 notes.push(format!("the compensating {} script failed: {failure}", script.role));
             }
         }
     }
     if journal.services_state != ServicesState::Untouched {
         for record in services_running(journal) {
-            if let Err(failure) =
-                run::service(&record.service, ServiceVerb::Start, &target.path, env, timeout, &mut sink, &never)
-            {
+            if let Err(failure) = run::service(&record.service, ServiceVerb::Start, &options, &mut sink) {
                 notes.push(format!("service {} could not be started again: {failure}", record.service.name));
             }
         }
