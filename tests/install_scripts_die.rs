@@ -123,7 +123,7 @@ impl Drop for KillOnDrop {
             }
         }
         if let Some(transaction) = &self.transaction {
-            let _ = upkg_install::run::kill_transaction_processes(transaction, PATIENCE);
+            let _ = upkg_install::kill_transaction_processes(transaction, PATIENCE);
         }
     }
 }
@@ -246,7 +246,7 @@ fn kill_transaction_processes_kills_that_transaction_only() {
     let mut other = sleep(&format!("{txid}0"));
     let _cleanup = KillOnDrop::new(vec![marked.id() as i32, other.id() as i32]);
 
-    let killed = upkg_install::run::kill_transaction_processes(&txid, PATIENCE).expect("no survivors");
+    let killed = upkg_install::kill_transaction_processes(&txid, PATIENCE).expect("no survivors");
     assert_eq!(killed, 1);
     let status = marked.wait().expect("reap the marked process");
     assert_eq!(status.signal(), Some(9), "{status:?}");
@@ -255,5 +255,5 @@ fn kill_transaction_processes_kills_that_transaction_only() {
     other.wait().expect("reap the other");
 
     // Nothing left of the transaction: nothing to kill.
-    assert_eq!(upkg_install::run::kill_transaction_processes(&txid, PATIENCE).expect("nothing to kill"), 0);
+    assert_eq!(upkg_install::kill_transaction_processes(&txid, PATIENCE).expect("nothing to kill"), 0);
 }

@@ -532,7 +532,7 @@ pub(crate) fn undo(op: &Op, target: &Dir, state: &StateDir, txid: &str) -> Resul
             let aside = state.area(aside, true)?;
             let backup = aside.entry(path)?;
             match now {
-                Some(now) if current.is(target, path, &now)? => return Ok(Undone::Nothing),
+                Some(now) if current.is(target, path, &now)? => Ok(Undone::Nothing),
                 Some(now) => {
                     if backup.is_none() {
                         // The old entry was never moved: what stands there is not ours to move.
