@@ -24,8 +24,9 @@ mod install_support;
 
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use common::TestContext;
+use common::{TestContext, run};
 use install_support::sweep::{self, Fault, Found, Scenario, in_parallel, pick};
 use install_support::*;
 
@@ -155,6 +156,7 @@ fn install_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + 
         word: "INSTALL",
         runtime: RUNTIME,
         old_verifies: true,
+        service_marker: Some(ACME_SERVICE_MARKER),
     }
 }
 
@@ -196,6 +198,7 @@ fn uninstall_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command 
         word: "UNINSTALL",
         runtime: RUNTIME,
         old_verifies: true,
+        service_marker: Some(ACME_SERVICE_MARKER),
     }
 }
 
@@ -243,6 +246,7 @@ fn repair_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + S
         word: "REPAIR",
         runtime: RUNTIME,
         old_verifies: false,
+        service_marker: Some(ACME_SERVICE_MARKER),
     }
 }
 
@@ -282,8 +286,11 @@ fn recover_through_every_call(scenario: &Scenario<'_>, fault: Fault, stops: &[us
         assert_eq!(scenario.run_with(&target, fault.at(k)).code, -1, "{label}");
         let stopped = scenario.recover(&target, Some(fault.at(j)));
         assert_eq!(stopped.code, -1, "{label}: the recovery did not stop:\n{}", stopped.render());
-        // Recursively: each later recovery is stopped one call further, until one finishes.
-        for (attempt, next) in (1..).enumerate() {
+        // Recursively: each later recovery is stopped further on, until one finishes:
+        // one call further each time in the full sweep, twice as far in the quick one.
+        let full = sweep::full_sweep();
+        for attempt in 0usize.. {
+            let next = if full { attempt + 1 } else { 1 << attempt.min(40) };
             let again = scenario.recover(&target, Some(fault.at(next)));
             if again.code == 0 {
                 break;
@@ -344,4 +351,184 @@ fn recovery_of_every_stop_survives_every_stop_of_its_own() {
     let every: Vec<usize> = sweep::points(&calls, true);
     recover_through_every_call(&scenario, Fault::Kill(1), &every);
     recover_through_every_call(&scenario, Fault::PowerCut(1), &every);
+}
+
+/// Whom a random kill hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victims {
+    /// `pkgrun` alone: its scripts lose their parent.
+    Pkgrun,
+    /// `pkgrun` and, at the same instant, every process whose environment names
+    /// the target (the scripts and what they started).
+    PkgrunAndScripts,
+}
+
+/// Random kills per scenario and kind of victim: a few in the quick run, enough
+/// in the full one (`UPKG_FULL_SWEEP=1`) for at least 200 runs per scenario.
+fn random_kill_runs() -> usize {
+    if sweep::full_sweep() { 120 } else { 32 }
+}
+
+/// The seed of the random instants: `UPKG_SEED`, or the clock (printed in every
+/// failure message, so a failing case can be rerun with its seed).
+fn random_seed() -> u64 {
+    std::env::var("UPKG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    })
+}
+
+/// Starts `command` on `target`, waits `delay`, and SIGKILLs the victims unless
+/// the command has finished by then. Returns its exit code when it finished.
+fn kill_after(mut command: Command, target: &std::path::Path, delay: Duration, victims: Victims) -> Option<i32> {
+    use std::process::Stdio;
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start");
+    std::thread::sleep(delay);
+    if let Some(status) = child.try_wait().expect("wait") {
+        return Some(status.code().unwrap_or(-1));
+    }
+    let scripts = match victims {
+        Victims::Pkgrun => Vec::new(),
+        Victims::PkgrunAndScripts => sweep::running_on(target),
+    };
+    let _ = child.kill();
+    for pid in scripts {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let status = child.wait().expect("wait");
+    // It may have finished between the last look and the signal.
+    status.code()
+}
+
+/// Runs the scenario's command with a SIGKILL at a random instant of its run,
+/// then (in every other run) a recovery killed at a random instant of its own,
+/// then a recovery to the end, and checks each case.
+fn random_kills(scenario: &Scenario<'_>, victims: Victims) {
+    // The duration of clean runs, two at a time as below, bounds the instants
+    // (slightly beyond it, so that some runs finish first).
+    let longest = Mutex::new(Duration::ZERO);
+    in_parallel(&[0, 1], &|i| {
+        let timing = scenario.copy(&format!("timing-{i}"));
+        let started = Instant::now();
+        let clean = run(&mut (scenario.command)(&timing));
+        assert_eq!(clean.code, 0, "the clean run failed:\n{}", clean.render());
+        let mut longest = longest.lock().unwrap();
+        *longest = (*longest).max(started.elapsed());
+        std::fs::remove_dir_all(scenario.ctx.path(&timing)).unwrap();
+    });
+    let span = longest.into_inner().unwrap().mul_f64(1.3);
+    let seed = random_seed();
+    let runs: Vec<u64> = (0..random_kill_runs() as u64).collect();
+    let counts = Mutex::new([0usize; 4]);
+    in_parallel(&runs, &|&i| {
+        let delay = span.mul_f64(pick(seed ^ (i << 1), 1000) as f64 / 1000.0);
+        let label = format!("{}: UPKG_SEED={seed} run {i}: {victims:?} killed after {delay:?}", scenario.name);
+        let target = scenario.copy(&format!("random-{i}"));
+        let path = scenario.ctx.path(&target);
+        let finished = kill_after((scenario.command)(&target), &path, delay, victims);
+        if let Some(code) = finished {
+            assert_eq!(code, 0, "{label}: the run failed without being killed");
+        }
+        let mut recovery_killed = false;
+        if finished.is_none() && i % 2 == 1 {
+            let delay = span.mul_f64(pick(seed ^ (i << 1 | 1), 1000) as f64 / 2000.0);
+            let recovery = on_target(scenario.ctx, &["status", "--threads", "1"], &target);
+            recovery_killed = kill_after(recovery, &path, delay, victims).is_none();
+        }
+        let recovered = scenario.recover(&target, None);
+        assert_eq!(recovered.code, 0, "{label}: recovery:\n{}", recovered.render());
+        let found = scenario.check(&target, &label);
+        let mut counts = counts.lock().unwrap();
+        counts[usize::from(found == Found::New)] += 1;
+        counts[2] += usize::from(finished.is_none());
+        counts[3] += usize::from(recovery_killed);
+        drop(counts);
+        std::fs::remove_dir_all(path).unwrap();
+    });
+    let [old, new, killed, recoveries_killed] = *counts.lock().unwrap();
+    // Nothing about timings is asserted beyond this: a run that never kills tests nothing.
+    assert!(killed > 0, "{}: no run was killed before it finished", scenario.name);
+    eprintln!(
+        "{}: {} random kills of {victims:?} (UPKG_SEED={seed}): {killed} killed, {recoveries_killed} recoveries killed; \
+         {old} old trees, {new} new trees",
+        scenario.name,
+        runs.len()
+    );
+}
+
+#[test]
+fn install_survives_sigkill_at_random_instants() {
+    let acme = Acme::new();
+    let command = acme.install_command();
+    let scenario = install_scenario(&acme, &command);
+    random_kills(&scenario, Victims::Pkgrun);
+    random_kills(&scenario, Victims::PkgrunAndScripts);
+}
+
+#[test]
+fn uninstall_survives_sigkill_at_random_instants() {
+    let acme = Acme::new();
+    let command = uninstall_command(&acme.ctx);
+    let scenario = uninstall_scenario(&acme, &command);
+    random_kills(&scenario, Victims::Pkgrun);
+    random_kills(&scenario, Victims::PkgrunAndScripts);
+}
+
+/// Whether the Acme service of `target` is started.
+fn service_running(ctx: &TestContext, target: &str) -> bool {
+    ctx.path(target).join(ACME_SERVICE_MARKER).exists()
+}
+
+/// A stopped service stays stopped and a running one runs again, whatever the
+/// install's end: success, a failure rolled back by the run itself, a kill rolled
+/// back by recovery, a kill completed by recovery.
+#[test]
+fn services_end_as_they_were() {
+    let acme = Acme::new();
+    let ctx = &acme.ctx;
+    let command = acme.install_command();
+    for running in [true, false] {
+        let instance = if running { "running" } else { "stopped" };
+        copy_tree(&ctx.path("v21"), &ctx.path(instance));
+        if !running {
+            let stop = Command::new(ctx.path(instance).join("bin/acme-ctl"))
+                .args([ctx.path(instance).to_str().unwrap(), "stop"])
+                .output()
+                .expect("acme-ctl stop");
+            assert!(stop.status.success());
+        }
+        assert_eq!(service_running(ctx, instance), running);
+        copy_tree(&ctx.path(instance), &ctx.path(format!("{instance}-trace")));
+        let calls = sweep::trace(&mut command(&format!("{instance}-trace")));
+        // A product file's rename (rolled back), and a call after the commit (completed).
+        let stops = representative_stops(&calls);
+        let (rolled_back, completed) = (stops[1], stops[3] + 1);
+        let ends: [(&str, Option<Fault>); 4] = [
+            ("success", None),
+            ("failure", Some(Fault::NoSpace(rolled_back))),
+            ("kill rolled back", Some(Fault::Kill(rolled_back))),
+            ("kill completed", Some(Fault::Kill(completed))),
+        ];
+        for (end, fault) in ends {
+            let target = format!("{instance}-{}", end.replace(' ', "-"));
+            copy_tree(&ctx.path(instance), &ctx.path(&target));
+            let mut install = command(&target);
+            if let Some(fault) = fault {
+                install.env("PKGRUN_FAULT", fault.env());
+            }
+            let output = run(&mut install);
+            let recovered = run(&mut on_target(ctx, &["status"], &target));
+            assert_eq!(recovered.code, 0, "{target}: recovery:\n{}", recovered.render());
+            let version = std::fs::read_to_string(ctx.path(&target).join("bin/acme-ctl")).unwrap();
+            let installed = version.contains("2.2.0");
+            assert_eq!(installed, matches!(end, "success" | "kill completed"), "{target}:\n{}", output.render());
+            assert_eq!(
+                service_running(ctx, &target),
+                running,
+                "{target}: the service was {instance} before the install\n{}",
+                output.render()
+            );
+        }
+    }
 }

@@ -216,6 +216,9 @@ pub fn acme_instance(ctx: &TestContext, release: &str, target: &str) {
 /// Runtime files of the running Acme service (its pid marker is rewritten at every start).
 pub const ACME_RUNTIME: &[&str] = &["var/run"];
 
+/// The file that exists exactly while an Acme instance's service is started.
+pub const ACME_SERVICE_MARKER: &str = "var/run/acmed.running";
+
 /// `cp -a`.
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir -p");

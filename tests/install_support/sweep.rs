@@ -159,6 +159,9 @@ pub struct Scenario<'a> {
     pub runtime: &'a [&'a str],
     /// Whether the old tree verifies (not when the command is a repair of it).
     pub old_verifies: bool,
+    /// A file that exists exactly while the target's service runs: it must exist
+    /// after every case exactly when it did in the template (services end as they were).
+    pub service_marker: Option<&'a str>,
 }
 
 /// Which tree a check found.
@@ -260,6 +263,12 @@ impl Scenario<'_> {
             assert_eq!(verify.code, 0, "{label}: verify:\n{}", verify.render());
         }
         assert!(running_on(&ctx.path(target)).is_empty(), "{label}: processes of the transaction still run");
+        if let Some(marker) = self.service_marker {
+            let before = ctx.path(&self.template).join(marker).exists();
+            let after = ctx.path(target).join(marker).exists();
+            let state = |running: bool| if running { "running" } else { "stopped" };
+            assert_eq!(after, before, "{label}: the service was {} before and is {} now", state(before), state(after));
+        }
         found
     }
 }
