@@ -16,7 +16,7 @@ use crate::error::{InstallError, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
 use crate::log::{AttemptLog, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
-use crate::state::{Change, ChangeAction, InstalledPackage, OwnedEntry, State, registry};
+use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, State, registry};
 use crate::target::{StateDir, Target, TxLayout, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 use crate::util;
@@ -483,14 +483,31 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
     let mut state = state.unwrap_or_else(|| State::new_instance(&header.package.applies_to.product));
     let previous_version = state.version.clone();
     let mut changes = Vec::new();
+    let mut kept = Vec::new();
     for entry in &plan.entries {
         let catalog = entry.index.map(|i| &header.files[i]);
+        let leave = |reason| Kept { path: entry.path.clone(), reason };
         let action = match entry.action {
             PlanAction::Add => ChangeAction::Added,
             PlanAction::Replace => ChangeAction::Replaced,
             PlanAction::CreateDir => ChangeAction::CreatedDir,
             PlanAction::Remove => ChangeAction::Removed,
-            _ => continue,
+            PlanAction::SkipIdentical => {
+                kept.push(leave(KeptReason::Identical));
+                continue;
+            }
+            PlanAction::SkipNewer => {
+                kept.push(leave(KeptReason::Newer));
+                continue;
+            }
+            PlanAction::SkipExists => {
+                kept.push(leave(KeptReason::Exists));
+                continue;
+            }
+            PlanAction::SkipAbsent => {
+                kept.push(leave(KeptReason::Absent));
+                continue;
+            }
         };
         let previous = if action == ChangeAction::Removed {
             state.files.remove(&entry.path)
@@ -526,6 +543,7 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
         repair_copy: options.repair_copy,
         created_instance,
         changes,
+        kept,
     });
     state
 }

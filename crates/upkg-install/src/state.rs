@@ -83,6 +83,47 @@ pub struct InstalledPackage {
     pub created_instance: bool,
     /// What the install changed, in order.
     pub changes: Vec<Change>,
+    /// The paths the install left as they were because of what stood there (an
+    /// identical or later file, a file the administrator owns, an absent file):
+    /// the package relies on them, so an earlier package that changed one of
+    /// them cannot be uninstalled while this one is installed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
+}
+
+/// A path an install left as it was, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// Target path.
+    pub path: String,
+    /// Why it was left.
+    pub reason: KeptReason,
+}
+
+/// Why an install left a path as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeptReason {
+    /// The installed file is identical to the package's.
+    Identical,
+    /// The installed file is the same or a later version.
+    Newer,
+    /// The file is present and the policy only adds (the administrator owns it).
+    Exists,
+    /// The file is absent and the policy only replaces present files.
+    Absent,
+}
+
+impl KeptReason {
+    /// Why, in a sentence's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeptReason::Identical => "the installed file was identical to its own",
+            KeptReason::Newer => "the installed file was newer than its own",
+            KeptReason::Exists => "the installed file is the administrator's",
+            KeptReason::Absent => "the file was absent",
+        }
+    }
 }
 
 /// One change an install made.

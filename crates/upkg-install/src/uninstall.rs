@@ -179,6 +179,26 @@ fn check_removable(state_dir: &StateDir, state: &State, record: &InstalledPackag
             )));
         }
     }
+    // Supersedence: a later package that left a path as this one made it (its own
+    // file was older or identical, or the policy kept what stood there) relies on
+    // it; restoring the path would leave that package's instance with a mix.
+    for package in &later {
+        for kept in &package.kept {
+            let relied = record.changes.iter().any(|c| c.path == kept.path && c.action != ChangeAction::CreatedDir);
+            if relied {
+                return Err(InstallError::Refused(format!(
+                    "cannot uninstall {}: {} (build {}), installed later, kept {} as {} left it ({}): uninstall {} first",
+                    record.id,
+                    package.id,
+                    package.build,
+                    kept.path,
+                    record.id,
+                    kept.reason.describe(),
+                    package.id
+                )));
+            }
+        }
+    }
     for package in &later {
         let keep = state_dir.tx(&package.transaction).keep();
         let Ok(dir) = state_dir.area(&keep, false) else { continue };
