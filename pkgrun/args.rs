@@ -160,6 +160,9 @@ pub enum Command {
     Verify(TargetArgs),
     /// Restore modified and missing files from the installer's kept copies.
     Repair(TargetArgs),
+    /// Remove the backups and repair copies of packages a later package superseded
+    /// (they become permanent), and print the space freed.
+    Cleanup(TargetArgs),
 }
 
 /// `pkgrun uninstall`.

@@ -275,7 +275,10 @@ pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> 
             Err(error) => {
                 let outcome = outcome::of_install_error(&error);
                 overall = overall.max(outcome);
-                text.push_str(&format!("Target {}: {}\n", target.display(), error_text(&error)));
+                // Errors go to standard error, as every tool's do; the plans to standard output.
+                if !cli.output.json {
+                    eprintln!("error: target {}: {}", target.display(), error_text(&error));
+                }
                 documents
                     .push(serde_json::json!({ "target": target, "outcome": outcome, "error": error_text(&error) }));
             }
@@ -376,7 +379,9 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     }
     for (index, package) in status.packages.iter().enumerate() {
         let mut notes = Vec::new();
-        if package.permanent {
+        if package.cleaned_at.is_some() {
+            notes.push("permanent: superseded, backup removed by cleanup");
+        } else if package.permanent {
             notes.push("permanent");
         }
         if !package.repair_copy {
@@ -393,6 +398,47 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         );
     }
     println!("Owned:     {}", human::count(status.owned_entries as u64, "entry", "entries"));
+    match status.state_dir_bytes {
+        Some(bytes) => println!("State:     {} in {}", human::bytes(bytes), upkg_install::STATE_DIR),
+        None => println!("State:     unknown size (this user cannot read all of {})", upkg_install::STATE_DIR),
+    }
+    Ok(Outcome::Success)
+}
+
+/// `pkgrun cleanup --target DIR`.
+pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
+    let report = upkg_install::cleanup(ctx, target)?;
+    if cli.output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "outcome": Outcome::Success, "report": report }))?
+        );
+    } else if !cli.output.quiet {
+        if report.cleaned.is_empty() {
+            println!(
+                "Nothing to clean up: no installed package is superseded by a later one ({} in {}).",
+                human::bytes(report.state_dir_bytes),
+                upkg_install::STATE_DIR
+            );
+        }
+        for package in &report.cleaned {
+            println!(
+                "{} (build {}): removed its backup ({}) and repair copy ({}); it is now permanent",
+                package.id,
+                package.build,
+                human::bytes(package.backup),
+                human::bytes(package.repair_copy)
+            );
+        }
+        if !report.cleaned.is_empty() {
+            println!(
+                "Freed {}; {} now takes {}.",
+                human::bytes(report.freed),
+                upkg_install::STATE_DIR,
+                human::bytes(report.state_dir_bytes)
+            );
+        }
+    }
     Ok(Outcome::Success)
 }
 

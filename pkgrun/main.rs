@@ -101,6 +101,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             Command::Status(args) => installing::status(&cli, &args.target, &ctx),
             Command::Verify(args) => installing::verify(&cli, &args.target, &ctx),
             Command::Repair(args) => installing::repair(&cli, &args.target, &ctx),
+            Command::Cleanup(args) => installing::cleanup(&cli, &args.target, &ctx),
         };
     }
     let Some(package_path) = cli.package.clone() else {

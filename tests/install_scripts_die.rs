@@ -164,7 +164,7 @@ fn killing_pkgrun_kills_the_script_and_everything_it_started() {
     run(&mut on_target(&ctx, &["status"], "t")).assert_success();
     assert_eq!(product_tree(&ctx, "t", &[]), before);
     let log = install_log(&ctx);
-    assert!(log.contains("INSTALL FAILURE: interrupted before it committed; rolled back by a later run"), "{log}");
+    assert!(log.contains("INSTALL FAILURE: interrupted; rolled back by recovery"), "{log}");
 }
 
 /// The supervisor itself dies with pkgrun (here: pkgrun is stopped so that it
@@ -194,8 +194,8 @@ fn recovery_kills_what_a_dead_supervisor_left_running() {
     assert!(survivors.is_empty(), "still running after the recovery: {survivors:?}");
     assert_eq!(product_tree(&ctx, "t", &[]), before);
     let log = install_log(&ctx);
-    assert!(log.contains("process(es) still running from its scripts"), "{log}");
-    assert!(log.contains("INSTALL FAILURE: interrupted before it committed; rolled back by a later run"), "{log}");
+    assert!(log.contains("processes left running by the transaction's scripts"), "{log}");
+    assert!(log.contains("INSTALL FAILURE: interrupted; rolled back by recovery"), "{log}");
 }
 
 /// A script that exits leaving a background process: the process is killed when

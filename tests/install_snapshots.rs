@@ -17,6 +17,9 @@ fn settings(ctx: &TestContext) -> insta::Settings {
     settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]");
     settings.add_filter(r"tx/\d+-[0-9a-f]{8}", "tx/[TXID]");
     settings.add_filter(r"pid \d+", "pid [PID]");
+    settings.add_filter(r"transaction \d+-[0-9a-f]{8}", "transaction [TXID]");
+    settings.add_filter(r#""state_dir_bytes": \d+"#, r#""state_dir_bytes": "[SIZE]""#);
+    settings.add_filter(r"State:     [\d,]+ bytes \([\d.]+ [KMGTP]iB\)", "State:     [SIZE]");
     settings
 }
 

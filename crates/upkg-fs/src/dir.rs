@@ -347,6 +347,12 @@ impl Dir {
         FreeSpace::of(self.fd.as_fd(), &self.path)
     }
 
+    /// Whether this directory's filesystem is mounted read-only.
+    pub fn is_read_only(&self) -> Result<bool> {
+        let stats = rustix::fs::fstatvfs(self.fd.as_fd()).map_err(|e| FsError::io(&self.path, e))?;
+        Ok(stats.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    }
+
     // ----- changing -----
 
     /// Creates the regular file `rel`, which must not exist, with `mode` (minus the umask).

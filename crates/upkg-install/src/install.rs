@@ -132,16 +132,6 @@ fn decide(header: &Header, path: &Path, found: &Found, options: InstallOptions) 
         .map_err(InstallError::NotApplicable)
 }
 
-fn repair_copy_bytes(package: &Package, options: InstallOptions) -> u64 {
-    if !options.repair_copy {
-        return 0;
-    }
-    match package {
-        Package::File(file) => file.layout().trailer.end(),
-        Package::Tree(_) => package.header().expanded_size(),
-    }
-}
-
 fn make_plan(
     ctx: &Context<'_>,
     package: &Package,
@@ -150,7 +140,7 @@ fn make_plan(
     state: Option<&State>,
     options: InstallOptions,
 ) -> Result<Plan> {
-    let plan_options = PlanOptions { repair_copy_bytes: repair_copy_bytes(package, options), threads: ctx.threads };
+    let plan_options = PlanOptions { repair_copy: options.repair_copy, threads: ctx.threads };
     plan::plan(package.header(), path, found.target(), state, plan_options)
 }
 
@@ -405,18 +395,18 @@ fn stage(
         let mode = header.find(script).map_or(0o755, |e| e.mode.0);
         write_new(&keep, script, mode, &mut staging.open_file(script)?)?;
     }
+    // The repair copy holds what repair can need: the signed header and the files
+    // this install placed (only those can be its to restore), never the stub or
+    // the members of files it skipped.
     if options.repair_copy {
-        match package {
-            Package::File(file) => {
-                let mut source = std::fs::File::open(file.path()).map_err(|e| InstallError::io(file.path(), e))?;
-                write_new(&keep, "package.upkg", 0o644, &mut source)?;
-            }
-            Package::Tree(_) => {
-                for entry in placed.iter().filter(|e| e.kind == Kind::File) {
-                    let mode = entry.index.map_or(0o644, |i| header.files[i].mode.0);
-                    write_new(&keep, &entry.path, mode, &mut staging.open_file(&entry.path)?)?;
-                }
-            }
+        let repair = state_dir.area(&layout.repair(), true)?;
+        write_new(&repair, EXPANDED_HEADER, 0o644, &mut package.header_bytes())?;
+        if let Some(signature) = package.signature() {
+            write_new(&repair, EXPANDED_SIGNATURE, 0o644, &mut signature.encode().as_bytes())?;
+        }
+        for entry in placed.iter().filter(|e| e.kind == Kind::File) {
+            let mode = entry.index.map_or(0o644, |i| header.files[i].mode.0);
+            write_new(&repair, &entry.path, mode, &mut staging.open_file(&entry.path)?)?;
         }
     }
     if ctx.durability != Durability::None {
@@ -543,6 +533,7 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
         repair_copy: options.repair_copy,
         created_instance,
         changes,
+        cleaned_at: None,
         kept,
     });
     state

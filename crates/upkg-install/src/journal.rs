@@ -383,6 +383,32 @@ fn target_changed(error: FsError) -> InstallError {
     }
 }
 
+/// `target_changed`, saying what appeared where the plan would create directory
+/// `path` (a directory is named with what it holds, where the change lies).
+fn appeared_dir(target: &Dir, path: &str, error: FsError) -> InstallError {
+    if !error.is_exists() {
+        return target_changed(error);
+    }
+    let what = match target.entry(path) {
+        Ok(Some(entry)) if entry.kind == EntryKind::Dir => {
+            let names = target.list(path).unwrap_or_default();
+            let mut shown: Vec<String> =
+                names.iter().take(3).map(|n| format!("{path}/{}", n.to_string_lossy())).collect();
+            if names.len() > shown.len() {
+                shown.push(format!("{} more", names.len() - shown.len()));
+            }
+            if shown.is_empty() {
+                "an empty directory appeared where the plan saw none".to_owned()
+            } else {
+                format!("a directory appeared where the plan saw none, holding {}", shown.join(", "))
+            }
+        }
+        Ok(Some(entry)) => format!("{} appeared where the plan saw none", entry.kind),
+        _ => "an entry appeared where the plan saw none".to_owned(),
+    };
+    InstallError::Changed { path: error.path().to_owned(), what }
+}
+
 /// What applying an operation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Applied {
@@ -441,7 +467,7 @@ pub(crate) fn apply(op: &Op, target: &Dir, state: &StateDir) -> std::result::Res
             move_aside(target, &aside, path, current)?;
         }
         Op::CreateDir { path, mode } => {
-            target.mkdir(path, *mode).map_err(|e| untouched(target_changed(e)))?;
+            target.mkdir(path, *mode).map_err(|e| untouched(appeared_dir(target, path, e)))?;
             // Creation applied the umask; the catalog's mode is exact.
             let made = target.entry(path).map_err(partial)?;
             if made.is_some_and(|m| m.mode != *mode) {

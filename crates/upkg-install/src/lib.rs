@@ -12,11 +12,13 @@
 //! - [`install()`], [`uninstall()`], [`repair`]: each builds one typed transaction
 //!   plan that one runner carries out: journal, staging, scripts, services,
 //!   renames checked against the plan, commit, rollback, recovery, the log's verdict;
-//! - [`status`] and [`verify`] read without writing anything.
+//! - [`status`] and [`verify`] read without writing anything;
+//! - [`cleanup`] removes the backups and repair copies of superseded packages.
 //!
 //! Trust decisions and prompts (the licence) are the caller's; this crate never
 //! prints.
 
+mod cleanup;
 mod error;
 mod install;
 mod inuse;
@@ -31,6 +33,7 @@ mod uninstall;
 mod util;
 mod verify;
 
+pub use cleanup::{CleanedPackage, CleanupReport, cleanup};
 pub use error::{InstallError, Result};
 pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
 pub use inuse::{Holder, InUse};

@@ -279,8 +279,8 @@ fn inventory(root: &Dir, path: &str) -> Result<Present> {
 /// How the plan is computed.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanOptions {
-    /// A copy of the package is kept for repair, of this many bytes (0 when not kept).
-    pub repair_copy_bytes: u64,
+    /// Whether a repair copy (the header and the files placed) is kept.
+    pub repair_copy: bool,
     /// Worker threads for hashing the target.
     pub threads: usize,
 }
@@ -348,7 +348,18 @@ pub(crate) fn plan(
             Kind::Dir => match present {
                 Present::Absent => line.action = PlanAction::CreateDir,
                 Present::Dir => continue,
-                _ => return conflict("something other than a directory"),
+                Present::Link { .. } => {
+                    return Err(InstallError::Refused(format!(
+                        "cannot install {:?}: {} is a symbolic link, where the package has a directory; pkgrun never \
+                         writes through a link: put the directory back (`pkgrun repair` does, keeping the link in \
+                         {}/displaced/), then install again",
+                        entry.path,
+                        entry.path,
+                        crate::target::STATE_DIR
+                    )));
+                }
+                Present::File { .. } => return conflict("a file"),
+                Present::Other => return conflict("a special file"),
             },
             Kind::File | Kind::Symlink => {
                 let policy = entry.policy.unwrap_or_default();
@@ -433,7 +444,7 @@ pub(crate) fn plan(
         Some(target) => target.root.free_space()?,
         None => FreeSpace::of_path(target_path)?,
     };
-    let space = space_check(header, free, &entries, &in_use, options.repair_copy_bytes);
+    let space = space_check(header, free, &entries, &in_use, options.repair_copy);
     let restart_required = match header.package.restart {
         Restart::Always => true,
         Restart::IfNeeded => !in_use.is_empty(),
@@ -491,15 +502,19 @@ fn space_check(
     free: FreeSpace,
     entries: &[PlanEntry],
     in_use: &[InUse],
-    repair_copy: u64,
+    keep_repair_copy: bool,
 ) -> SpaceCheck {
     let block = free.block_size;
     let blocks = |bytes: u64| bytes.div_ceil(block) * block;
     let mut staging = 0;
     let mut backup = 0;
+    let mut repair_copy = 0;
     for entry in entries {
         match entry.action {
-            PlanAction::Add | PlanAction::Replace if entry.kind == Kind::File => staging += blocks(entry.size),
+            PlanAction::Add | PlanAction::Replace if entry.kind == Kind::File => {
+                staging += blocks(entry.size);
+                repair_copy += blocks(entry.size).max(block);
+            }
             PlanAction::CreateDir => staging += block,
             _ => {}
         }
@@ -508,7 +523,8 @@ fn space_check(
         }
     }
     staging += header.files.iter().filter(|e| e.is_package_file()).map(|e| blocks(e.size).max(block)).sum::<u64>();
-    let repair_copy = blocks(repair_copy);
+    let header_bytes = blocks(serde_json::to_vec(&header.files).map_or(0, |v| v.len() as u64));
+    let repair_copy = if keep_repair_copy { repair_copy + header_bytes + 2 * block } else { 0 };
     let bookkeeping = 8 * block + blocks(serde_json::to_vec(&header.files).map_or(0, |v| v.len() as u64));
     let transient = in_use.iter().map(|f| blocks(f.size)).sum();
     let needed = staging + repair_copy + bookkeeping;

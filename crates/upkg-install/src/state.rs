@@ -83,6 +83,10 @@ pub struct InstalledPackage {
     pub created_instance: bool,
     /// What the install changed, in order.
     pub changes: Vec<Change>,
+    /// When `pkgrun cleanup` removed its backup and repair copy (it is then
+    /// permanent), in seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaned_at: Option<u64>,
     /// The paths the install left as they were because of what stood there (an
     /// identical or later file, a file the administrator owns, an absent file):
     /// the package relies on them, so an earlier package that changed one of

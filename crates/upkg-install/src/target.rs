@@ -10,7 +10,9 @@
 //!     staging/          new files, verified, before they are renamed into place
 //!     backup/           what the transaction replaced or removed (kept for uninstall)
 //!     aside/            what an uninstall moved away (dropped at commit)
-//!     keep/             the package's signed header, scripts and repair copy
+//!     keep/             the package's signed header and scripts (for uninstall)
+//!     repair/           the repair copy: the signed header and the files the
+//!                       install placed (never the stub, never what it skipped)
 //!   displaced/<txid>/   what an administrator had changed, that a transaction took
 //!                       out of the tree (never removed by pkgrun)
 //! ```
@@ -134,6 +136,12 @@ pub(crate) struct TargetLock {
 impl StateDir {
     /// Refuses a state directory that another user could change.
     pub fn check_writable(&self) -> Result<()> {
+        if self.dir.is_read_only()? {
+            return Err(InstallError::Io {
+                path: self.dir.path().to_owned(),
+                source: std::io::ErrorKind::ReadOnlyFilesystem.into(),
+            });
+        }
         let me = rustix::process::geteuid().as_raw();
         let entry = self.dir.metadata()?;
         if entry.uid != me {
@@ -295,6 +303,44 @@ impl StateDir {
         self.dir.open_dir(&rel).map_err(state_error)
     }
 
+    /// The bytes the files under `rel` take (their sizes; links and directories
+    /// count nothing), never following a link; `.` is the whole state directory.
+    /// Missing is 0.
+    pub fn usage(&self, rel: impl AsRef<Path>) -> Result<u64> {
+        fn walk(dir: &Dir, rel: &Path) -> std::result::Result<u64, FsError> {
+            let Some(entry) = dir.entry(rel)? else { return Ok(0) };
+            match entry.kind {
+                EntryKind::File => Ok(entry.size),
+                EntryKind::Dir => {
+                    let mut total = 0;
+                    for name in dir.list(rel)? {
+                        total += walk(dir, &rel.join(name))?;
+                    }
+                    Ok(total)
+                }
+                _ => Ok(0),
+            }
+        }
+        let rel = rel.as_ref();
+        if rel == Path::new(".") {
+            let mut total = 0;
+            for name in self.dir.list(".").map_err(state_error)? {
+                total += walk(&self.dir, Path::new(&name)).map_err(state_error)?;
+            }
+            return Ok(total);
+        }
+        walk(&self.dir, rel).map_err(state_error)
+    }
+
+    /// Whether `area` exists (whatever stands there; opening it checks its kind).
+    pub fn has_area(&self, area: &Area) -> Result<bool> {
+        match self.dir.entry(area.rel()) {
+            Ok(found) => Ok(found.is_some()),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(state_error(e)),
+        }
+    }
+
     /// Removes a part of a transaction's directory (missing is fine).
     pub fn remove(&self, part: &TxPart) -> Result<()> {
         self.dir.remove_tree(part.rel()).map_err(state_error)
@@ -324,9 +370,14 @@ impl TxLayout {
         Area::Aside(self.txid.clone())
     }
 
-    /// The header, scripts and repair copy.
+    /// The header and scripts.
     pub fn keep(&self) -> Area {
         Area::Keep(self.txid.clone())
+    }
+
+    /// The repair copy (an expanded tree holding the files the install placed).
+    pub fn repair(&self) -> Area {
+        Area::Repair(self.txid.clone())
     }
 
     /// The administrator's changes the transaction took out of the tree.
@@ -357,6 +408,8 @@ pub(crate) enum Area {
     Aside(String),
     /// `tx/<txid>/keep`.
     Keep(String),
+    /// `tx/<txid>/repair`.
+    Repair(String),
     /// `displaced/<txid>`.
     Displaced(String),
 }
@@ -369,6 +422,7 @@ impl Area {
             Area::Backup(tx) => Path::new(TX).join(tx).join("backup"),
             Area::Aside(tx) => Path::new(TX).join(tx).join("aside"),
             Area::Keep(tx) => Path::new(TX).join(tx).join("keep"),
+            Area::Repair(tx) => Path::new(TX).join(tx).join("repair"),
             Area::Displaced(tx) => Path::new(DISPLACED).join(tx),
         }
     }

@@ -154,8 +154,13 @@ pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<Uninstall
 /// that a later package changed again, or required by a later package.
 fn check_removable(state_dir: &StateDir, state: &State, record: &InstalledPackage) -> Result<()> {
     if record.permanent {
+        let why = if record.cleaned_at.is_some() {
+            "`pkgrun cleanup` removed its backup, as a later package superseded it"
+        } else {
+            "it was installed with --no-backup"
+        };
         return Err(InstallError::Refused(format!(
-            "{} (build {}) was installed with --no-backup: it is permanent and cannot be uninstalled",
+            "{} (build {}) is permanent and cannot be uninstalled: {why}",
             record.id, record.build
         )));
     }
@@ -321,11 +326,17 @@ pub(crate) fn kept_package(state_dir: &StateDir, record: &InstalledPackage) -> R
     if !record.repair_copy {
         return Ok(None);
     }
-    let keep = state_dir.area(&state_dir.tx(&record.transaction).keep(), false)?;
+    let layout = state_dir.tx(&record.transaction);
     // The package is read by path (the format library opens files itself); the
-    // keep directory was just opened without following a link.
-    let file = keep.join("package.upkg");
-    let package = if keep.entry("package.upkg")?.is_some() {
+    // directory was just opened without following a link.
+    if state_dir.has_area(&layout.repair())? {
+        let repair = state_dir.area(&layout.repair(), false)?;
+        return Ok(Some(Package::Tree(upkg_format::ExpandedTree::open(repair.path())?)));
+    }
+    // Installs before the repair area kept the whole package file, or the tree, in keep/.
+    let keep = state_dir.area(&layout.keep(), false)?;
+    let file = keep.join(crate::cleanup::LEGACY_PACKAGE_COPY);
+    let package = if keep.entry(crate::cleanup::LEGACY_PACKAGE_COPY)?.is_some() {
         Package::open(&file)?
     } else {
         Package::Tree(upkg_format::ExpandedTree::open(keep.path())?)

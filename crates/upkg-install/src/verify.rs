@@ -29,10 +29,13 @@ pub struct PackageStatus {
     pub build: u64,
     /// When it was installed (UTC).
     pub installed_at: String,
-    /// Cannot be uninstalled (installed with `--no-backup`).
+    /// Cannot be uninstalled (installed with `--no-backup`, or made permanent by `cleanup`).
     pub permanent: bool,
     /// A copy is kept for `repair`.
     pub repair_copy: bool,
+    /// When `cleanup` removed its backup and repair copy (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleaned_at: Option<String>,
 }
 
 /// What `status` reports.
@@ -48,6 +51,9 @@ pub struct Status {
     pub packages: Vec<PackageStatus>,
     /// Entries the installer owns.
     pub owned_entries: usize,
+    /// Bytes the state directory takes (backups, repair copies, logs, state);
+    /// `None` when this user cannot read all of it.
+    pub state_dir_bytes: Option<u64>,
     /// An interrupted transaction recovered first.
     pub recovered: Option<Recovery>,
 }
@@ -70,9 +76,11 @@ pub fn status(ctx: &Context<'_>, target: &Path) -> Result<Status> {
                 installed_at: util::iso8601(p.installed_at),
                 permanent: p.permanent,
                 repair_copy: p.repair_copy,
+                cleaned_at: p.cleaned_at.map(util::iso8601),
             })
             .collect(),
         owned_entries: state.files.len(),
+        state_dir_bytes: session.state_dir.usage(".").ok(),
         recovered: session.recovered.clone(),
     })
 }
