@@ -338,6 +338,19 @@ fn plan_text(plan: &Plan) -> String {
             human::bytes(s.transient)
         ));
     }
+    for script in &plan.scripts {
+        let when = match script.role {
+            upkg_format::header::ScriptRole::PostInstallUndo => " (only if the install is rolled back)",
+            _ => "",
+        };
+        out.push_str(&format!("  Script: {} runs {}{when}\n", script.role, script.path));
+    }
+    for service in &plan.services {
+        out.push_str(&format!(
+            "  Service: {} is stopped before the files change and started again if it was running ({}; running when: {})\n",
+            service.name, service.control, service.status
+        ));
+    }
     if plan.restart_required {
         out.push_str("  A restart will be required.\n");
     }

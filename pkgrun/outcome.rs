@@ -116,6 +116,7 @@ pub fn of_install_error(error: &InstallError) -> Outcome {
     match error {
         InstallError::NotApplicable(_) => Outcome::NotApplicable,
         InstallError::Busy { .. } => Outcome::TargetBusy,
+        InstallError::RolledBackWithProblems { error, .. } => of_install_error(error),
         InstallError::Cancelled(_) => Outcome::Cancelled,
         InstallError::InsufficientSpace { .. } => Outcome::InsufficientSpace,
         InstallError::Format(e) => Outcome::of_class(e.class()),

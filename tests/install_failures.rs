@@ -144,28 +144,41 @@ impl Drop for Immutable {
     }
 }
 
-/// A file the installer cannot move (immutable: even root cannot rename it) stops
-/// the install after earlier files were replaced: they are all put back.
-#[test]
-fn unmovable_target_file_rolls_back_the_files_replaced_before_it() {
-    let ctx = TestContext::new();
-    instance(&ctx, "t");
-    let before = product_tree(&ctx, "t", &[]);
-    let update = update_with_scripts(&ctx, "up", &[]);
-    // d.txt is replaced after a.txt, b.txt and c.txt.
-    let locked = ctx.path("t/d.txt");
-    match Command::new("chattr").arg("+i").arg(&locked).output() {
-        Ok(out) if out.status.success() => {}
+/// Whether `chattr +i` works here (root, on a filesystem with attributes); says why not.
+fn chattr_works(ctx: &TestContext) -> bool {
+    let probe = ctx.write_file("chattr-probe", b"", 0o644);
+    match Command::new("chattr").arg("+i").arg(&probe).output() {
+        Ok(out) if out.status.success() => {
+            drop(Immutable(probe));
+            true
+        }
         Ok(out) => {
             eprintln!("skipped: chattr +i is not available here: {}", String::from_utf8_lossy(&out.stderr).trim());
-            return;
+            false
         }
         Err(e) => {
             eprintln!("skipped: chattr cannot run: {e}");
-            return;
+            false
         }
     }
-    let guard = Immutable(locked);
+}
+
+/// A file that becomes unmovable after the plan (immutable: even root cannot
+/// rename it; here the pre-install script sets it) stops the install after earlier
+/// files were replaced: they are all put back.
+#[test]
+fn unmovable_target_file_rolls_back_the_files_replaced_before_it() {
+    let ctx = TestContext::new();
+    if !chattr_works(&ctx) {
+        return;
+    }
+    instance(&ctx, "t");
+    let before = product_tree(&ctx, "t", &[]);
+    // d.txt is replaced after a.txt, b.txt and c.txt.
+    let update = update_with_scripts(&ctx, "up", &[("pre-install", "#!/bin/sh
+chattr +i d.txt
+")]);
+    let guard = Immutable(ctx.path("t/d.txt"));
     let output = run(&mut install(&ctx, &update, "t", &["-q"]));
     output.assert_code(exit::FAILURE);
     output.assert_stderr_contains("d.txt");
@@ -173,6 +186,124 @@ fn unmovable_target_file_rolls_back_the_files_replaced_before_it() {
     assert_eq!(product_tree(&ctx, "t", &[]), before);
     let text = std::fs::read_to_string(last_install_log(&ctx, "t")).unwrap();
     assert!(text.contains("undone: replace a.txt"), "earlier replacements were undone:\n{text}");
+}
+
+/// An update whose scripts and service leave a mark in `markers/` when they run.
+fn marking_update(ctx: &TestContext, service: &str) -> String {
+    let mark = |what: &str| format!("#!/bin/sh\ntouch \"$TEST_MARKERS/{what}\"\n");
+    let update = update_with_scripts(ctx, "up", &[("pre-install", &mark("pre-install"))]);
+    let manifest = ctx.path("up/package.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(service);
+    std::fs::write(&manifest, text).unwrap();
+    ctx.build("up", &update, &common::BuildOptions::codec("zstd").stub(common::Stub::Fake));
+    update
+}
+
+const MARKING_SERVICE: &str = "\n[[services]]\nname = \"marker\"\nstop = \"touch \\\"$TEST_MARKERS/stop\\\"\"\nstart = \"true\"\n";
+
+/// Preflight: an immutable file to replace, an append-only directory whose entry
+/// is replaced, an immutable directory that gains a file: the install refuses
+/// before any script runs or service stops, naming every obstacle and what to do.
+#[test]
+fn immutable_and_append_only_entries_are_found_before_anything_runs() {
+    let ctx = TestContext::new();
+    if !chattr_works(&ctx) {
+        return;
+    }
+    let update = marking_update(&ctx, MARKING_SERVICE);
+    let markers = ctx.mkdir("markers", 0o755);
+    for (what, path, flag, expect) in [
+        ("an immutable file", "t/a.txt", "+i", "a.txt: immutable"),
+        ("an append-only directory", "t/bin", "+a", "bin/: an append-only directory"),
+        ("an immutable directory", "t/new-parent", "+i", "an immutable directory"),
+    ] {
+        let _ = std::fs::remove_dir_all(ctx.path("t"));
+        instance(&ctx, "t");
+        let planted = ctx.path(if path == "t/new-parent" { "t" } else { path });
+        let before = product_tree(&ctx, "t", &[]);
+        let status = Command::new("chattr").arg(flag).arg(&planted).status().unwrap();
+        assert!(status.success());
+        let guard = Unflag(planted, flag.replace('+', "-"));
+        let output = run(install(&ctx, &update, "t", &["-q"]).env("TEST_MARKERS", &markers));
+        // --plan says the same.
+        let plan = run(install(&ctx, &update, "t", &["--plan"]).env("TEST_MARKERS", &markers));
+        drop(guard);
+        assert_eq!(plan.code, 1, "{what}: {}", plan.render());
+        assert!(plan.stderr.contains(expect), "{what}: {}", plan.render());
+        output.assert_code(exit::FAILURE);
+        output.assert_stderr_contains(expect);
+        output.assert_stderr_contains("nothing was changed");
+        output.assert_stderr_contains("chattr -");
+        assert_eq!(product_tree(&ctx, "t", &[]), before, "{what}");
+        assert!(!markers.join("pre-install").exists(), "{what}: the pre-install script ran");
+        assert!(!markers.join("stop").exists(), "{what}: the service was stopped");
+    }
+}
+
+/// Removes an attribute again, so the temporary directory can be deleted.
+struct Unflag(std::path::PathBuf, String);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg(&self.1).arg(&self.0).status();
+    }
+}
+
+/// A systemd unit that does not exist is found at the plan (here a `systemctl`
+/// that says so stands first in `PATH`), not when the install stops it.
+#[test]
+fn a_service_unit_that_does_not_exist_is_found_before_anything_runs() {
+    let ctx = TestContext::new();
+    instance(&ctx, "t");
+    let before = product_tree(&ctx, "t", &[]);
+    let update = marking_update(&ctx, "\n[[services]]\nname = \"Web\"\nunit = \"web-nowhere.service\"\n");
+    let markers = ctx.mkdir("markers", 0o755);
+    ctx.write_file(
+        "fake-systemd/systemctl",
+        b"#!/bin/sh\necho \"systemctl $*\" >> \"$TEST_MARKERS/systemctl\"\n[ \"$1\" = show ] && echo not-found\nexit 0\n",
+        0o755,
+    );
+    let path = format!("{}:{}", ctx.path("fake-systemd").display(), fixed_clock_path(&ctx));
+    let output = run(install(&ctx, &update, "t", &["-q"]).env("TEST_MARKERS", &markers).env("PATH", &path));
+    output.assert_code(exit::FAILURE);
+    output.assert_stderr_contains("service Web: systemd unit web-nowhere.service does not exist on this machine");
+    assert_eq!(product_tree(&ctx, "t", &[]), before);
+    assert!(!markers.join("pre-install").exists(), "the pre-install script ran");
+    let calls = std::fs::read_to_string(markers.join("systemctl")).unwrap();
+    assert!(!calls.contains("stop"), "the unit was stopped: {calls}");
+}
+
+/// `--plan` lists the scripts that will run and the services that will stop.
+#[test]
+fn the_plan_lists_scripts_and_services() {
+    let ctx = TestContext::new();
+    instance(&ctx, "t");
+    let update = marking_update(&ctx, MARKING_SERVICE);
+    let plan = run(&mut install(&ctx, &update, "t", &["--plan"]));
+    plan.assert_success();
+    assert!(plan.stdout.contains("  Script: pre-install runs .package/scripts/pre-install.sh\n"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("  Service: marker is stopped before the files change"), "{}", plan.stdout);
+}
+
+/// A service that will not start after the install, nor after the rollback, is
+/// an error that says the service is down, on the console and in the log.
+#[test]
+fn a_service_left_down_is_reported_on_the_console_and_in_the_log() {
+    let ctx = TestContext::new();
+    instance(&ctx, "t");
+    let before = product_tree(&ctx, "t", &[]);
+    let update = marking_update(
+        &ctx,
+        "\n[[services]]\nname = \"broken\"\nstop = \"true\"\nstart = \"echo cannot bind port 80 >&2; exit 1\"\n",
+    );
+    let markers = ctx.mkdir("markers", 0o755);
+    let output = run(install(&ctx, &update, "t", &["-q"]).env("TEST_MARKERS", &markers));
+    output.assert_code(exit::FAILURE);
+    output.assert_stderr_contains("service broken is down");
+    assert_eq!(product_tree(&ctx, "t", &[]), before);
+    let text = std::fs::read_to_string(last_install_log(&ctx, "t")).unwrap();
+    assert!(text.contains("service broken is down"), "{text}");
 }
 
 /// Ctrl-C while the post-install script runs: the script is stopped, the files

@@ -347,6 +347,45 @@ impl Dir {
         FreeSpace::of(self.fd.as_fd(), &self.path)
     }
 
+    /// What keeps this process from changing the entry `rel` (`.`: this
+    /// directory), found without changing anything: the immutable and append-only
+    /// attributes (`chattr +i`, `+a`; read where the filesystem has them) and, for a
+    /// directory, write permission for this process. Links and special files
+    /// have no attributes to read. A missing entry has no restriction.
+    pub fn restrictions(&self, rel: impl AsRef<Path>) -> Result<Restrictions> {
+        let rel = rel.as_ref();
+        let this = rel == Path::new(".");
+        let kind = if this {
+            EntryKind::Dir
+        } else {
+            match self.entry(rel)? {
+                Some(entry) => entry.kind,
+                None => return Ok(Restrictions::default()),
+            }
+        };
+        let fd = match kind {
+            EntryKind::Dir if this => Some(self.fd.try_clone().map_err(|e| FsError::io(&self.path, e))?),
+            EntryKind::Dir => Some(self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?),
+            // A file this process may not read cannot be asked (the write check of
+            // its directory still applies).
+            EntryKind::File => self.open_at(rel, read_flags(), Mode::empty()).ok(),
+            _ => None,
+        };
+        let mut found = Restrictions::default();
+        if let Some(fd) = &fd {
+            // Filesystems without attributes (tmpfs before 6.0, NFS, ...) say ENOTTY or the like.
+            if let Ok(flags) = rustix::fs::ioctl_getflags(fd) {
+                found.immutable = flags.contains(rustix::fs::IFlags::IMMUTABLE);
+                found.append_only = flags.contains(rustix::fs::IFlags::APPEND);
+            }
+            if kind == EntryKind::Dir {
+                let access = rustix::fs::accessat(fd, ".", rustix::fs::Access::WRITE_OK, AtFlags::EACCESS);
+                found.not_writable = matches!(access, Err(Errno::ACCESS) | Err(Errno::PERM) | Err(Errno::ROFS));
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether this directory's filesystem is mounted read-only.
     pub fn is_read_only(&self) -> Result<bool> {
         let stats = rustix::fs::fstatvfs(self.fd.as_fd()).map_err(|e| FsError::io(&self.path, e))?;
@@ -777,4 +816,24 @@ pub fn hash_reader(reader: &mut dyn Read, progress: &(dyn Fn(u64) + Sync)) -> st
         }
     })?;
     Ok((Digest(hasher.finalize().into()), total))
+}
+
+/// What keeps a process from changing an entry ([`Dir::restrictions`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restrictions {
+    /// `chattr +i`: the entry cannot be changed, renamed or removed, even by root;
+    /// nothing can be added to or removed from a directory.
+    pub immutable: bool,
+    /// `chattr +a`: a file can only be appended to; nothing can be removed from
+    /// or renamed in a directory.
+    pub append_only: bool,
+    /// A directory this process may not write (create, rename or remove in).
+    pub not_writable: bool,
+}
+
+impl Restrictions {
+    /// Whether anything restricts the entry.
+    pub fn any(&self) -> bool {
+        self.immutable || self.append_only || self.not_writable
+    }
 }

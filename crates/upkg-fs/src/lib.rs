@@ -25,7 +25,7 @@ mod workers;
 
 #[doc(hidden)]
 pub use dir::disable_openat2_for_tests;
-pub use dir::{Dir, LockKind, Rename, hash_reader};
+pub use dir::{Dir, LockKind, Rename, Restrictions, hash_reader};
 pub use entry::{Entry, EntryKind, Inode};
 pub use error::{FsError, Result};
 pub use file::{AppendFile, LockFile, Locking, NewFile};

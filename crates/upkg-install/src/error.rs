@@ -104,6 +104,17 @@ pub enum InstallError {
     },
 
     /// An I/O error outside the target (the package, the registry, the `--log` copy).
+    /// The transaction failed with `error` and was rolled back, but the rollback
+    /// could not put everything back as it was (a service left down, a
+    /// compensating script that failed): `notes` say what.
+    #[error("{error}; after the rollback: {}", notes.join("; "))]
+    RolledBackWithProblems {
+        /// What made the transaction fail.
+        error: Box<InstallError>,
+        /// What the rollback could not restore.
+        notes: Vec<String>,
+    },
+
     #[error("{}", path.display())]
     Io {
         /// The file or directory.
@@ -121,6 +132,7 @@ impl InstallError {
             InstallError::Format(e) => e.class(),
             InstallError::Unpack(e) => e.class(),
             InstallError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
+            InstallError::RolledBackWithProblems { error, .. } => error.class(),
             InstallError::Io { source, .. } => upkg_format::error::io_class(source),
             InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
             _ => FailureClass::Io,

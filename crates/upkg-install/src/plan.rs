@@ -6,11 +6,11 @@
 //! version of a file is the one the installer recorded, trusted only while the
 //! file still has the recorded contents.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::header::{Kind, Policy, Restart};
+use upkg_format::header::{Kind, Policy, Restart, ScriptRole};
 use upkg_format::{FileEntry, Header, Version};
 use upkg_fs::{Dir, EntryKind, FreeSpace, FsError};
 
@@ -150,6 +150,10 @@ pub struct Plan {
     pub in_use: Vec<InUse>,
     /// Whether a restart will be required afterwards.
     pub restart_required: bool,
+    /// The scripts the install runs, in order.
+    pub scripts: Vec<PlannedScript>,
+    /// The services it stops and starts again.
+    pub services: Vec<PlannedService>,
 }
 
 impl Plan {
@@ -444,6 +448,9 @@ pub(crate) fn plan(
         Some(target) => target.root.free_space()?,
         None => FreeSpace::of_path(target_path)?,
     };
+    if let Some(target) = target {
+        preflight(&target.root, header, &entries)?;
+    }
     let space = space_check(header, free, &entries, &in_use, options.repair_copy);
     let restart_required = match header.package.restart {
         Restart::Always => true,
@@ -472,6 +479,14 @@ pub(crate) fn plan(
     let summary = order.iter().filter_map(|a| counts.get(a).map(|n| (*a, *n))).collect();
     let reinstall =
         state.is_some_and(|s| s.packages.iter().any(|p| p.id == header.package.id && p.build == header.package.build));
+    let scripts = header
+        .package
+        .scripts
+        .all()
+        .filter(|(role, _)| matches!(role, ScriptRole::PreInstall | ScriptRole::PostInstall | ScriptRole::PostInstallUndo))
+        .map(|(role, path)| PlannedScript { role, path: path.to_owned() })
+        .collect();
+    let services = header.package.services.iter().map(PlannedService::of).collect();
     Ok(Plan {
         target: target_path.to_owned(),
         product: header.package.applies_to.product.clone(),
@@ -484,7 +499,120 @@ pub(crate) fn plan(
         space,
         in_use,
         restart_required,
+        scripts,
+        services,
     })
+}
+
+/// Finds, before any script runs or service stops, what would make the install
+/// fail half-way: a read-only filesystem, an immutable or append-only entry to
+/// replace or remove, an immutable, append-only or unwritable directory to change,
+/// a systemd unit that does not exist. Every obstacle is named, with what to do.
+fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<()> {
+    let mut obstacles = Vec::new();
+    if root.is_read_only()? {
+        obstacles.push(format!("{}: the filesystem is mounted read-only (remount it read-write)", root.path().display()));
+    } else {
+        // Entries renamed over or away, and the directories whose entries change.
+        let mut changed: BTreeSet<&str> = BTreeSet::new();
+        let mut directories: BTreeSet<&str> = BTreeSet::new();
+        directories.insert(".");
+        directories.insert(STATE_DIR);
+        for entry in entries.iter().filter(|e| e.action.changes()) {
+            if matches!(entry.action, PlanAction::Replace | PlanAction::Remove) {
+                changed.insert(&entry.path);
+            }
+            // The nearest existing directory holding it (a new one's parent may be new too).
+            let mut parent = Path::new(&entry.path).parent();
+            while let Some(dir) = parent.and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
+                if entries.iter().any(|e| e.path == dir && e.action == PlanAction::CreateDir) {
+                    parent = Path::new(dir).parent();
+                    continue;
+                }
+                directories.insert(dir);
+                break;
+            }
+        }
+        for path in changed {
+            let found = root.restrictions(path)?;
+            if found.immutable {
+                obstacles.push(format!("{path}: immutable (chattr +i): it cannot be replaced or removed; `chattr -i` it"));
+            } else if found.append_only {
+                obstacles.push(format!("{path}: append-only (chattr +a): it cannot be replaced or removed; `chattr -a` it"));
+            }
+        }
+        for dir in directories {
+            let found = root.restrictions(dir)?;
+            let shown = if dir == "." { root.path().display().to_string() } else { format!("{dir}/") };
+            if found.immutable {
+                obstacles.push(format!("{shown}: an immutable directory (chattr +i): nothing in it can change; `chattr -i` it"));
+            } else if found.append_only {
+                obstacles.push(format!(
+                    "{shown}: an append-only directory (chattr +a): nothing in it can be replaced or removed; `chattr -a` it"
+                ));
+            }
+            if found.not_writable {
+                obstacles.push(format!(
+                    "{shown}: this user (uid {}) may not write in it; run pkgrun as the target's owner",
+                    rustix::process::geteuid().as_raw()
+                ));
+            }
+        }
+    }
+    for service in &header.package.services {
+        if let Some(unit) = &service.unit {
+            if let Some(problem) = crate::run::unit_problem(unit) {
+                obstacles.push(format!("service {}: {problem}", service.name));
+            }
+        }
+    }
+    if obstacles.is_empty() {
+        return Ok(());
+    }
+    Err(InstallError::Refused(format!(
+        "the install cannot succeed on {}, and nothing was changed:\n  {}",
+        root.path().display(),
+        obstacles.join("\n  ")
+    )))
+}
+
+/// A script the install will run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedScript {
+    /// Its role.
+    pub role: ScriptRole,
+    /// Its path in the package.
+    pub path: String,
+}
+
+/// A service the install stops and starts again (when it was running).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedService {
+    /// Its name.
+    pub name: String,
+    /// How it is controlled, in words: `systemd unit U`, or `stop: ..., start: ...`.
+    pub control: String,
+    /// How pkgrun tells whether it runs.
+    pub status: String,
+}
+
+impl PlannedService {
+    fn of(service: &upkg_format::header::Service) -> PlannedService {
+        let control = match &service.unit {
+            Some(unit) => format!("systemd unit {unit}"),
+            None => format!(
+                "stop: {}; start: {}",
+                service.stop.as_deref().unwrap_or("(nothing)"),
+                service.start.as_deref().unwrap_or("(nothing)")
+            ),
+        };
+        let status = match (&service.unit, &service.status) {
+            (Some(unit), _) => format!("systemctl is-active {unit}"),
+            (None, Some(status)) => status.clone(),
+            (None, None) => "none: taken to be running".to_owned(),
+        };
+        PlannedService { name: service.name.clone(), control, status }
+    }
 }
 
 fn kind_name(kind: Kind) -> &'static str {

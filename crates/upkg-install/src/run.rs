@@ -273,6 +273,30 @@ pub fn service(
     result
 }
 
+/// Why systemd unit `unit` cannot be stopped and started on this machine, if it
+/// cannot: systemd does not run, `systemctl` is missing, or the unit does not
+/// exist or is masked (`systemctl show --property=LoadState`).
+pub(crate) fn unit_problem(unit: &str) -> Option<String> {
+    let output = Command::new("systemctl")
+        .args(["show", "--property=LoadState", "--value", "--"])
+        .arg(unit)
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => return Some(format!("systemd unit {unit}: systemctl cannot be run ({e})")),
+    };
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        return Some(format!("systemd unit {unit}: systemctl cannot query it: {why}"));
+    }
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "not-found" => Some(format!("systemd unit {unit} does not exist on this machine")),
+        "masked" => Some(format!("systemd unit {unit} is masked: it cannot be started (systemctl unmask {unit})")),
+        _ => None,
+    }
+}
+
 /// Whether `service` runs. A systemd unit is asked with `systemctl is-active
 /// --quiet UNIT` (exit 0: running; other: stopped), and is [`ServiceState::Unknown`]
 /// where systemd does not run or `systemctl` cannot be started. A command-style

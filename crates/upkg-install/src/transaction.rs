@@ -540,11 +540,15 @@ impl Transaction<'_, '_> {
                 for note in &notes {
                     (self.ctx.notify)(&format!("warning: {note}"));
                 }
-                let verdict = if cancelled { Verdict::Cancelled } else { Verdict::Failure(described) };
+                let verdict = match (cancelled, notes.is_empty()) {
+                    (true, _) => Verdict::Cancelled,
+                    (false, true) => Verdict::Failure(described),
+                    (false, false) => Verdict::Failure(format!("{described}; after the rollback: {}", notes.join("; "))),
+                };
                 if self.log.verdict(&verdict).is_ok() {
                     let _ = self.state_dir().remove_journal();
                 }
-                error
+                if notes.is_empty() { error } else { InstallError::RolledBackWithProblems { error: Box::new(error), notes } }
             }
             Err(rollback_error) => {
                 let reason = format!(
@@ -662,7 +666,10 @@ fn roll_back(
     if journal.services_state != ServicesState::Untouched {
         for record in services_running(journal) {
             if let Err(failure) = run::service(&record.service, ServiceVerb::Start, &options, &mut sink) {
-                notes.push(format!("service {} could not be started again: {failure}", record.service.name));
+                notes.push(format!(
+                    "service {} is down: it could not be started again after the rollback ({failure}); start it by hand once the cause is fixed",
+                    record.service.name
+                ));
             }
         }
     }
