@@ -455,7 +455,9 @@ pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// `pkgrun verify --target DIR`: exit 0 when every owned entry is as installed, 1 otherwise.
+/// `pkgrun verify --target DIR`: exit 0 when every owned entry is as installed or
+/// differs only by the administrator's changes (policy `add`, a removed `if-present`
+/// file), 1 otherwise.
 pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     let report = upkg_install::verify(ctx, target)?;
     let outcome = if report.problems.is_empty() { Outcome::Success } else { Outcome::Failure };
@@ -469,19 +471,45 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             problem.problem, problem.path, problem.package, problem.build, problem.detail
         );
     }
-    if report.problems.is_empty() {
-        if !cli.output.quiet {
-            println!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
-        }
-    } else {
+    // Quiet: only what fails the check.
+    for change in report.administrator_changes.iter().filter(|_| !cli.output.quiet) {
+        println!("{}", administrator_change(change));
+    }
+    let kept = report.administrator_changes.len();
+    if !report.problems.is_empty() {
         println!(
-            "{} of {} entries differ from what was installed; `pkgrun repair --target {}` restores them.",
+            "{} of {} entries differ from what was installed; `pkgrun repair --target {}` restores them{}.",
             report.problems.len(),
             report.checked,
-            target.display()
+            target.display(),
+            if kept == 0 { String::new() } else { format!("; the administrator's changes ({kept}) are kept") }
+        );
+    } else if cli.output.quiet {
+        // A healthy target: nothing to say.
+    } else if kept == 0 {
+        println!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
+    } else {
+        println!(
+            "OK: {} of {} entries are as installed; {} the administrator's, which repair keeps.",
+            human::thousands((report.checked - kept) as u64),
+            human::thousands(report.checked as u64),
+            human::count(kept as u64, "change is", "changes are"),
         );
     }
     Ok(outcome)
+}
+
+/// One line for an administrator's change: its class, path, policy and package.
+fn administrator_change(change: &upkg_install::Problem) -> String {
+    let policy = change.policy.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    format!(
+        "{} {} (policy {policy}, from {} build {}): {}",
+        change.class(),
+        change.path,
+        change.package,
+        change.build,
+        change.detail
+    )
 }
 
 /// `pkgrun repair --target DIR`.
@@ -499,8 +527,20 @@ pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     for problem in &report.unrepairable {
         println!("not repaired  {}: {}", problem.path, problem.detail);
     }
+    for change in report.administrator_changes.iter().filter(|_| !cli.output.quiet) {
+        let policy = change.policy.map_or_else(|| "none".to_owned(), |p| p.to_string());
+        let what = if change.problem == upkg_install::ProblemKind::Missing { "removed" } else { change.problem.name() };
+        println!("kept          {} (administrator's, policy {policy}): {what}", change.path);
+    }
+    if let Some(backup) = report.backup.as_ref().filter(|_| !cli.output.quiet) {
+        println!("backup        {} (what the repair replaced or removed)", backup.display());
+    }
     if report.repaired.is_empty() && report.unrepairable.is_empty() && !cli.output.quiet {
-        println!("Nothing to repair: all entries are as installed.");
+        if report.administrator_changes.is_empty() {
+            println!("Nothing to repair: all entries are as installed.");
+        } else {
+            println!("Nothing to repair: the other entries are as installed.");
+        }
     }
     Ok(outcome)
 }

@@ -157,6 +157,7 @@ fn install_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + 
         runtime: RUNTIME,
         old_verifies: true,
         service_marker: Some(ACME_SERVICE_MARKER),
+        kept_in_backup: None,
     }
 }
 
@@ -199,6 +200,7 @@ fn uninstall_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command 
         runtime: RUNTIME,
         old_verifies: true,
         service_marker: Some(ACME_SERVICE_MARKER),
+        kept_in_backup: None,
     }
 }
 
@@ -224,6 +226,9 @@ fn uninstall_rolls_back_when_any_call_fails() {
     fail_every_call(&scenario, Fault::Eio(1), "Input/output error");
 }
 
+/// What the repair scenario's accident leaves in a library, which the repair keeps in its backup.
+const DAMAGED: &[u8] = b"# damaged\n";
+
 /// An instance with the service pack whose files an accident damaged: a library
 /// edited, a page of documentation deleted, a program's mode and a link changed.
 fn repair_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + Sync)) -> Scenario<'a> {
@@ -231,7 +236,7 @@ fn repair_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + S
     acme.with_sp("damaged");
     let new = product_tree(ctx, "damaged", RUNTIME);
     let target = ctx.path("damaged");
-    std::fs::write(target.join("lib/acme/cli.py"), b"# damaged\n").unwrap();
+    std::fs::write(target.join("lib/acme/cli.py"), DAMAGED).unwrap();
     std::fs::remove_file(target.join("share/doc/acme/release-notes-2.2.0.html")).unwrap();
     std::fs::set_permissions(target.join("bin/acme"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::remove_file(target.join("lib/libacme.so")).unwrap();
@@ -247,6 +252,7 @@ fn repair_scenario<'a>(acme: &'a Acme, command: &'a (dyn Fn(&str) -> Command + S
         runtime: RUNTIME,
         old_verifies: false,
         service_marker: Some(ACME_SERVICE_MARKER),
+        kept_in_backup: Some(("lib/acme/cli.py", DAMAGED)),
     }
 }
 

@@ -154,9 +154,46 @@ fn a_link_anywhere_in_the_state_directory_is_refused_and_never_followed() {
     }
 }
 
+/// Repair on a directory of the package replaced by a link to a directory outside
+/// the target: verify and repair report it; repair never writes through the link
+/// (the outside is as it was), puts the directory back with the package's files,
+/// and keeps the link in its backup, which its log names.
+#[test]
+fn repair_reports_a_directory_replaced_by_a_link_and_never_writes_through_it() {
+    let s = scene();
+    let ctx = &s.ctx;
+    ctx.write_file("victim/x.txt", b"the victim's own x.txt\n", 0o640);
+    copy_tree(&ctx.path("template"), &ctx.path("t"));
+    std::fs::remove_dir_all(ctx.path("t/lib/a")).unwrap();
+    symlink(ctx.path("victim"), ctx.path("t/lib/a")).unwrap();
+    let before = s.victims();
+
+    let verify = run(&mut on_target(ctx, &["verify"], "t"));
+    assert_eq!(verify.code, 1, "{}", verify.render());
+    assert!(
+        verify.stdout.contains("wrong-kind   lib/a (from testprod-1.0 build 1): a symlink where a dir"),
+        "{}",
+        verify.render()
+    );
+    assert!(verify.stdout.contains("wrong-kind   lib/a/x.txt (from testprod-1.0 build 1): "), "{}", verify.render());
+
+    let repair = run(&mut on_target(ctx, &["repair"], "t"));
+    assert_eq!(repair.code, 0, "{}", repair.render());
+    assert!(repair.stdout.contains("repaired      lib/a\n"), "{}", repair.render());
+    assert!(repair.stdout.contains("repaired      lib/a/x.txt\n"), "{}", repair.render());
+    assert_eq!(s.victims(), before, "repair wrote through the link");
+    assert!(ctx.path("t/lib/a").symlink_metadata().unwrap().is_dir(), "repair did not put the directory back");
+    assert_eq!(std::fs::read(ctx.path("t/lib/a/x.txt")).unwrap(), b"x 1.0\n");
+    let named = backup_named_in_log(&last_repair_log(ctx, "t"), "remove", "lib/a");
+    assert!(named.to_string_lossy().contains("/.pkgrun/tx/"), "{}", named.display());
+    assert_eq!(std::fs::read_link(&named).unwrap(), ctx.path("victim"), "the link is not kept in the backup");
+    assert_eq!(run(&mut on_target(ctx, &["verify"], "t")).code, 0);
+}
+
 /// A directory the package owns, replaced by a link to a directory outside the
-/// target: install and uninstall refuse, verify reports it, repair puts a real
-/// directory back (the link is kept aside), and nothing outside changes.
+/// target: install and uninstall refuse, verify reports it, repair reports it and
+/// puts a real directory back without writing through the link (the link is kept
+/// in the repair's backup, named in its log), and nothing outside changes.
 #[test]
 fn an_owned_directory_replaced_by_a_link_is_never_written_through() {
     let s = scene();
@@ -182,15 +219,21 @@ fn an_owned_directory_replaced_by_a_link_is_never_written_through() {
 
     let output = run(&mut on_target(ctx, &["repair"], "t"));
     assert_eq!(output.code, 0, "{}", output.render());
+    assert!(output.stdout.contains("repaired      lib/a\n"), "{}", output.render());
     assert_eq!(s.victims(), before, "repair wrote through the link");
     assert!(ctx.path("t/lib/a").symlink_metadata().unwrap().is_dir(), "repair did not put the directory back");
     assert_eq!(std::fs::read(ctx.path("t/lib/a/x.txt")).unwrap(), b"x 1.0\n");
-    let displaced: Vec<_> = walkdir::WalkDir::new(ctx.path("t/.pkgrun/displaced"))
+    let kept: Vec<_> = walkdir::WalkDir::new(ctx.path("t/.pkgrun/tx"))
         .into_iter()
         .flatten()
         .filter(|e| e.path_is_symlink())
+        .map(|e| e.into_path())
         .collect();
-    assert_eq!(displaced.len(), 1, "the link is kept in .pkgrun/displaced/");
+    assert_eq!(kept.len(), 1, "the link is kept in the repair's backup: {kept:?}");
+    assert!(kept[0].ends_with("backup/lib/a"), "{kept:?}");
+    assert_eq!(std::fs::read_link(&kept[0]).unwrap(), ctx.path("victim"));
+    let named = backup_named_in_log(&last_repair_log(ctx, "t"), "remove", "lib/a");
+    assert_eq!(std::fs::read_link(named).unwrap(), ctx.path("victim"), "the log names another backup");
     assert_eq!(run(&mut on_target(ctx, &["verify"], "t")).code, 0);
 
     // Uninstalling an update through a planted link is refused too.

@@ -206,6 +206,119 @@ fn verify_finds_damage_and_repair_restores_it() {
     assert_eq!(verdict(&last), "REPAIR SUCCESS");
 }
 
+/// An Acme 2.1 instance with the service pack, where the administrator added a
+/// line to `etc/acme/acme.conf` (policy "add": theirs once installed) and deleted
+/// `etc/acme/mime.types` (policy "if-present": deleting it opts out), and an
+/// accident damaged a library: verify lists the administrator's changes in their
+/// own class and fails for the library only; repair restores the library alone,
+/// keeps the edit, leaves the deleted file absent, and keeps the damaged bytes in
+/// its backup under `.pkgrun/tx/`, named in its log, which stays.
+#[test]
+fn repair_keeps_the_administrators_changes_and_backs_up_what_it_replaces() {
+    let ctx = TestContext::new();
+    let release = acme_previous_release(&ctx);
+    let sp = acme_service_pack(&ctx);
+    ctx.mkdir("srv", 0o755);
+    acme_instance(&ctx, &release, "srv/acme");
+    install_ok(&ctx, &sp, "srv/acme", &["--accept-eula", "-q"]);
+    let t = ctx.path("srv/acme");
+    let mut conf = std::fs::read_to_string(t.join("etc/acme/acme.conf")).unwrap();
+    conf.push_str("# added by the administrator\nmax_connections = 4096\n");
+    std::fs::write(t.join("etc/acme/acme.conf"), &conf).unwrap();
+    std::fs::remove_file(t.join("etc/acme/mime.types")).unwrap();
+    let pristine = std::fs::read(t.join("lib/acme/cli.py")).unwrap();
+    let damaged: &[u8] = b"# damaged by accident\n";
+    std::fs::write(t.join("lib/acme/cli.py"), damaged).unwrap();
+
+    let verify = run(&mut on_target(&ctx, &["verify"], "srv/acme"));
+    verify.assert_code(exit::FAILURE);
+    let out = &verify.stdout;
+    assert!(out.contains("modified     lib/acme/cli.py (from acme-server-2.2.0-sp1 build 2200): "), "{out}");
+    assert!(
+        out.contains(
+            "modified (administrator's, kept) etc/acme/acme.conf (policy add, from acme-server-2.1.0 build 2100): "
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "removed (administrator's) etc/acme/mime.types (policy if-present, from acme-server-2.2.0-sp1 build 2200): "
+        ),
+        "{out}"
+    );
+    assert!(out.contains("1 of "), "{out}");
+    assert!(out.contains("; the administrator's changes (2) are kept."), "{out}");
+    let json = run(&mut on_target(&ctx, &["verify", "--json"], "srv/acme")).json();
+    assert_eq!(json["outcome"], "failure");
+    let listed = |key: &str| -> Vec<(String, String, String)> {
+        json["report"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key}: {json}"))
+            .iter()
+            .map(|p| {
+                let field = |name: &str| p[name].as_str().unwrap_or_default().to_owned();
+                (field("path"), field("problem"), field("owner"))
+            })
+            .collect()
+    };
+    let triple = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(listed("problems"), [triple("lib/acme/cli.py", "modified", "package")]);
+    assert_eq!(
+        listed("administrator_changes"),
+        [
+            triple("etc/acme/acme.conf", "modified", "administrator"),
+            triple("etc/acme/mime.types", "missing", "administrator")
+        ]
+    );
+    assert_eq!(json["report"]["administrator_changes"][0]["policy"], "add");
+    assert_eq!(json["report"]["administrator_changes"][1]["policy"], "if-present");
+
+    let repair = run(&mut on_target(&ctx, &["repair"], "srv/acme"));
+    repair.assert_success();
+    let out = &repair.stdout;
+    assert!(out.contains("repaired      lib/acme/cli.py\n"), "{out}");
+    assert!(!out.contains("repaired      etc/"), "{out}");
+    assert!(out.contains("kept          etc/acme/acme.conf (administrator's, policy add): modified\n"), "{out}");
+    assert!(out.contains("kept          etc/acme/mime.types (administrator's, policy if-present): removed\n"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(t.join("etc/acme/acme.conf")).unwrap(),
+        conf,
+        "the administrator's edit is gone"
+    );
+    assert!(!t.join("etc/acme/mime.types").exists(), "the removed if-present file was brought back");
+    assert_eq!(std::fs::read(t.join("lib/acme/cli.py")).unwrap(), pristine, "the library was not restored");
+
+    // The damaged bytes are in the repair's backup, which its log names.
+    let log = last_repair_log(&ctx, "srv/acme");
+    assert_eq!(verdict(&log), "REPAIR SUCCESS");
+    let backup = backup_named_in_log(&log, "replace", "lib/acme/cli.py");
+    let tx = std::fs::canonicalize(t.join(".pkgrun/tx")).unwrap();
+    let within = std::fs::canonicalize(&backup).unwrap();
+    assert!(within.starts_with(&tx), "{} is not under .pkgrun/tx/", backup.display());
+    assert!(within.parent().unwrap().ends_with("backup/lib/acme"), "{}", backup.display());
+    assert_eq!(std::fs::read(&backup).unwrap(), damaged);
+    let backup_dir = backup.to_str().unwrap().strip_suffix("/lib/acme/cli.py").unwrap();
+    assert!(backup_dir.ends_with("/backup"), "{}", backup.display());
+    assert!(out.contains(&format!("backup        {backup_dir} ")), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("keeping etc/acme/acme.conf: modified (administrator's, kept) (policy add)"), "{text}");
+    assert!(text.contains("keeping etc/acme/mime.types: removed (administrator's) (policy if-present)"), "{text}");
+
+    // Only the administrator's changes remain: verify reports them and succeeds.
+    let verify = run(&mut on_target(&ctx, &["verify"], "srv/acme"));
+    verify.assert_success();
+    assert!(verify.stdout.contains("modified (administrator's, kept) etc/acme/acme.conf"), "{}", verify.render());
+    assert!(verify.stdout.contains("2 changes are the administrator's, which repair keeps."), "{}", verify.render());
+    assert_eq!(run(&mut on_target(&ctx, &["verify", "-q"], "srv/acme")).stdout, "");
+
+    // The backup stays through later runs (another repair, which has nothing to do).
+    let again = run(&mut on_target(&ctx, &["repair"], "srv/acme"));
+    again.assert_success();
+    assert!(again.stdout.contains("Nothing to repair: the other entries are as installed."), "{}", again.render());
+    assert_eq!(std::fs::read(&backup).unwrap(), damaged, "the repair's backup was removed");
+    assert_eq!(std::fs::read_to_string(t.join("etc/acme/acme.conf")).unwrap(), conf);
+}
+
 /// Without a kept copy, repair says what it cannot do instead of guessing.
 #[test]
 fn repair_without_a_kept_copy_says_so() {

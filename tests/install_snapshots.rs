@@ -98,3 +98,23 @@ fn status_verify_and_log() {
     let text = std::fs::read_to_string(log).unwrap();
     settings(&ctx).bind(|| insta::assert_snapshot!("install_log", text));
 }
+
+/// The administrator's change to a configuration file (policy add) in its own
+/// class, beside the package's damage: verify (text and JSON), then repair, which
+/// restores only the package's file and names its backup.
+#[test]
+fn verify_and_repair_with_administrator_changes() {
+    let ctx = TestContext::new();
+    let package = scene(&ctx);
+    install_ok(&ctx, &package, "t", &["-q"]);
+    std::fs::write(ctx.path("t/etc/tool.conf"), b"setting = 1\nmine = yes\n").unwrap();
+    std::fs::write(ctx.path("t/bin/tool"), b"#!/bin/sh\necho patched by hand\n").unwrap();
+    let verify = run(&mut on_target(&ctx, &["verify"], "t"));
+    settings(&ctx).bind(|| insta::assert_snapshot!("verify_administrator", verify.render()));
+    let verify_json = run(&mut on_target(&ctx, &["verify", "--json"], "t"));
+    settings(&ctx).bind(|| insta::assert_snapshot!("verify_administrator_json", verify_json.render()));
+    let repair = run(&mut on_target(&ctx, &["repair"], "t"));
+    settings(&ctx).bind(|| insta::assert_snapshot!("repair_administrator", repair.render()));
+    let verify = run(&mut on_target(&ctx, &["verify"], "t"));
+    settings(&ctx).bind(|| insta::assert_snapshot!("verify_administrator_only", verify.render()));
+}

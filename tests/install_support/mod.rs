@@ -158,6 +158,27 @@ pub fn verdicts(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The last repair log of a target.
+pub fn last_repair_log(ctx: &TestContext, target: &str) -> PathBuf {
+    logs(ctx, target)
+        .into_iter()
+        .rfind(|l| l.file_name().unwrap().to_string_lossy().starts_with("repair-"))
+        .unwrap_or_else(|| panic!("no repair log on {target}"))
+}
+
+/// The backup location a log names for operation `op` (`replace` or `remove`) on
+/// `path`: the log line is `OP PATH (backup: LOCATION)`.
+pub fn backup_named_in_log(log: &Path, op: &str, path: &str) -> PathBuf {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let prefix = format!("{op} {path} (backup: ");
+    let line = text
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+        .find(|rest| rest.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{}: no line `{prefix}...`:\n{text}", log.display()));
+    PathBuf::from(line[prefix.len()..].strip_suffix(')').expect("the line ends with `)`"))
+}
+
 /// The Acme sample's previous version, 2.1.0, as a release package built from the
 /// sample's tree: every text file says 2.1.0 where the service pack says 2.2.0, a
 /// few files the service pack adds are absent, and `bin/acme-legacy-tool` (which

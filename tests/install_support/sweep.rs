@@ -162,6 +162,9 @@ pub struct Scenario<'a> {
     /// A file that exists exactly while the target's service runs: it must exist
     /// after every case exactly when it did in the template (services end as they were).
     pub service_marker: Option<&'a str>,
+    /// A path and the contents the command replaces there, which must then be kept
+    /// in a transaction's `backup/` (a repair keeps what it overwrites).
+    pub kept_in_backup: Option<(&'a str, &'a [u8])>,
 }
 
 /// Which tree a check found.
@@ -261,6 +264,14 @@ impl Scenario<'_> {
         if found == Found::New || self.old_verifies {
             let verify = run(&mut on_target(ctx, &["verify", "-q"], target));
             assert_eq!(verify.code, 0, "{label}: verify:\n{}", verify.render());
+        }
+        if let (Found::New, Some((path, contents))) = (found, self.kept_in_backup) {
+            let kept = std::fs::read_dir(state.join("tx"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|tx| std::fs::read(tx.path().join("backup").join(path)).is_ok_and(|b| b == contents));
+            assert!(kept, "{label}: what stood at {path} is in no .pkgrun/tx/*/backup/");
         }
         assert!(running_on(&ctx.path(target)).is_empty(), "{label}: processes of the transaction still run");
         if let Some(marker) = self.service_marker {

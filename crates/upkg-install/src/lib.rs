@@ -46,4 +46,6 @@ pub use target::STATE_DIR;
 pub use transaction::{Context, Recovery, RecoveryOutcome};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
-pub use verify::{PackageStatus, Problem, RepairReport, Status, VerifyReport, repair, status, verify};
+pub use verify::{
+    Owner, PackageStatus, Problem, ProblemKind, RepairReport, Status, VerifyReport, repair, status, verify,
+};

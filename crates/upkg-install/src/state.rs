@@ -28,6 +28,11 @@ pub struct State {
     pub files: BTreeMap<String, OwnedEntry>,
     /// Id of the last committed transaction.
     pub last_transaction: Option<String>,
+    /// Repairs that overwrote or removed something, oldest first: each one's
+    /// `tx/<id>/backup/` keeps what it took out of the tree (absent in state files
+    /// written before repairs kept a backup).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<RepairRecord>,
 }
 
 impl State {
@@ -49,6 +54,7 @@ impl State {
             packages: Vec::new(),
             files: BTreeMap::new(),
             last_transaction: None,
+            repairs: Vec::new(),
         }
     }
 
@@ -128,6 +134,18 @@ impl KeptReason {
             KeptReason::Absent => "the file was absent",
         }
     }
+}
+
+/// A committed repair whose backup is kept, so that it can be undone by hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    /// The repair's transaction; `tx/<id>/backup/` holds, at the same relative
+    /// paths, what stood where it restored an entry.
+    pub transaction: String,
+    /// When (Unix seconds).
+    pub repaired_at: u64,
+    /// The paths whose previous contents are in the backup.
+    pub backed_up: Vec<String>,
 }
 
 /// One change an install made.
@@ -237,5 +255,25 @@ pub mod registry {
             std::fs::rename(&temp, path)
         };
         write().map_err(|e| InstallError::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file written before repairs kept their backup (no `repairs`) still
+    /// reads, and one without repairs is written as before.
+    #[test]
+    fn state_without_repairs_reads_and_writes_as_before() {
+        let old = br#"{"format":1,"product":"p","version":"1.0","packages":[],"files":{},"last_transaction":null}"#;
+        let state = State::parse(old).expect("an old state file reads");
+        assert!(state.repairs.is_empty());
+        let written = serde_json::to_string(&state).unwrap();
+        assert!(!written.contains("repairs"), "{written}");
+        let mut state = state;
+        state.repairs.push(RepairRecord { transaction: "t1".into(), repaired_at: 1, backed_up: vec!["a".into()] });
+        let again = State::parse(serde_json::to_string(&state).unwrap().as_bytes()).unwrap();
+        assert_eq!(again, state);
     }
 }

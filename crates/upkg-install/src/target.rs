@@ -8,7 +8,8 @@
 //!   logs/               one log per attempt: <package>-<build>-<N>.log
 //!   tx/<txid>/          one directory per transaction ([`TxLayout`]):
 //!     staging/          new files, verified, before they are renamed into place
-//!     backup/           what the transaction replaced or removed (kept for uninstall)
+//!     backup/           what the transaction replaced or removed (kept: for uninstall,
+//!                       or to undo a repair, which `state.json` records)
 //!     aside/            what an uninstall moved away (dropped at commit)
 //!     keep/             the package's signed header and scripts (for uninstall)
 //!     repair/           the repair copy: the signed header and the files the

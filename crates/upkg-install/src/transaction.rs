@@ -723,11 +723,17 @@ fn recover(ctx: &Context<'_>, target: &Target, state_dir: &StateDir) -> Result<O
     }))
 }
 
-/// Removes transaction directories that neither the state nor a journal refers to
-/// (left by a process stopped between creating them and writing its journal).
+/// Removes transaction directories that neither the state (an installed package,
+/// or a repair whose backup is kept) nor a journal refers to (left by a process
+/// stopped between creating them and writing its journal).
 fn sweep_orphans(state_dir: &StateDir) -> Result<()> {
-    let referenced: std::collections::BTreeSet<String> =
-        state_dir.load_state()?.map(|s| s.packages.into_iter().map(|p| p.transaction).collect()).unwrap_or_default();
+    let referenced: std::collections::BTreeSet<String> = state_dir
+        .load_state()?
+        .map(|s| {
+            let repairs = s.repairs.into_iter().map(|r| r.transaction);
+            s.packages.into_iter().map(|p| p.transaction).chain(repairs).collect()
+        })
+        .unwrap_or_default();
     for txid in state_dir.transactions()? {
         if !referenced.contains(&txid) {
             state_dir.remove(&TxPart::Whole(txid))?;

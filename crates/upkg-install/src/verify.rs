@@ -1,17 +1,30 @@
 //! `status`, `verify` and `repair` on an installed target.
+//!
+//! Every difference `verify` finds belongs to someone ([`Owner`]), by the
+//! replacement policy of the latest installed package that declares the entry
+//! (read from the signed headers the installs kept, so that it holds for state
+//! files of any age and follows uninstalls): a file under `add` is the
+//! administrator's once installed, whatever they do to it, and a file under
+//! `if-present` that is gone was removed by them. Those differences are reported
+//! in their own class and never restored; everything else is the package's, and
+//! `repair` restores it, moving what stood there into the repair transaction's
+//! `backup/`, which stays (`state.json` records it), so that a repair can be undone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use upkg_format::Policy;
 use upkg_format::header::Kind;
+use upkg_format::paths::EXPANDED_HEADER;
 use upkg_fs::{Dir, EntryKind, FsError};
 
 use crate::error::{InstallError, Result};
 use crate::install::write_staged;
 use crate::journal::{Action, Op, Seen};
 use crate::log::Verdict;
-use crate::state::{OwnedEntry, State};
+use crate::state::{OwnedEntry, RepairRecord, State};
+use crate::target::{StateDir, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Recovery, Step, TxPlan};
 use crate::uninstall::{kept_package, open_instance};
 use crate::util;
@@ -85,19 +98,97 @@ pub fn status(ctx: &Context<'_>, target: &Path) -> Result<Status> {
     })
 }
 
+/// How an owned entry differs from what was installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// Nothing at its path.
+    Missing,
+    /// A file whose contents (or size) changed, or that cannot be read.
+    Modified,
+    /// Another kind of entry at its path, or a link or a non-directory on the way to it.
+    WrongKind,
+    /// A file with other permission bits.
+    WrongMode,
+    /// A link pointing elsewhere.
+    WrongTarget,
+    /// Its path cannot be examined.
+    Unreadable,
+}
+
+impl ProblemKind {
+    /// Its name, as the JSON output spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::Missing => "missing",
+            ProblemKind::Modified => "modified",
+            ProblemKind::WrongKind => "wrong-kind",
+            ProblemKind::WrongMode => "wrong-mode",
+            ProblemKind::WrongTarget => "wrong-target",
+            ProblemKind::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// Whose a difference is, by the replacement policy that governs the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    /// The package's: `verify` fails, `repair` restores the entry.
+    Package,
+    /// The administrator's (a file under `add`, once installed, whatever its
+    /// difference; a file under `if-present` that was removed): `verify` reports
+    /// it without failing, `repair` never restores it.
+    Administrator,
+}
+
+impl Owner {
+    /// Whose a difference of `kind` is, on an entry governed by `policy`.
+    fn of(policy: Option<Policy>, kind: ProblemKind) -> Owner {
+        match (policy, kind) {
+            (Some(Policy::Add), _) | (Some(Policy::IfPresent), ProblemKind::Missing) => Owner::Administrator,
+            _ => Owner::Package,
+        }
+    }
+}
+
 /// One owned entry that is not as installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// Path relative to the target.
     pub path: String,
-    /// `missing`, `modified`, `wrong-kind`, `wrong-mode` or `wrong-target`.
-    pub problem: &'static str,
+    /// How it differs.
+    pub problem: ProblemKind,
+    /// Whose the difference is.
+    pub owner: Owner,
+    /// The policy that governs the entry (that of the latest installed package
+    /// declaring it; none for directories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
     /// The package that installed it.
     pub package: String,
     /// Its build.
     pub build: u64,
     /// Details.
     pub detail: String,
+}
+
+impl Problem {
+    /// Its class in words: the kind for the package's differences;
+    /// `removed (administrator's)` or `<kind> (administrator's, kept)` for the administrator's.
+    pub fn class(&self) -> String {
+        match (self.owner, self.problem) {
+            (Owner::Package, kind) => kind.to_string(),
+            (Owner::Administrator, ProblemKind::Missing) => "removed (administrator's)".into(),
+            (Owner::Administrator, kind) => format!("{kind} (administrator's, kept)"),
+        }
+    }
 }
 
 /// What `verify` found.
@@ -107,8 +198,12 @@ pub struct VerifyReport {
     pub target: PathBuf,
     /// Entries checked.
     pub checked: usize,
-    /// Entries that differ from what was installed, by path.
+    /// Entries that differ from what the package installed, by path: `verify` fails,
+    /// `repair` restores them.
     pub problems: Vec<Problem>,
+    /// Entries the administrator changed or removed where the policy gives them the
+    /// entry, by path: reported, never restored, not a failure.
+    pub administrator_changes: Vec<Problem>,
     /// An interrupted transaction recovered first.
     pub recovered: Option<Recovery>,
 }
@@ -116,66 +211,97 @@ pub struct VerifyReport {
 /// Checks every owned entry against its record.
 pub fn verify(ctx: &Context<'_>, target: &Path) -> Result<VerifyReport> {
     let (session, state) = open_instance(ctx, target, Access::Read)?;
-    let problems = find_problems(&session.target.root, &state);
+    let policies = governing_policies(&session.state_dir, &state);
+    let (problems, administrator_changes) = find_problems(&session.target.root, &state, &policies);
     Ok(VerifyReport {
         target: session.target.path.clone(),
         checked: state.files.len(),
         problems,
+        administrator_changes,
         recovered: session.recovered.clone(),
     })
 }
 
-fn find_problems(root: &Dir, state: &State) -> Vec<Problem> {
+/// The policy that governs each path: that of the latest installed package whose
+/// catalog declares it (a package that skipped the path, say an `add` file already
+/// present, still decides), from the signed headers the installs kept. A package
+/// whose kept header cannot be read decides nothing.
+fn governing_policies(state_dir: &StateDir, state: &State) -> HashMap<String, Policy> {
+    let mut policies = HashMap::new();
+    for package in &state.packages {
+        let header = state_dir
+            .area(&state_dir.tx(&package.transaction).keep(), false)
+            .ok()
+            .and_then(|keep| keep.read(EXPANDED_HEADER).ok())
+            .and_then(|bytes| upkg_format::Header::parse(&bytes, 0).ok());
+        let Some(header) = header else { continue };
+        for entry in header.files.iter().filter(|e| !e.is_package_file()) {
+            if let Some(policy) = entry.policy {
+                policies.insert(entry.path.clone(), policy);
+            }
+        }
+    }
+    policies
+}
+
+/// The differences of every owned entry: the package's, then the administrator's.
+fn find_problems(root: &Dir, state: &State, policies: &HashMap<String, Policy>) -> (Vec<Problem>, Vec<Problem>) {
     let mut problems = Vec::new();
     for (path, owned) in &state.files {
         if let Some((problem, detail)) = check_entry(root, path, owned) {
+            let policy = policies.get(path).copied();
             problems.push(Problem {
                 path: path.clone(),
                 problem,
+                owner: Owner::of(policy, problem),
+                policy,
                 package: owned.package.clone(),
                 build: owned.build,
                 detail,
             });
         }
     }
-    problems
+    problems.into_iter().partition(|p| p.owner == Owner::Package)
 }
 
-fn check_entry(root: &Dir, path: &str, owned: &OwnedEntry) -> Option<(&'static str, String)> {
+fn check_entry(root: &Dir, path: &str, owned: &OwnedEntry) -> Option<(ProblemKind, String)> {
     let entry = match root.entry(path) {
         Ok(Some(entry)) => entry,
-        Ok(None) => return Some(("missing", "not in the target".into())),
+        Ok(None) => return Some((ProblemKind::Missing, "not in the target".into())),
         Err(FsError::Link { path: link }) => {
-            return Some(("wrong-kind", format!("{} on the way is a symbolic link", link.display())));
+            return Some((ProblemKind::WrongKind, format!("{} on the way is a symbolic link", link.display())));
         }
         Err(FsError::WrongKind { path: on_the_way, found, .. }) => {
-            return Some(("wrong-kind", format!("{} on the way is {found}", on_the_way.display())));
+            return Some((ProblemKind::WrongKind, format!("{} on the way is {found}", on_the_way.display())));
         }
-        Err(e) => return Some(("unreadable", e.to_string())),
+        Err(e) => return Some((ProblemKind::Unreadable, e.to_string())),
     };
     let kind = match entry.kind {
         EntryKind::Symlink => Kind::Symlink,
         EntryKind::Dir => Kind::Dir,
         EntryKind::File => Kind::File,
-        other => return Some(("wrong-kind", format!("{other}"))),
+        other => return Some((ProblemKind::WrongKind, format!("{other}"))),
     };
     if kind != owned.kind {
-        return Some(("wrong-kind", format!("a {kind:?} where a {:?} was installed", owned.kind).to_lowercase()));
+        let detail = format!("a {kind:?} where a {:?} was installed", owned.kind).to_lowercase();
+        return Some((ProblemKind::WrongKind, detail));
     }
     match kind {
         Kind::File => match root.hash_file(path, &|_| {}) {
-            Ok((digest, size)) if Some(digest) != owned.sha256 || size != owned.size => {
-                Some(("modified", format!("{size} bytes, SHA-256 {digest}; installed: {} bytes", owned.size)))
-            }
+            Ok((digest, size)) if Some(digest) != owned.sha256 || size != owned.size => Some((
+                ProblemKind::Modified,
+                format!("{size} bytes, SHA-256 {digest}; installed: {} bytes", owned.size),
+            )),
             Ok(_) if entry.mode != owned.mode.0 => {
-                Some(("wrong-mode", format!("mode {:04o}, installed {:04o}", entry.mode, owned.mode.0)))
+                Some((ProblemKind::WrongMode, format!("mode {:04o}, installed {:04o}", entry.mode, owned.mode.0)))
             }
             Ok(_) => None,
-            Err(e) => Some(("modified", format!("unreadable: {e}"))),
+            Err(e) => Some((ProblemKind::Modified, format!("unreadable: {e}"))),
         },
         Kind::Symlink => {
             let target = root.read_link(path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-            (Some(&target) != owned.target.as_ref()).then(|| ("wrong-target", format!("points to {target:?}")))
+            (Some(&target) != owned.target.as_ref())
+                .then(|| (ProblemKind::WrongTarget, format!("points to {target:?}")))
         }
         Kind::Dir => None,
     }
@@ -190,6 +316,11 @@ pub struct RepairReport {
     pub repaired: Vec<String>,
     /// Paths that could not be restored, with the reason.
     pub unrepairable: Vec<Problem>,
+    /// The administrator's changes, left as they are.
+    pub administrator_changes: Vec<Problem>,
+    /// Where what the repair replaced or removed is kept (`tx/<id>/backup/`, at the
+    /// same relative paths; absent when it only put back missing entries).
+    pub backup: Option<PathBuf>,
     /// The attempt's log (absent when there was nothing to repair).
     pub log: Option<PathBuf>,
     /// An interrupted transaction recovered first.
@@ -203,17 +334,25 @@ struct Restore {
     now: Option<Seen>,
 }
 
-/// Restores modified and missing owned entries from the copies installs kept.
-/// What stood in their place (an administrator's change) goes to `displaced/<txid>/`.
+/// Restores the package's modified and missing entries from the copies installs
+/// kept; the administrator's changes are left as they are. What stood where an
+/// entry is restored goes to the repair's `tx/<txid>/backup/`, which stays (the
+/// state records the repair), and the log names it; a path reached through a link
+/// is never written: it is reported unrepairable, or, for a directory of the
+/// package replaced by a link, the link goes to the backup and the directory is
+/// created again.
 pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
     drop(ctx.open_log_copy()?);
     let (session, state) = open_instance(ctx, target, Access::Write)?;
     let root = &session.target.root;
-    let problems = find_problems(root, &state);
+    let policies = governing_policies(&session.state_dir, &state);
+    let (problems, administrator_changes) = find_problems(root, &state, &policies);
     let mut report = RepairReport {
         target: session.target.path.clone(),
         repaired: Vec::new(),
         unrepairable: Vec::new(),
+        administrator_changes,
+        backup: None,
         log: None,
         recovered: session.recovered.clone(),
     };
@@ -318,13 +457,13 @@ pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
             (Kind::Dir, None) => ops.push(Op::CreateDir { path, mode: state.files[&restore.path].mode.0 }),
             (Kind::Dir, Some(now)) if now.kind == EntryKind::Dir => {}
             (Kind::Dir, Some(now)) => {
-                ops.push(Op::Remove { path: path.clone(), current: now.clone(), aside: layout.displaced() });
+                ops.push(Op::Remove { path: path.clone(), current: now.clone(), aside: layout.backup() });
                 ops.push(Op::CreateDir { path, mode: state.files[&restore.path].mode.0 });
             }
             (_, Some(now)) => ops.push(Op::Replace {
                 path,
                 current: now.clone(),
-                aside: layout.displaced(),
+                aside: layout.backup(),
                 from: layout.staging(),
                 entry: staged[&restore.path].clone(),
             }),
@@ -338,24 +477,79 @@ pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
     for problem in &report.unrepairable {
         tx.log.line(&format!("cannot repair {}: {}", problem.path, problem.detail));
     }
+    for problem in &report.administrator_changes {
+        tx.log.line(&format!("keeping {}: {} (policy {})", problem.path, problem.class(), policy_name(problem.policy)));
+    }
+    // What the repair takes out of the tree stays in its backup, recorded in the state.
+    let backed_up: Vec<String> = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Replace { .. } | Op::Remove { .. }))
+        .map(|op| op.path().to_owned())
+        .collect();
+    let mut new_state = state;
+    let remove_on_commit = if backed_up.is_empty() {
+        vec![layout.whole()]
+    } else {
+        let backup = session.state_dir.dir.join(layout.backup().rel());
+        tx.log.line(&format!(
+            "what this repair replaces or removes is kept in {} (at the same relative paths)",
+            backup.display()
+        ));
+        report.backup = Some(backup);
+        new_state.repairs.push(RepairRecord { transaction: tx.txid().to_owned(), repaired_at: util::now(), backed_up });
+        vec![TxPart::Area(layout.staging())]
+    };
     let verdict = if report.unrepairable.is_empty() {
         Verdict::Success
     } else {
         Verdict::Failure(format!("{} entries could not be repaired", report.unrepairable.len()))
     };
-    let tx_plan = TxPlan {
-        ops,
-        steps: vec![Step::ApplyOps],
-        undo_scripts: Vec::new(),
-        remove_on_commit: vec![layout.whole()],
-        new_state: state,
-        verdict,
-    };
+    let tx_plan =
+        TxPlan { ops, steps: vec![Step::ApplyOps], undo_scripts: Vec::new(), remove_on_commit, new_state, verdict };
     let committed = tx.run(tx_plan)?;
     report.log = Some(committed.log);
     Ok(report)
 }
 
+fn policy_name(policy: Option<Policy>) -> String {
+    policy.map_or_else(|| "none".to_owned(), |p| p.to_string())
+}
+
 fn unrepairable(problem: &Problem, reason: &str) -> Problem {
     Problem { detail: reason.to_owned(), ..problem.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_decides_whose_a_difference_is() {
+        use ProblemKind::*;
+        for kind in [Missing, Modified, WrongKind, WrongMode, WrongTarget, Unreadable] {
+            assert_eq!(Owner::of(Some(Policy::Add), kind), Owner::Administrator, "{kind}");
+            assert_eq!(Owner::of(Some(Policy::Newer), kind), Owner::Package, "{kind}");
+            assert_eq!(Owner::of(Some(Policy::Always), kind), Owner::Package, "{kind}");
+            assert_eq!(Owner::of(None, kind), Owner::Package, "{kind}");
+            let if_present = if kind == Missing { Owner::Administrator } else { Owner::Package };
+            assert_eq!(Owner::of(Some(Policy::IfPresent), kind), if_present, "{kind}");
+        }
+    }
+
+    #[test]
+    fn classes_read_like_rpm_verify() {
+        let problem = |problem, owner| Problem {
+            path: "etc/a.conf".into(),
+            problem,
+            owner,
+            policy: Some(Policy::Add),
+            package: "p".into(),
+            build: 1,
+            detail: String::new(),
+        };
+        assert_eq!(problem(ProblemKind::Modified, Owner::Package).class(), "modified");
+        assert_eq!(problem(ProblemKind::Modified, Owner::Administrator).class(), "modified (administrator's, kept)");
+        assert_eq!(problem(ProblemKind::Missing, Owner::Administrator).class(), "removed (administrator's)");
+        assert_eq!(format!("{:<12}|", ProblemKind::Missing), "missing     |");
+    }
 }
