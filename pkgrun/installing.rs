@@ -258,6 +258,9 @@ pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> 
     for target in &targets {
         match upkg_install::plan_install(ctx, package, target, options) {
             Ok(Planned::Plan(plan)) => {
+                if !plan.obstacles.is_empty() {
+                    overall = overall.max(Outcome::Failure);
+                }
                 if !plan.space.fits {
                     overall = overall.max(Outcome::InsufficientSpace);
                 }
@@ -311,8 +314,12 @@ fn plan_text(plan: &Plan) -> String {
         if summary.is_empty() { "nothing to do".into() } else { summary.join(", ") }
     ));
     let s = &plan.space;
+    let inodes = match s.available_inodes {
+        Some(free) => format!("{} inodes ({} inodes free)", human::thousands(s.inodes), human::thousands(free)),
+        None => format!("{} inodes (not limited)", human::thousands(s.inodes)),
+    };
     out.push_str(&format!(
-        "  Space on the filesystem of {} (blocks of {} bytes): needs {} (staging {}, repair copy {}, bookkeeping {}); {} available: {}\n",
+        "  Space on the filesystem of {} (blocks of {} bytes): needs {} and {inodes} at the peak (staging {}, repair copy {}, bookkeeping {}); {} available: {}\n",
         s.filesystem.display(),
         s.block_size,
         human::bytes(s.needed),
@@ -353,6 +360,9 @@ fn plan_text(plan: &Plan) -> String {
     }
     if plan.restart_required {
         out.push_str("  A restart will be required.\n");
+    }
+    for obstacle in &plan.obstacles {
+        out.push_str(&format!("  CANNOT INSTALL: {obstacle}\n"));
     }
     out
 }

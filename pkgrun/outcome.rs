@@ -118,7 +118,7 @@ pub fn of_install_error(error: &InstallError) -> Outcome {
         InstallError::Busy { .. } => Outcome::TargetBusy,
         InstallError::RolledBackWithProblems { error, .. } => of_install_error(error),
         InstallError::Cancelled(_) => Outcome::Cancelled,
-        InstallError::InsufficientSpace { .. } => Outcome::InsufficientSpace,
+        InstallError::InsufficientSpace { .. } | InstallError::InsufficientInodes { .. } => Outcome::InsufficientSpace,
         InstallError::Format(e) => Outcome::of_class(e.class()),
         InstallError::Unpack(e) => Outcome::of_class(e.class()),
         other => Outcome::of_class(other.class()),

@@ -18,6 +18,8 @@ fn settings(ctx: &TestContext) -> insta::Settings {
     settings.add_filter(r"tx/\d+-[0-9a-f]{8}", "tx/[TXID]");
     settings.add_filter(r"pid \d+", "pid [PID]");
     settings.add_filter(r"transaction \d+-[0-9a-f]{8}", "transaction [TXID]");
+    settings.add_filter(r#""available_inodes": \d+"#, r#""available_inodes": "[FREE]""#);
+    settings.add_filter(r"[\d,]+ inodes free", "[FREE] inodes free");
     settings.add_filter(r#""state_dir_bytes": \d+"#, r#""state_dir_bytes": "[SIZE]""#);
     settings.add_filter(r"State:     [\d,]+ bytes \([\d.]+ [KMGTP]iB\)", "State:     [SIZE]");
     settings

@@ -46,6 +46,17 @@ pub enum InstallError {
         available: u64,
     },
 
+    /// The filesystem has too few free inodes for the files and directories the install creates.
+    #[error("not enough free inodes on {}: the install creates up to {needed} files and directories, the filesystem has {available} inodes free", path.display())]
+    InsufficientInodes {
+        /// The filesystem, as the directory measured.
+        path: PathBuf,
+        /// Inodes needed.
+        needed: u64,
+        /// Inodes free.
+        available: u64,
+    },
+
     /// Files to replace are in use and `--fail-if-in-use` was given.
     #[error("files to replace are in use: {0}")]
     InUse(String),
@@ -103,7 +114,6 @@ pub enum InstallError {
         reason: String,
     },
 
-    /// An I/O error outside the target (the package, the registry, the `--log` copy).
     /// The transaction failed with `error` and was rolled back, but the rollback
     /// could not put everything back as it was (a service left down, a
     /// compensating script that failed): `notes` say what.
@@ -115,6 +125,7 @@ pub enum InstallError {
         notes: Vec<String>,
     },
 
+    /// An I/O error outside the target (the package, the registry, the `--log` copy).
     #[error("{}", path.display())]
     Io {
         /// The file or directory.
@@ -131,7 +142,9 @@ impl InstallError {
         match self {
             InstallError::Format(e) => e.class(),
             InstallError::Unpack(e) => e.class(),
-            InstallError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
+            InstallError::InsufficientSpace { .. } | InstallError::InsufficientInodes { .. } => {
+                FailureClass::InsufficientSpace
+            }
             InstallError::RolledBackWithProblems { error, .. } => error.class(),
             InstallError::Io { source, .. } => upkg_format::error::io_class(source),
             InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),

@@ -186,11 +186,26 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
         Package::File(file) => file.verify_stub()?,
     }
     let plan = make_plan(ctx, package, &path, &found, state.as_ref(), options)?;
+    if !plan.obstacles.is_empty() {
+        return Err(InstallError::Refused(format!(
+            "the install cannot succeed on {}, and nothing was changed:\n  {}",
+            plan.target.display(),
+            plan.obstacles.join("\n  ")
+        )));
+    }
     if !plan.space.fits && !options.skip_space_check {
-        return Err(InstallError::InsufficientSpace {
-            path: plan.space.filesystem.clone(),
-            needed: plan.space.needed,
-            available: plan.space.available,
+        let space = &plan.space;
+        if space.needed > space.available {
+            return Err(InstallError::InsufficientSpace {
+                path: space.filesystem.clone(),
+                needed: space.needed,
+                available: space.available,
+            });
+        }
+        return Err(InstallError::InsufficientInodes {
+            path: space.filesystem.clone(),
+            needed: space.inodes,
+            available: space.available_inodes.unwrap_or(0),
         });
     }
     if options.fail_if_in_use && !plan.in_use.is_empty() {
@@ -308,9 +323,10 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
     }
     let s = &plan.space;
     log.line(&format!(
-        "space on {}: needs {} bytes (staging {}, repair copy {}), {} available; backups are moved, not copied ({} bytes)",
+        "space on {}: needs {} bytes and {} inodes at the peak (staging {}, repair copy {}), {} available; backups are moved, not copied ({} bytes)",
         s.filesystem.display(),
         s.needed,
+        s.inodes,
         s.staging,
         s.repair_copy,
         s.available,

@@ -6,7 +6,7 @@
 //! version of a file is the one the installer recorded, trusted only while the
 //! file still has the recorded contents.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -121,7 +121,11 @@ pub struct SpaceCheck {
     pub needed: u64,
     /// Bytes free for unprivileged users.
     pub available: u64,
-    /// Whether it fits.
+    /// Inodes needed (files and directories created, at the peak).
+    pub inodes: u64,
+    /// Inodes free (`None`: the filesystem does not limit them).
+    pub available_inodes: Option<u64>,
+    /// Whether it fits: bytes and inodes.
     pub fits: bool,
 }
 
@@ -154,6 +158,9 @@ pub struct Plan {
     pub scripts: Vec<PlannedScript>,
     /// The services it stops and starts again.
     pub services: Vec<PlannedService>,
+    /// What would make the install fail half-way (preflight), each with what to
+    /// do; the install refuses, before any change, when there is any.
+    pub obstacles: Vec<String>,
 }
 
 impl Plan {
@@ -448,10 +455,12 @@ pub(crate) fn plan(
         Some(target) => target.root.free_space()?,
         None => FreeSpace::of_path(target_path)?,
     };
-    if let Some(target) = target {
-        preflight(&target.root, header, &entries)?;
-    }
-    let space = space_check(header, free, &entries, &in_use, options.repair_copy);
+    let obstacles = match target {
+        Some(target) => preflight(&target.root, header, &entries)?,
+        None => Vec::new(),
+    };
+    let state_bytes = state.map_or(0, |s| serde_json::to_vec_pretty(s).map_or(0, |v| v.len() as u64));
+    let space = space_check(header, free, &entries, &in_use, options.repair_copy, state_bytes, state.is_none());
     let restart_required = match header.package.restart {
         Restart::Always => true,
         Restart::IfNeeded => !in_use.is_empty(),
@@ -483,7 +492,9 @@ pub(crate) fn plan(
         .package
         .scripts
         .all()
-        .filter(|(role, _)| matches!(role, ScriptRole::PreInstall | ScriptRole::PostInstall | ScriptRole::PostInstallUndo))
+        .filter(|(role, _)| {
+            matches!(role, ScriptRole::PreInstall | ScriptRole::PostInstall | ScriptRole::PostInstallUndo)
+        })
         .map(|(role, path)| PlannedScript { role, path: path.to_owned() })
         .collect();
     let services = header.package.services.iter().map(PlannedService::of).collect();
@@ -501,6 +512,7 @@ pub(crate) fn plan(
         restart_required,
         scripts,
         services,
+        obstacles,
     })
 }
 
@@ -508,10 +520,11 @@ pub(crate) fn plan(
 /// fail half-way: a read-only filesystem, an immutable or append-only entry to
 /// replace or remove, an immutable, append-only or unwritable directory to change,
 /// a systemd unit that does not exist. Every obstacle is named, with what to do.
-fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<()> {
+fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<Vec<String>> {
     let mut obstacles = Vec::new();
     if root.is_read_only()? {
-        obstacles.push(format!("{}: the filesystem is mounted read-only (remount it read-write)", root.path().display()));
+        obstacles
+            .push(format!("{}: the filesystem is mounted read-only (remount it read-write)", root.path().display()));
     } else {
         // Entries renamed over or away, and the directories whose entries change.
         let mut changed: BTreeSet<&str> = BTreeSet::new();
@@ -536,16 +549,20 @@ fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<()> {
         for path in changed {
             let found = root.restrictions(path)?;
             if found.immutable {
-                obstacles.push(format!("{path}: immutable (chattr +i): it cannot be replaced or removed; `chattr -i` it"));
+                obstacles
+                    .push(format!("{path}: immutable (chattr +i): it cannot be replaced or removed; `chattr -i` it"));
             } else if found.append_only {
-                obstacles.push(format!("{path}: append-only (chattr +a): it cannot be replaced or removed; `chattr -a` it"));
+                obstacles
+                    .push(format!("{path}: append-only (chattr +a): it cannot be replaced or removed; `chattr -a` it"));
             }
         }
         for dir in directories {
             let found = root.restrictions(dir)?;
             let shown = if dir == "." { root.path().display().to_string() } else { format!("{dir}/") };
             if found.immutable {
-                obstacles.push(format!("{shown}: an immutable directory (chattr +i): nothing in it can change; `chattr -i` it"));
+                obstacles.push(format!(
+                    "{shown}: an immutable directory (chattr +i): nothing in it can change; `chattr -i` it"
+                ));
             } else if found.append_only {
                 obstacles.push(format!(
                     "{shown}: an append-only directory (chattr +a): nothing in it can be replaced or removed; `chattr -a` it"
@@ -560,20 +577,11 @@ fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<()> {
         }
     }
     for service in &header.package.services {
-        if let Some(unit) = &service.unit {
-            if let Some(problem) = crate::run::unit_problem(unit) {
-                obstacles.push(format!("service {}: {problem}", service.name));
-            }
+        if let Some(problem) = service.unit.as_deref().and_then(crate::run::unit_problem) {
+            obstacles.push(format!("service {}: {problem}", service.name));
         }
     }
-    if obstacles.is_empty() {
-        return Ok(());
-    }
-    Err(InstallError::Refused(format!(
-        "the install cannot succeed on {}, and nothing was changed:\n  {}",
-        root.path().display(),
-        obstacles.join("\n  ")
-    )))
+    Ok(obstacles)
 }
 
 /// A script the install will run.
@@ -623,39 +631,133 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
-/// Bytes of staged files (blocks), plus the package's own files, plus the repair copy,
-/// plus a few blocks for the journal, state and log.
+/// The bytes a directory entry named `name` takes in its directory (ext4's
+/// record: 8 bytes and the name, rounded to 4, plus slack for hashed directories).
+fn dirent_bytes(name: &str) -> u64 {
+    (name.len() as u64 + 8).div_ceil(4) * 4 + 4
+}
+
+/// The directories a tree of `paths` needs (every ancestor, the tree's root as
+/// ""), each with the bytes of the entries it holds.
+fn directories<'a>(paths: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
+    let mut dirs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    dirs.insert(String::new(), 0);
+    for path in paths {
+        let mut current = Path::new(path);
+        while let Some(parent) = current.parent() {
+            let key = current.to_string_lossy().into_owned();
+            if !seen.insert(key) {
+                break;
+            }
+            let name = current.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            *dirs.entry(parent.to_string_lossy().into_owned()).or_default() += dirent_bytes(&name);
+            current = parent;
+        }
+    }
+    dirs
+}
+
+/// An upper bound of the blocks and inodes the install needs on the target's
+/// filesystem beyond what it uses now, at its peak (everything staged, the repair
+/// copy written, the journal and the state being replaced), from the sizes the
+/// catalog gives: the files staged (then renamed into place), the package's own
+/// files (staged and kept), the repair copy, every directory of the staging,
+/// repair, keep and backup trees and what their entries take, the directories the
+/// install creates and the entries existing directories gain, the journal and its
+/// temporary (both exist while it is replaced), the new state's temporary, the log.
+/// Backups are renames and take no data blocks.
 fn space_check(
     header: &Header,
     free: FreeSpace,
     entries: &[PlanEntry],
     in_use: &[InUse],
     keep_repair_copy: bool,
+    state_bytes: u64,
+    creates_instance: bool,
 ) -> SpaceCheck {
     let block = free.block_size;
     let blocks = |bytes: u64| bytes.div_ceil(block) * block;
-    let mut staging = 0;
-    let mut backup = 0;
-    let mut repair_copy = 0;
-    for entry in entries {
-        match entry.action {
-            PlanAction::Add | PlanAction::Replace if entry.kind == Kind::File => {
-                staging += blocks(entry.size);
-                repair_copy += blocks(entry.size).max(block);
-            }
-            PlanAction::CreateDir => staging += block,
-            _ => {}
+    // A new directory: its first block and what its entries take beyond it.
+    let new_dir = |entries: u64| block + blocks(entries.saturating_sub(block));
+    // A file's data: a link's target fits in its inode up to 59 bytes (ext4).
+    let data = |entry: &PlanEntry| match entry.kind {
+        Kind::File => blocks(entry.size),
+        _ => {
+            let target = entry.index.and_then(|i| header.files[i].target.as_ref()).map_or(0, |t| t.len() as u64);
+            if target > 59 { blocks(target) } else { 0 }
         }
-        if matches!(entry.action, PlanAction::Replace | PlanAction::Remove) {
-            backup += blocks(entry.size);
-        }
+    };
+    let placed: Vec<&PlanEntry> = entries
+        .iter()
+        .filter(|e| matches!(e.action, PlanAction::Add | PlanAction::Replace) && e.kind != Kind::Dir)
+        .collect();
+    let package_files: Vec<&FileEntry> = header.files.iter().filter(|e| e.is_package_file()).collect();
+    let header_bytes = blocks(serde_json::to_vec(header).map_or(0, |v| v.len() as u64)) + block;
+    let signature_bytes = block;
+
+    // Staging: the placed files and the package's own files, in their tree.
+    let staged_paths = placed.iter().map(|e| e.path.as_str()).chain(package_files.iter().map(|e| e.path.as_str()));
+    let staging_dirs = directories(staged_paths);
+    let mut staging: u64 = placed.iter().map(|e| data(e)).sum();
+    staging += package_files.iter().map(|e| blocks(e.size)).sum::<u64>();
+    staging += staging_dirs.values().map(|&bytes| new_dir(bytes)).sum::<u64>();
+    let mut inodes = (placed.len() + package_files.len() + staging_dirs.len()) as u64;
+
+    // keep/: the header, the signature and the package's own files.
+    let keep_dirs = directories(package_files.iter().map(|e| e.path.as_str()));
+    let keep = header_bytes
+        + signature_bytes
+        + package_files.iter().map(|e| blocks(e.size)).sum::<u64>()
+        + keep_dirs.values().map(|&bytes| new_dir(bytes)).sum::<u64>();
+    inodes += 2 + (package_files.len() + keep_dirs.len()) as u64;
+
+    // repair/: the header, the signature and the files placed.
+    let repair_copy = if keep_repair_copy {
+        let dirs = directories(placed.iter().map(|e| e.path.as_str()));
+        inodes += 2 + (placed.iter().filter(|e| e.kind == Kind::File).count() + dirs.len()) as u64;
+        header_bytes
+            + signature_bytes
+            + placed.iter().filter(|e| e.kind == Kind::File).map(|e| blocks(e.size)).sum::<u64>()
+            + dirs.values().map(|&bytes| new_dir(bytes)).sum::<u64>()
+    } else {
+        0
+    };
+
+    // backup/ (and aside/): the directories that receive what is replaced or removed.
+    let moved: Vec<&PlanEntry> =
+        entries.iter().filter(|e| matches!(e.action, PlanAction::Replace | PlanAction::Remove)).collect();
+    let backup_dirs = directories(moved.iter().map(|e| e.path.as_str()));
+    let backup_tree = if moved.is_empty() { 0 } else { backup_dirs.values().map(|&bytes| new_dir(bytes)).sum() };
+    inodes += if moved.is_empty() { 0 } else { backup_dirs.len() as u64 };
+    let backup = moved.iter().map(|e| blocks(e.size)).sum();
+
+    // The product tree: directories created, entries gained by existing ones.
+    let created: BTreeSet<&str> =
+        entries.iter().filter(|e| e.action == PlanAction::CreateDir).map(|e| e.path.as_str()).collect();
+    let added = entries.iter().filter(|e| matches!(e.action, PlanAction::Add | PlanAction::CreateDir));
+    let mut tree = 0;
+    for (dir, bytes) in directories(added.map(|e| e.path.as_str())) {
+        tree += if created.contains(dir.as_str()) { new_dir(bytes) } else { blocks(bytes) };
     }
-    staging += header.files.iter().filter(|e| e.is_package_file()).map(|e| blocks(e.size).max(block)).sum::<u64>();
-    let header_bytes = blocks(serde_json::to_vec(&header.files).map_or(0, |v| v.len() as u64));
-    let repair_copy = if keep_repair_copy { repair_copy + header_bytes + 2 * block } else { 0 };
-    let bookkeeping = 8 * block + blocks(serde_json::to_vec(&header.files).map_or(0, |v| v.len() as u64));
+    inodes += created.len() as u64;
+
+    // The journal (and its temporary), the new state's temporary, the log, and the
+    // transaction's own directories (tx/<id>, staging, keep, repair, backup, aside).
+    let changing: Vec<&PlanEntry> = entries.iter().filter(|e| e.action.changes()).collect();
+    let per_entry = |base: u64| changing.iter().map(|e| base + 3 * e.path.len() as u64).sum::<u64>();
+    let journal = 2 * blocks(4096 + per_entry(640));
+    let state = blocks(state_bytes + 2048 + per_entry(720));
+    let log = blocks(4096 + entries.iter().map(|e| 160 + 2 * e.path.len() as u64).sum::<u64>());
+    // A new instance also creates the target, its state directory, logs/, tx/, the
+    // lock and state.json.
+    let (instance_blocks, instance_inodes) = if creates_instance { (4 * block, 6) } else { (0, 0) };
+    let bookkeeping = journal + state + log + keep + backup_tree + tree + 6 * block + instance_blocks;
+    inodes += 2 + 1 + 1 + 6 + instance_inodes;
+
     let transient = in_use.iter().map(|f| blocks(f.size)).sum();
     let needed = staging + repair_copy + bookkeeping;
+    let inodes_fit = free.available_inodes.is_none_or(|available| inodes <= available);
     SpaceCheck {
         filesystem: free.measured,
         block_size: block,
@@ -665,6 +767,8 @@ fn space_check(
         transient,
         needed,
         available: free.available,
-        fits: needed <= free.available,
+        inodes,
+        available_inodes: free.available_inodes,
+        fits: needed <= free.available && inodes_fit,
     }
 }

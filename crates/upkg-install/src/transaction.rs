@@ -543,12 +543,18 @@ impl Transaction<'_, '_> {
                 let verdict = match (cancelled, notes.is_empty()) {
                     (true, _) => Verdict::Cancelled,
                     (false, true) => Verdict::Failure(described),
-                    (false, false) => Verdict::Failure(format!("{described}; after the rollback: {}", notes.join("; "))),
+                    (false, false) => {
+                        Verdict::Failure(format!("{described}; after the rollback: {}", notes.join("; ")))
+                    }
                 };
                 if self.log.verdict(&verdict).is_ok() {
                     let _ = self.state_dir().remove_journal();
                 }
-                if notes.is_empty() { error } else { InstallError::RolledBackWithProblems { error: Box::new(error), notes } }
+                if notes.is_empty() {
+                    error
+                } else {
+                    InstallError::RolledBackWithProblems { error: Box::new(error), notes }
+                }
             }
             Err(rollback_error) => {
                 let reason = format!(
