@@ -14,7 +14,11 @@ use install_support::*;
 fn acme_fix(ctx: &TestContext, build: u64, file_version: &str) -> (String, String) {
     let id = format!("acme-server-fix-{build}");
     let src = format!("fix-{build}");
-    ctx.write_file(format!("{src}/root/lib/acme/cli.py"), format!("# Acme CLI, private fix {build}\n").as_bytes(), 0o644);
+    ctx.write_file(
+        format!("{src}/root/lib/acme/cli.py"),
+        format!("# Acme CLI, private fix {build}\n").as_bytes(),
+        0o644,
+    );
     let manifest = format!(
         "[package]\nid = \"{id}\"\ntitle = \"Acme private fix {build}\"\nversion = \"2.1.0\"\nbuild = {build}\n\n\
          [applies-to]\nproduct = \"acme-server\"\nversions = \">=2.1, <2.3\"\n\n\

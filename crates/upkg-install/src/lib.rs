@@ -12,11 +12,14 @@
 //! - [`install()`], [`uninstall()`], [`repair`]: each builds one typed transaction
 //!   plan that one runner carries out: journal, staging, scripts, services,
 //!   renames checked against the plan, commit, rollback, recovery, the log's verdict;
+//! - [`adopt()`] records an installation made without pkgrun as the baseline
+//!   (only `state.json` is written, through the same runner and commit);
 //! - [`status`] and [`verify`] read without writing anything.
 //!
 //! Trust decisions and prompts (the licence) are the caller's; this crate never
 //! prints.
 
+mod adopt;
 mod error;
 mod install;
 mod inuse;
@@ -31,6 +34,7 @@ mod uninstall;
 mod util;
 mod verify;
 
+pub use adopt::{AdoptOptions, AdoptReport, adopt};
 pub use error::{InstallError, Result};
 pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
 pub use inuse::{Holder, InUse};
@@ -38,9 +42,9 @@ pub use journal::Action;
 pub use log::is_verdict;
 pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
 pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
-pub use state::registry;
+pub use state::{BASELINE_PACKAGE, registry};
 pub use target::STATE_DIR;
 pub use transaction::{Context, Recovery, RecoveryOutcome};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
-pub use verify::{PackageStatus, Problem, RepairReport, Status, VerifyReport, repair, status, verify};
+pub use verify::{AdoptionStatus, PackageStatus, Problem, RepairReport, Status, VerifyReport, repair, status, verify};

@@ -13,6 +13,11 @@ use crate::error::{InstallError, Result};
 /// Version of the state file format.
 pub const STATE_FORMAT: u32 = 1;
 
+/// The pseudo-package that owns the files `pkgrun adopt` recorded: the baseline.
+/// It has no backup and no package to restore from, so it cannot be uninstalled
+/// or repaired.
+pub const BASELINE_PACKAGE: &str = "adopted-baseline";
+
 /// The contents of `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -28,6 +33,11 @@ pub struct State {
     pub files: BTreeMap<String, OwnedEntry>,
     /// Id of the last committed transaction.
     pub last_transaction: Option<String>,
+    /// Set when the instance was installed without pkgrun and adopted (`pkgrun
+    /// adopt`): its files then were recorded as the baseline, owned by
+    /// [`BASELINE_PACKAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Box<Adoption>>,
 }
 
 impl State {
@@ -49,6 +59,7 @@ impl State {
             packages: Vec::new(),
             files: BTreeMap::new(),
             last_transaction: None,
+            adopted: None,
         }
     }
 
@@ -56,6 +67,25 @@ impl State {
     pub fn package(&self, id: &str) -> Option<&InstalledPackage> {
         self.packages.iter().rev().find(|p| p.id == id)
     }
+}
+
+/// The record of an adoption: the baseline an existing installation was taken as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The product version the administrator declared.
+    pub version: Version,
+    /// The transaction that recorded the baseline (the `transaction` of its entries).
+    pub transaction: String,
+    /// When (Unix seconds).
+    pub adopted_at: u64,
+    /// Regular files recorded.
+    pub files: u64,
+    /// Directories recorded.
+    pub directories: u64,
+    /// Symbolic links recorded.
+    pub links: u64,
+    /// Bytes of the files recorded.
+    pub bytes: u64,
 }
 
 /// An installed package.
@@ -233,5 +263,20 @@ pub mod registry {
             std::fs::rename(&temp, path)
         };
         write().map_err(|e| InstallError::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file written before adoption existed reads, without an adoption.
+    #[test]
+    fn state_without_adoption_parses() {
+        let old = br#"{"format":1,"product":"p","version":"1.0","packages":[],"files":{},"last_transaction":null}"#;
+        let state = State::parse(old).expect("parses");
+        assert_eq!(state.adopted, None);
+        let written = serde_json::to_string(&state).unwrap();
+        assert!(!written.contains("adopted"), "{written}");
     }
 }
