@@ -163,6 +163,22 @@ pub enum Command {
     /// Remove the backups and repair copies of packages a later package superseded
     /// (they become permanent), and print the space freed.
     Cleanup(TargetArgs),
+    /// Take over an installation made without pkgrun: record its files as the baseline.
+    Adopt(AdoptArgs),
+}
+
+/// `pkgrun adopt`.
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The directory the product is installed in.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// The product id its packages apply to (`pkgrun PKG --info` shows it).
+    #[arg(long, value_name = "ID")]
+    pub product: String,
+    /// The product version installed there, like 2.1.0.
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
 }
 
 /// `pkgrun uninstall`.

@@ -1,5 +1,5 @@
 //! Installing, planning, and the commands on installed targets: `uninstall`,
-//! `status`, `verify`, `repair`. Output goes to standard output (data) and
+//! `status`, `verify`, `repair`, `adopt`. Output goes to standard output (data) and
 //! standard error (progress, warnings); `--json` prints one document.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -12,7 +12,7 @@ use upkg_format::{Package, payload};
 use upkg_install::Plan;
 use upkg_install::{Context, InstallError, InstallOptions, InstallOutcome, Planned};
 
-use crate::args::{Cli, InstallArgs};
+use crate::args::{AdoptArgs, Cli, InstallArgs};
 use crate::outcome::{self, Outcome, OutcomeError, UsageError};
 
 /// Where the instance registry is when `PKGRUN_REGISTRY` is not set.
@@ -397,6 +397,18 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     }
     println!("Target:    {}", status.target.display());
     println!("Product:   {} {}", status.product, status.version);
+    if let Some(adopted) = &status.adopted {
+        println!(
+            "Adopted:   as {} {} on {}: {}, {}, {} (the baseline, {}: cannot be uninstalled or repaired)",
+            status.product,
+            adopted.version,
+            adopted.adopted_at,
+            human::count(adopted.files, "file", "files"),
+            human::count(adopted.directories, "directory", "directories"),
+            human::count(adopted.links, "link", "links"),
+            adopted.baseline_package
+        );
+    }
     if status.packages.is_empty() {
         println!("Packages:  none");
     }
@@ -486,14 +498,26 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         println!("{}", administrator_change(change));
     }
     let kept = report.administrator_changes.len();
+    let baseline = report.problems.iter().filter(|p| p.package == upkg_install::BASELINE_PACKAGE).count();
     if !report.problems.is_empty() {
+        let restores = if baseline < report.problems.len() {
+            format!("; `pkgrun repair --target {}` restores them", target.display())
+        } else {
+            String::new()
+        };
         println!(
-            "{} of {} entries differ from what was installed; `pkgrun repair --target {}` restores them{}.",
+            "{} of {} entries differ from what was installed{restores}{}.",
             report.problems.len(),
             report.checked,
-            target.display(),
             if kept == 0 { String::new() } else { format!("; the administrator's changes ({kept}) are kept") }
         );
+        if baseline > 0 {
+            println!(
+                "{} of them belong to the adopted baseline ({}): pkgrun keeps no copy of those, so repair cannot restore them.",
+                baseline,
+                upkg_install::BASELINE_PACKAGE
+            );
+        }
     } else if cli.output.quiet {
         // A healthy target: nothing to say.
     } else if kept == 0 {
@@ -553,4 +577,31 @@ pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+/// `pkgrun adopt --target DIR --product ID --version V`.
+pub fn adopt(cli: &Cli, args: &AdoptArgs, ctx: &Context<'_>) -> Result<Outcome> {
+    let version = args
+        .version
+        .parse::<upkg_format::Version>()
+        .map_err(|e| UsageError(format!("--version: {e} (give the installed product version, like 2.1.0)")))?;
+    let options = upkg_install::AdoptOptions { product: args.product.clone(), version };
+    let report = upkg_install::adopt(ctx, &args.target, options)?;
+    if cli.output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "outcome": Outcome::Success, "report": report }))?
+        );
+    } else if !cli.output.quiet {
+        eprintln!(
+            "adopted {} as {} {}: {}, {}, {}",
+            report.target.display(),
+            report.product,
+            report.version,
+            human::count(report.files, "file", "files"),
+            human::count(report.directories, "directory", "directories"),
+            human::count(report.links, "link", "links")
+        );
+    }
+    Ok(Outcome::Success)
 }

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
 fn arguments() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if let Some(exe) = self_package() {
-        const SUBCOMMANDS: [&str; 5] = ["uninstall", "status", "verify", "repair", "help"];
+        const SUBCOMMANDS: [&str; 6] = ["uninstall", "status", "verify", "repair", "adopt", "help"];
         let is_subcommand = args.get(1).and_then(|a| a.to_str()).is_some_and(|a| SUBCOMMANDS.contains(&a));
         if !is_subcommand {
             args.insert(1, exe.into_os_string());
@@ -102,6 +102,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             Command::Verify(args) => installing::verify(&cli, &args.target, &ctx),
             Command::Repair(args) => installing::repair(&cli, &args.target, &ctx),
             Command::Cleanup(args) => installing::cleanup(&cli, &args.target, &ctx),
+            Command::Adopt(args) => installing::adopt(&cli, args, &ctx),
         };
     }
     let Some(package_path) = cli.package.clone() else {

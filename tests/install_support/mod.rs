@@ -149,7 +149,7 @@ pub fn verdicts(log: &Path) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
         .filter(|rest| {
-            ["INSTALL ", "UNINSTALL ", "REPAIR "].iter().any(|w| {
+            ["INSTALL ", "UNINSTALL ", "REPAIR ", "ADOPT "].iter().any(|w| {
                 rest.strip_prefix(w)
                     .is_some_and(|r| r.starts_with("SUCCESS") || r.starts_with("FAILURE") || r.starts_with("CANCELLED"))
             })

@@ -96,6 +96,10 @@ pub enum InstallError {
     #[error("{0}")]
     Refused(String),
 
+    /// The request itself is malformed (an empty or invalid product id).
+    #[error("{0}")]
+    InvalidRequest(String),
+
     /// The installer's state in the target is damaged or unsafe.
     #[error("{}: {reason}", path.display())]
     State {
@@ -146,6 +150,7 @@ impl InstallError {
                 FailureClass::InsufficientSpace
             }
             InstallError::RolledBackWithProblems { error, .. } => error.class(),
+            InstallError::InvalidRequest(_) => FailureClass::Usage,
             InstallError::Io { source, .. } => upkg_format::error::io_class(source),
             InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
             _ => FailureClass::Io,

@@ -44,6 +44,8 @@ pub enum Action {
     Uninstall,
     /// Restoring modified or missing files.
     Repair,
+    /// Recording an existing installation as the baseline (changes no product file).
+    Adopt,
 }
 
 impl Action {
@@ -53,6 +55,7 @@ impl Action {
             Action::Install => "INSTALL",
             Action::Uninstall => "UNINSTALL",
             Action::Repair => "REPAIR",
+            Action::Adopt => "ADOPT",
         }
     }
 
@@ -62,6 +65,7 @@ impl Action {
             Action::Install => "install",
             Action::Uninstall => "uninstall",
             Action::Repair => "repair",
+            Action::Adopt => "adopt",
         }
     }
 }

@@ -12,12 +12,15 @@
 //! - [`install()`], [`uninstall()`], [`repair`]: each builds one typed transaction
 //!   plan that one runner carries out: journal, staging, scripts, services,
 //!   renames checked against the plan, commit, rollback, recovery, the log's verdict;
+//! - [`adopt()`] records an installation made without pkgrun as the baseline
+//!   (only `state.json` is written, through the same runner and commit);
 //! - [`status`] and [`verify`] read without writing anything;
 //! - [`cleanup`] removes the backups and repair copies of superseded packages.
 //!
 //! Trust decisions and prompts (the licence) are the caller's; this crate never
 //! prints.
 
+mod adopt;
 mod cleanup;
 mod error;
 mod install;
@@ -33,6 +36,7 @@ mod uninstall;
 mod util;
 mod verify;
 
+pub use adopt::{AdoptOptions, AdoptReport, adopt};
 pub use cleanup::{CleanedPackage, CleanupReport, cleanup};
 pub use error::{InstallError, Result};
 pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
@@ -41,11 +45,12 @@ pub use journal::Action;
 pub use log::is_verdict;
 pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
 pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
-pub use state::registry;
+pub use state::{BASELINE_PACKAGE, registry};
 pub use target::STATE_DIR;
 pub use transaction::{Context, Recovery, RecoveryOutcome};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
 pub use verify::{
-    Owner, PackageStatus, Problem, ProblemKind, RepairReport, Status, VerifyReport, repair, status, verify,
+    AdoptionStatus, Owner, PackageStatus, Problem, ProblemKind, RepairReport, Status, VerifyReport, repair, status,
+    verify,
 };

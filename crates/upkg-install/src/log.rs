@@ -2,7 +2,7 @@
 //! (`logs/<package>-<build>-<N>.log`), recording every action and file operation,
 //! and ending with exactly one verdict line: `INSTALL SUCCESS`,
 //! `INSTALL FAILURE: <reason>` or `INSTALL CANCELLED` (`UNINSTALL ...` and
-//! `REPAIR ...` for those transactions). An interrupted attempt's log gets its
+//! `REPAIR ...`, `ADOPT ...` for those transactions). An interrupted attempt's log gets its
 //! verdict from the run that recovers it; writing a verdict is idempotent (a log
 //! that ends with one is not given another), so a recovery interrupted after the
 //! verdict and run again does not write a second one. An optional copy goes where
@@ -55,6 +55,7 @@ pub(crate) fn next_name(logs: &Dir, package: &str, build: u64, action: Action) -
         Action::Install => format!("{package}-{build}"),
         Action::Uninstall => format!("{package}-{build}-uninstall"),
         Action::Repair => format!("repair-{package}"),
+        Action::Adopt => format!("adopt-{package}"),
     };
     for attempt in 1.. {
         let name = format!("{prefix}-{attempt}.log");
@@ -67,7 +68,7 @@ pub(crate) fn next_name(logs: &Dir, package: &str, build: u64, action: Action) -
 
 /// Whether a log line (without its timestamp) is a verdict.
 pub fn is_verdict(line: &str) -> bool {
-    ["INSTALL ", "UNINSTALL ", "REPAIR "].iter().any(|word| {
+    ["INSTALL ", "UNINSTALL ", "REPAIR ", "ADOPT "].iter().any(|word| {
         line.strip_prefix(word)
             .is_some_and(|r| r.starts_with("SUCCESS") || r.starts_with("FAILURE") || r.starts_with("CANCELLED"))
     })

@@ -13,6 +13,11 @@ use crate::error::{InstallError, Result};
 /// Version of the state file format.
 pub const STATE_FORMAT: u32 = 1;
 
+/// The pseudo-package that owns the files `pkgrun adopt` recorded: the baseline.
+/// It has no backup and no package to restore from, so it cannot be uninstalled
+/// or repaired.
+pub const BASELINE_PACKAGE: &str = "adopted-baseline";
+
 /// The contents of `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -33,6 +38,11 @@ pub struct State {
     /// written before repairs kept a backup).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<RepairRecord>,
+    /// Set when the instance was installed without pkgrun and adopted (`pkgrun
+    /// adopt`): its files then were recorded as the baseline, owned by
+    /// [`BASELINE_PACKAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Box<Adoption>>,
 }
 
 impl State {
@@ -55,6 +65,7 @@ impl State {
             files: BTreeMap::new(),
             last_transaction: None,
             repairs: Vec::new(),
+            adopted: None,
         }
     }
 
@@ -62,6 +73,25 @@ impl State {
     pub fn package(&self, id: &str) -> Option<&InstalledPackage> {
         self.packages.iter().rev().find(|p| p.id == id)
     }
+}
+
+/// The record of an adoption: the baseline an existing installation was taken as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The product version the administrator declared.
+    pub version: Version,
+    /// The transaction that recorded the baseline (the `transaction` of its entries).
+    pub transaction: String,
+    /// When (Unix seconds).
+    pub adopted_at: u64,
+    /// Regular files recorded.
+    pub files: u64,
+    /// Directories recorded.
+    pub directories: u64,
+    /// Symbolic links recorded.
+    pub links: u64,
+    /// Bytes of the files recorded.
+    pub bytes: u64,
 }
 
 /// An installed package.
@@ -275,5 +305,15 @@ mod tests {
         state.repairs.push(RepairRecord { transaction: "t1".into(), repaired_at: 1, backed_up: vec!["a".into()] });
         let again = State::parse(serde_json::to_string(&state).unwrap().as_bytes()).unwrap();
         assert_eq!(again, state);
+    }
+
+    /// A state file written before adoption existed reads, without an adoption.
+    #[test]
+    fn state_without_adoption_parses() {
+        let old = br#"{"format":1,"product":"p","version":"1.0","packages":[],"files":{},"last_transaction":null}"#;
+        let state = State::parse(old).expect("parses");
+        assert_eq!(state.adopted, None);
+        let written = serde_json::to_string(&state).unwrap();
+        assert!(!written.contains("adopted"), "{written}");
     }
 }

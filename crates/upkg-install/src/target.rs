@@ -5,7 +5,7 @@
 //!   state.json          product, version, installed packages, every owned entry
 //!   lock                held (flock) by the one writer, or by readers, at a time; never written
 //!   journal.json        present only while a transaction is under way
-//!   logs/               one log per attempt: <package>-<build>-<N>.log
+//!   logs/               one log per attempt: <package>-<build>-<N>.log (adopt-<product>-<N>.log, ...)
 //!   tx/<txid>/          one directory per transaction ([`TxLayout`]):
 //!     staging/          new files, verified, before they are renamed into place
 //!     backup/           what the transaction replaced or removed (kept: for uninstall,

@@ -13,7 +13,7 @@ use upkg_fs::EntryKind;
 use crate::error::{InstallError, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
 use crate::log::Verdict;
-use crate::state::{Change, ChangeAction, InstalledPackage, State, registry};
+use crate::state::{BASELINE_PACKAGE, Change, ChangeAction, InstalledPackage, State, registry};
 use crate::target::{StateDir, Target, TxLayout};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 
@@ -69,6 +69,15 @@ pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<Uninstall
     drop(ctx.open_log_copy()?);
     let (session, state) = open_instance(ctx, target, Access::Write)?;
     let path = session.target.path.clone();
+    if let Some(adopted) = state.adopted.as_ref().filter(|_| id == BASELINE_PACKAGE) {
+        return Err(InstallError::Refused(format!(
+            "{BASELINE_PACKAGE} cannot be uninstalled: it is the baseline, the files {} held when it was adopted as {} {} ({}); pkgrun has no copy of what was there before them",
+            path.display(),
+            state.product,
+            adopted.version,
+            crate::util::iso8601(adopted.adopted_at)
+        )));
+    }
     let position = state.packages.iter().rposition(|p| p.id == id).ok_or_else(|| {
         let installed: Vec<String> = state.packages.iter().map(|p| format!("{} (build {})", p.id, p.build)).collect();
         InstallError::Refused(format!(

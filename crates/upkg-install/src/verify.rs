@@ -23,7 +23,7 @@ use crate::error::{InstallError, Result};
 use crate::install::write_staged;
 use crate::journal::{Action, Op, Seen};
 use crate::log::Verdict;
-use crate::state::{OwnedEntry, RepairRecord, State};
+use crate::state::{BASELINE_PACKAGE, OwnedEntry, RepairRecord, State};
 use crate::target::{StateDir, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Recovery, Step, TxPlan};
 use crate::uninstall::{kept_package, open_instance};
@@ -51,6 +51,23 @@ pub struct PackageStatus {
     pub cleaned_at: Option<String>,
 }
 
+/// How an adopted instance was taken over, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdoptionStatus {
+    /// The product version declared at adoption.
+    pub version: String,
+    /// When (UTC).
+    pub adopted_at: String,
+    /// The pseudo-package that owns the baseline.
+    pub baseline_package: &'static str,
+    /// Regular files recorded.
+    pub files: u64,
+    /// Directories recorded.
+    pub directories: u64,
+    /// Symbolic links recorded.
+    pub links: u64,
+}
+
 /// What `status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -67,6 +84,9 @@ pub struct Status {
     /// Bytes the state directory takes (backups, repair copies, logs, state);
     /// `None` when this user cannot read all of it.
     pub state_dir_bytes: Option<u64>,
+    /// Set when the instance was adopted (`pkgrun adopt`) rather than installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<AdoptionStatus>,
     /// An interrupted transaction recovered first.
     pub recovered: Option<Recovery>,
 }
@@ -94,6 +114,14 @@ pub fn status(ctx: &Context<'_>, target: &Path) -> Result<Status> {
             .collect(),
         owned_entries: state.files.len(),
         state_dir_bytes: session.state_dir.usage(".").ok(),
+        adopted: state.adopted.as_ref().map(|a| AdoptionStatus {
+            version: a.version.to_string(),
+            adopted_at: util::iso8601(a.adopted_at),
+            baseline_package: BASELINE_PACKAGE,
+            files: a.files,
+            directories: a.directories,
+            links: a.links,
+        }),
         recovered: session.recovered.clone(),
     })
 }
@@ -368,6 +396,14 @@ pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
     let mut sources = Vec::new();
     let mut restores: Vec<Restore> = Vec::new();
     for (transaction, problems) in &by_transaction {
+        if let Some(adopted) = state.adopted.as_ref().filter(|a| &a.transaction == transaction) {
+            let reason = format!(
+                "it is part of the baseline recorded by `pkgrun adopt` ({} {}), and pkgrun keeps no copy of the adopted files: restore it from the product's original media or a backup",
+                state.product, adopted.version
+            );
+            report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, &reason)));
+            continue;
+        }
         let Some(record) = state.packages.iter().find(|p| &p.transaction == transaction) else {
             report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, "its package is no longer recorded")));
             continue;
