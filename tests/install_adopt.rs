@@ -258,6 +258,8 @@ fn settings(ctx: &TestContext) -> insta::Settings {
     let mut settings = ctx.settings();
     settings.add_filter(r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\]", "[TIME]");
     settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]");
+    settings.add_filter(r"State:     [\d,]+ bytes \([\d.]+ [KMGTP]iB\)", "State:     [SIZE]");
+    settings.add_filter(r#""state_dir_bytes": \d+"#, r#""state_dir_bytes": "[SIZE]""#);
     settings
 }
 
