@@ -52,7 +52,7 @@ fn main() -> ExitCode {
 fn arguments() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if let Some(exe) = self_package() {
-        const SUBCOMMANDS: [&str; 6] = ["uninstall", "status", "verify", "repair", "adopt", "help"];
+        const SUBCOMMANDS: [&str; 7] = ["uninstall", "status", "verify", "repair", "cleanup", "adopt", "help"];
         let is_subcommand = args.get(1).and_then(|a| a.to_str()).is_some_and(|a| SUBCOMMANDS.contains(&a));
         if !is_subcommand {
             args.insert(1, exe.into_os_string());

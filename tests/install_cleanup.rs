@@ -6,6 +6,8 @@
 mod common;
 mod install_support;
 
+use std::process::Command;
+
 use common::{BuildOptions, Stub, TestContext, run, tree_listing};
 use install_support::*;
 
@@ -73,6 +75,11 @@ fn the_repair_copy_of_a_small_update_holds_only_its_files() {
     assert_eq!(repair.code, 0, "{}", repair.render());
     assert_eq!(std::fs::read(ctx.path("t/bin/tool")).unwrap(), b"tool 1.1\n");
     assert_eq!(std::fs::read(ctx.path("t/data/big.bin")).unwrap(), big);
+
+    // The package runs `cleanup` itself, as it runs every target command.
+    let by_itself = run(Command::new(ctx.path("u1-real.run")).args(["cleanup", "--target"]).arg(ctx.path("t")));
+    assert_eq!(by_itself.code, 0, "{}", by_itself.render());
+    assert!(by_itself.stdout.starts_with("Nothing to clean up"), "{}", by_itself.render());
 }
 
 /// A release, then two updates of the same file: the first update is superseded

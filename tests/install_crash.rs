@@ -291,11 +291,18 @@ fn recover_through_every_call(scenario: &Scenario<'_>, fault: Fault, stops: &[us
         let target = scenario.copy(&format!("{k}-{j}"));
         assert_eq!(scenario.run_with(&target, fault.at(k)).code, -1, "{label}");
         let stopped = scenario.recover(&target, Some(fault.at(j)));
-        assert_eq!(stopped.code, -1, "{label}: the recovery did not stop:\n{}", stopped.render());
+        // The recovery's last calls may shift by one between runs (it logs the
+        // processes it had to kill, when a dying script was still there): a stop
+        // at one of the last two may find the recovery finished.
+        let finished_first = stopped.code == 0 && j + 2 >= total;
+        assert!(stopped.code == -1 || finished_first, "{label}: the recovery did not stop:\n{}", stopped.render());
         // Recursively: each later recovery is stopped further on, until one finishes:
         // one call further each time in the full sweep, twice as far in the quick one.
         let full = sweep::full_sweep();
         for attempt in 0usize.. {
+            if finished_first {
+                break;
+            }
             let next = if full { attempt + 1 } else { 1 << attempt.min(40) };
             let again = scenario.recover(&target, Some(fault.at(next)));
             if again.code == 0 {

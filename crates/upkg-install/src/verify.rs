@@ -29,6 +29,8 @@ use crate::transaction::{self, Access, Context, Intent, Recovery, Step, TxPlan};
 use crate::uninstall::{kept_package, open_instance};
 use crate::util;
 
+/// The script timeout a repair's journal records: a repair runs no scripts.
+const REPAIR_RUNS_NO_SCRIPTS: u64 = 1;
 /// One installed package, as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackageStatus {
@@ -457,7 +459,8 @@ pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
         package_id: state.product.clone(),
         package_build: 0,
         services: Vec::new(),
-        script_timeout: 300,
+        // A repair runs no script and controls no service: the timeout bounds nothing.
+        script_timeout: REPAIR_RUNS_NO_SCRIPTS,
         script_env: Vec::new(),
     };
     let first_line = format!("repairing {} on {}", state.product, session.target.path.display());
