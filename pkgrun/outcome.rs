@@ -171,7 +171,7 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
         (_, Some(FailureClass::Unsigned)) => "pass --allow-unsigned to accept an unsigned package (only its digests are checked)".into(),
         (_, Some(FailureClass::Malformed | FailureClass::DigestMismatch)) => "the package is damaged or was modified: copy or download it again, and compare its SHA-256 with the one its publisher gives".into(),
         (_, Some(FailureClass::BadSignature)) => "the package was modified after it was signed, or signed with another key of the same id: do not use it".into(),
-        (_, Some(FailureClass::UnsafePath)) => "the package tries to write outside its directory or to create special files: do not use it".into(),
+        (_, Some(FailureClass::UnsafePath)) => "the package tries to write outside its directory, into the installer's state directory .pkgrun/, or to create special files: do not use it".into(),
         (_, Some(FailureClass::UnsupportedVersion)) => "this package needs a newer pkgrun: run the package itself (it carries its own pkgrun), or install a newer pkgrun".into(),
         (Outcome::InsufficientSpace, _) => "free some space on that filesystem (pkgrun PKG --estimate DIR or --plan shows what is needed)".into(),
         (Outcome::Usage, _) if not_empty => "choose a new or empty directory: pkgrun never writes into an existing tree".into(),

@@ -410,6 +410,8 @@ def check_path(path):
             refuse("unsafe-path", f"{path!r}: bad component {c!r}")
     if path in (".package/header.json", ".package/header.json.minisig"):
         refuse("unsafe-path", f"{path!r} is reserved")
+    if path == ".pkgrun" or path.startswith(".pkgrun/"):
+        refuse("unsafe-path", f"{path!r} is in the installer's state directory .pkgrun/")
 
 
 def parent(path):

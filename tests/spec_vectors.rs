@@ -898,6 +898,23 @@ fn generate() -> Vec<Vector> {
         "the package's remove list names \"../etc/passwd\"",
         assemble(info.clone(), vec![(entry("a.txt", Kind::File, None), escape)], &["../etc/passwd"], &test_key),
     );
+    add(
+        "unsafe-path-state-dir",
+        "unsafe-path",
+        "the catalog (and the tar stream) hold \".pkgrun/state.json\", in the state directory every target reserves for the installer",
+        assemble(
+            info.clone(),
+            vec![(entry(".pkgrun", Kind::Dir, None), b""), (entry(".pkgrun/state.json", Kind::File, None), b"{}")],
+            &[],
+            &test_key,
+        ),
+    );
+    add(
+        "unsafe-path-state-dir-remove",
+        "unsafe-path",
+        "the package's remove list names \".pkgrun/state.json\", in the installer's reserved state directory",
+        assemble(info.clone(), vec![(entry("a.txt", Kind::File, None), escape)], &[".pkgrun/state.json"], &test_key),
+    );
 
     // Limits.
     {

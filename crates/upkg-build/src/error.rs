@@ -22,6 +22,11 @@ pub enum BuildError {
         message: String,
     },
 
+    /// A source (a `[[files]]` source, a script or the EULA) resolves outside the
+    /// manifest's directory: pkgbuild reads nothing outside it.
+    #[error(transparent)]
+    SourceOutside(Box<SourceOutside>),
+
     /// A source file cannot be packaged.
     #[error("{}: {reason}", path.display())]
     Source {
@@ -59,12 +64,77 @@ pub enum BuildError {
     },
 }
 
+/// A source path of the manifest that leads outside the manifest's directory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}:{line}:{column}: {what} `{given}` ({entry}) {reason}, outside the package directory {}; sources must be inside the directory of package.toml",
+    manifest.display(),
+    base.display()
+)]
+#[non_exhaustive]
+pub struct SourceOutside {
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// 1-based line of the value.
+    pub line: usize,
+    /// 1-based column of the value.
+    pub column: usize,
+    /// The key naming it: `source`, `eula` or a script role such as `post-install`.
+    pub what: String,
+    /// Which entry of the manifest: `files rule 3` (1-based), `[package]`, `[scripts]`.
+    pub entry: String,
+    /// The path as the manifest writes it.
+    pub given: String,
+    /// The manifest's directory, resolved.
+    pub base: PathBuf,
+    /// How the path leads out.
+    pub reason: Outside,
+}
+
+/// How a source path leads out of the manifest's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outside {
+    /// The path is absolute.
+    Absolute,
+    /// The path, with its `..` components and the links it goes through, resolves elsewhere.
+    Resolves {
+        /// Where it leads.
+        resolved: PathBuf,
+    },
+    /// The path goes through (or, for a script or the EULA, is) a symbolic link that points out.
+    ThroughLink {
+        /// The link, as a path below the manifest's directory.
+        link: PathBuf,
+        /// Its target, as stored in the link.
+        target: PathBuf,
+        /// Where the path leads.
+        resolved: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Outside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outside::Absolute => write!(f, "is an absolute path"),
+            Outside::Resolves { resolved } => write!(f, "resolves to {}", resolved.display()),
+            Outside::ThroughLink { link, target, resolved } => write!(
+                f,
+                "follows the symbolic link {} -> {} to {}",
+                link.display(),
+                target.display(),
+                resolved.display()
+            ),
+        }
+    }
+}
+
 impl BuildError {
     /// The failure class.
     pub fn class(&self) -> FailureClass {
         match self {
             BuildError::Manifest { .. } | BuildError::Options(_) => FailureClass::Usage,
-            BuildError::Source { .. } | BuildError::Stub { .. } => FailureClass::Usage,
+            BuildError::Source { .. } | BuildError::SourceOutside(_) | BuildError::Stub { .. } => FailureClass::Usage,
             BuildError::Format(e) => e.class(),
             BuildError::Io { source, .. } => upkg_format::error::io_class(source),
         }

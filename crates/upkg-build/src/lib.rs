@@ -15,4 +15,4 @@ pub mod manifest;
 pub mod sources;
 
 pub use build::{BuildOptions, BuildOutput, build};
-pub use error::BuildError;
+pub use error::{BuildError, Outside, SourceOutside};

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 use upkg_format::header::{Policy, Restart, ScriptRole};
+use upkg_format::paths::{self, STATE_DIR};
 use upkg_format::{Version, VersionReq};
 
 use crate::error::BuildError;
@@ -232,8 +233,13 @@ impl LoadedManifest {
 
     /// An error about the value at `span`.
     pub fn error_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> BuildError {
-        let (line, column) = line_column(&self.text, span.start);
+        let (line, column) = self.location(span);
         BuildError::Manifest { path: self.path.clone(), line, column, message: message.into() }
+    }
+
+    /// 1-based line and column of the value at `span`.
+    pub fn location(&self, span: std::ops::Range<usize>) -> (usize, usize) {
+        line_column(&self.text, span.start)
     }
 
     /// Checks values whose rules serde does not express.
@@ -262,6 +268,29 @@ impl LoadedManifest {
             if rule.source.get_ref().is_empty() {
                 return Err(self.error_at(rule.source.span(), "source must not be empty"));
             }
+        }
+        for (index, rule) in m.files.iter().enumerate() {
+            let dest = rule.dest.get_ref();
+            let top = dest.trim_start_matches("./").split('/').next().unwrap_or_default();
+            if paths::is_state_path(top) {
+                return Err(self.error_at(
+                    rule.dest.span(),
+                    format!("dest `{dest}` (files rule {}) is in {STATE_DIR}/, {RESERVED}", index + 1),
+                ));
+            }
+        }
+        for (index, rule) in m.remove.iter().enumerate() {
+            let path = rule.path.get_ref();
+            let at = |reason: String| self.error_at(rule.path.span(), reason);
+            if paths::is_state_path(path) {
+                return Err(at(format!(
+                    "[[remove]] path `{path}` (remove rule {}) is in {STATE_DIR}/, {RESERVED}",
+                    index + 1
+                )));
+            }
+            paths::check_entry_path(path).map_err(|reason| {
+                at(format!("[[remove]] path `{path}` (remove rule {}) is not allowed: {reason}", index + 1))
+            })?;
         }
         for service in &m.services {
             let s = service;
@@ -310,6 +339,10 @@ impl LoadedManifest {
         Ok(())
     }
 }
+
+/// Why nothing may go to, or be removed from, the state directory.
+const RESERVED: &str =
+    "which every target reserves for the installer's state: a package may not write or remove anything there";
 
 /// Parses an octal mode string such as `"0755"`.
 pub fn parse_mode(text: &str) -> Result<u32, String> {
@@ -398,6 +431,25 @@ mod tests {
         let (line, column, message) = error_location(&text);
         assert_eq!((line, column), (13, 10), "{message}");
         assert!(message.contains("systemctl is-active"), "{message}");
+    }
+
+    #[test]
+    fn the_state_directory_is_refused_in_dest_and_remove() {
+        for (section, line, column) in [
+            ("[[files]]\nsource = \"x\"\ndest = \".pkgrun/\"\n", 12, 8),
+            ("[[files]]\nsource = \"x\"\ndest = \"./.pkgrun/tx/evil\"\n", 12, 8),
+            ("[[remove]]\npath = \".pkgrun/state.json\"\n", 11, 8),
+            ("[[remove]]\npath = \".pkgrun\"\n", 11, 8),
+        ] {
+            let (l, c, message) = error_location(&format!("{MINIMAL}\n{section}"));
+            assert_eq!((l, c), (line, column), "{message}");
+            assert!(message.contains("is in .pkgrun/, which every target reserves"), "{message}");
+        }
+        let (_, _, message) = error_location(&format!("{MINIMAL}\n[[remove]]\npath = \"../etc/passwd\"\n"));
+        assert!(message.contains("[[remove]] path `../etc/passwd` (remove rule 1) is not allowed"), "{message}");
+        // Other spellings, and the name below the root, are ordinary paths.
+        load(&format!("{MINIMAL}\n[[remove]]\npath = \".PKGRUN/state.json\"\n\n[[remove]]\npath = \"a/.pkgrun\"\n"))
+            .unwrap();
     }
 
     #[test]

@@ -7,14 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use globset::GlobBuilder;
+use toml::Spanned;
 use upkg_format::header::{Kind, Policy, ScriptRole};
 use upkg_format::paths::{self, PACKAGE_DIR};
 use upkg_format::{Version, header};
 
-use crate::error::BuildError;
+use crate::error::{BuildError, Outside, SourceOutside};
 use crate::manifest::{FilesRule, LoadedManifest, parse_mode};
 
 /// Bits of a source's mode that a package keeps: permissions without the special
@@ -50,9 +51,12 @@ pub struct SourceEntry {
 pub fn resolve(loaded: &LoadedManifest) -> Result<Vec<SourceEntry>, BuildError> {
     let mut entries: BTreeMap<String, (SourceEntry, String)> = BTreeMap::new();
     let manifest = &loaded.manifest;
-    for rule in &manifest.files {
+    let root =
+        std::fs::canonicalize(&loaded.base).map_err(|source| BuildError::Io { path: loaded.base.clone(), source })?;
+    for (index, rule) in manifest.files.iter().enumerate() {
         let origin = format!("[[files]] source {:?}", rule.source.get_ref());
-        for entry in resolve_rule(loaded, rule)? {
+        let named = Named { what: "source".into(), entry: format!("files rule {}", index + 1), value: &rule.source };
+        for entry in resolve_rule(loaded, &root, rule, &named)? {
             insert(&mut entries, entry, &origin, loaded, rule.source.span())?;
         }
     }
@@ -60,21 +64,18 @@ pub fn resolve(loaded: &LoadedManifest) -> Result<Vec<SourceEntry>, BuildError> 
     // The package's own files: scripts and EULA under .package/.
     for role in ScriptRole::ALL {
         if let Some(script) = manifest.scripts.get(role) {
+            let named = Named { what: role.to_string(), entry: "[scripts]".into(), value: script };
             let source = loaded.base.join(script.get_ref());
-            let entry = package_file(
-                loaded,
-                &source,
-                &format!("{PACKAGE_DIR}/scripts/{role}{}", extension(&source)),
-                0o755,
-                script.span(),
-            )?;
+            let path = format!("{PACKAGE_DIR}/scripts/{role}{}", extension(&source));
+            let entry = package_file(loaded, &root, &named, &path, 0o755)?;
             insert(&mut entries, entry, &format!("[scripts] {role}"), loaded, script.span())?;
         }
     }
     if let Some(eula) = &manifest.package.eula {
+        let named = Named { what: "eula".into(), entry: "[package]".into(), value: eula };
         let source = loaded.base.join(eula.get_ref());
-        let entry =
-            package_file(loaded, &source, &format!("{PACKAGE_DIR}/EULA{}", extension(&source)), 0o644, eula.span())?;
+        let path = format!("{PACKAGE_DIR}/EULA{}", extension(&source));
+        let entry = package_file(loaded, &root, &named, &path, 0o644)?;
         insert(&mut entries, entry, "[package] eula", loaded, eula.span())?;
     }
 
@@ -109,16 +110,95 @@ fn extension(path: &Path) -> String {
     path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default()
 }
 
+/// A source path of the manifest, with what to call it in messages.
+struct Named<'a> {
+    /// The key: `source`, `eula`, a script role.
+    what: String,
+    /// The entry: `files rule 3`, `[package]`, `[scripts]`.
+    entry: String,
+    /// The value as written, with its span.
+    value: &'a Spanned<String>,
+}
+
+/// Checks that reading `given` (relative to the manifest's directory, whose
+/// resolved path is `root`) stays inside that directory, and returns the path it
+/// resolves to. Every component is followed as the system follows it, the last
+/// one only when `follow_last` (scripts and the EULA, read for their contents, and
+/// a glob's base, which is walked); otherwise it is read with `lstat`, and a link
+/// there is packaged as a link. A path that does not resolve (missing) is left to
+/// the caller, which reports it when it reads it.
+fn confine(
+    loaded: &LoadedManifest,
+    root: &Path,
+    named: &Named<'_>,
+    given: &str,
+    follow_last: bool,
+) -> Result<Option<PathBuf>, BuildError> {
+    let outside = |reason: Outside| {
+        let (line, column) = loaded.location(named.value.span());
+        BuildError::SourceOutside(Box::new(SourceOutside {
+            manifest: loaded.path.clone(),
+            line,
+            column,
+            what: named.what.clone(),
+            entry: named.entry.clone(),
+            given: named.value.get_ref().clone(),
+            base: root.to_owned(),
+            reason,
+        }))
+    };
+    if Path::new(given).is_absolute() {
+        return Err(outside(Outside::Absolute));
+    }
+    let components: Vec<Component<'_>> = Path::new(given).components().collect();
+    // A trailing `/` or `/.` makes the system follow a link in the last component too.
+    let follow_last = follow_last || given.ends_with('/') || given.ends_with("/.");
+    let resolve = |components: &[Component<'_>]| -> Option<PathBuf> {
+        match components.split_last() {
+            Some((Component::Normal(name), parent)) if !follow_last => {
+                let parent: PathBuf = parent.iter().collect();
+                std::fs::canonicalize(root.join(parent)).ok().map(|p| p.join(name))
+            }
+            _ => std::fs::canonicalize(root.join(components.iter().collect::<PathBuf>())).ok(),
+        }
+    };
+    let Some(resolved) = resolve(&components) else { return Ok(None) };
+    if resolved.starts_with(root) {
+        return Ok(Some(resolved));
+    }
+    // Name the first link on the way that points out, if one does.
+    let followed = if follow_last { components.len() } else { components.len().saturating_sub(1) };
+    for end in 1..=followed {
+        let prefix: PathBuf = components[..end].iter().collect();
+        let here = root.join(&prefix);
+        let is_link = std::fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link
+            && let Ok(target) = std::fs::read_link(&here)
+            && std::fs::canonicalize(&here).is_ok_and(|p| !p.starts_with(root))
+        {
+            return Err(outside(Outside::ThroughLink { link: loaded.base.join(prefix), target, resolved }));
+        }
+    }
+    Err(outside(Outside::Resolves { resolved }))
+}
+
 fn package_file(
     loaded: &LoadedManifest,
-    source: &Path,
+    root: &Path,
+    named: &Named<'_>,
     path: &str,
     mode: u32,
-    span: std::ops::Range<usize>,
 ) -> Result<SourceEntry, BuildError> {
     // Scripts and the EULA are read for their contents: a link to them is followed here, once.
-    let source = &std::fs::canonicalize(source)
-        .map_err(|e| loaded.error_at(span.clone(), format!("{}: {e}", source.display())))?;
+    let span = named.value.span();
+    let source = loaded.base.join(named.value.get_ref());
+    let source = &match confine(loaded, root, named, named.value.get_ref(), true)? {
+        Some(resolved) => resolved,
+        None => {
+            let e = std::fs::metadata(&source).err().unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
+            return Err(loaded.error_at(span, format!("{}: {e}", source.display())));
+        }
+    };
     let metadata =
         std::fs::metadata(source).map_err(|e| loaded.error_at(span.clone(), format!("{}: {e}", source.display())))?;
     if !metadata.is_file() {
@@ -155,7 +235,12 @@ fn insert(
 }
 
 /// Expands one `[[files]]` rule.
-fn resolve_rule(loaded: &LoadedManifest, rule: &FilesRule) -> Result<Vec<SourceEntry>, BuildError> {
+fn resolve_rule(
+    loaded: &LoadedManifest,
+    root: &Path,
+    rule: &FilesRule,
+    named: &Named<'_>,
+) -> Result<Vec<SourceEntry>, BuildError> {
     // `./bin/*` means `bin/*`: globs match paths relative to the manifest's directory.
     let mut source_text = rule.source.get_ref().as_str();
     while let Some(rest) = source_text.strip_prefix("./") {
@@ -180,6 +265,14 @@ fn resolve_rule(loaded: &LoadedManifest, rule: &FilesRule) -> Result<Vec<SourceE
             .compile_matcher();
         let literal: Vec<&str> = source_text.split('/').take_while(|c| !c.contains(['*', '?', '[', '{'])).collect();
         let literal_base = literal.join("/");
+        // The walk starts at the literal base, following it if it is a link, and
+        // follows no link below it: what it meets is inside the base.
+        if source_text.starts_with('/') {
+            confine(loaded, root, named, source_text, true)?;
+        }
+        if !literal_base.is_empty() {
+            confine(loaded, root, named, &literal_base, true)?;
+        }
         let walk_root = loaded.base.join(&literal_base);
         if !walk_root.exists() {
             return Err(loaded.error_at(rule.source.span(), format!("{} does not exist", walk_root.display())));
@@ -212,6 +305,7 @@ fn resolve_rule(loaded: &LoadedManifest, rule: &FilesRule) -> Result<Vec<SourceE
         return Ok(out);
     }
 
+    confine(loaded, root, named, source_text, false)?;
     let source = loaded.base.join(source_text);
     let metadata = std::fs::symlink_metadata(&source)
         .map_err(|e| loaded.error_at(rule.source.span(), format!("{}: {e}", source.display())))?;
@@ -396,6 +490,140 @@ mod tests {
         tree(dir.path());
         let entries = load(dir.path(), "[[files]]\nsource = \"./root/*.txt\"\ndest = \"doc/\"\n").unwrap();
         assert_eq!(paths(&entries), ["doc", "doc/a.txt"]);
+    }
+
+    /// A package directory `pkg/` beside a directory `outside/` holding a secret.
+    fn confined() -> (tempfile::TempDir, PathBuf) {
+        let top = tempfile::tempdir().unwrap();
+        let pkg = top.path().join("pkg");
+        tree(&pkg);
+        std::fs::create_dir_all(top.path().join("outside")).unwrap();
+        std::fs::write(top.path().join("outside/secret.txt"), "secret").unwrap();
+        std::fs::write(top.path().join("secret"), "secret").unwrap();
+        (top, pkg)
+    }
+
+    /// The error of a build that reads outside, as (what, entry, reason, line).
+    fn outside(pkg: &Path, rules: &str) -> (String, String, Outside, usize, String) {
+        match load(pkg, rules).unwrap_err() {
+            BuildError::SourceOutside(e) => {
+                let message = e.to_string();
+                let SourceOutside { what, entry, reason, line, base, .. } = *e;
+                assert_eq!(base, pkg.canonicalize().unwrap());
+                assert!(message.contains("sources must be inside the directory of package.toml"), "{message}");
+                (what, entry, reason, line, message)
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn a_source_up_and_out_is_refused() {
+        let (top, pkg) = confined();
+        let rules = "[[files]]\nsource = \"root\"\n\n[[files]]\nsource = \"root/a.txt\"\ndest = \"x\"\n\n[[files]]\nsource = \"../secret\"\n";
+        let (what, entry, reason, line, message) = outside(&pkg, rules);
+        assert_eq!((what.as_str(), entry.as_str(), line), ("source", "files rule 3", 18));
+        assert_eq!(reason, Outside::Resolves { resolved: top.path().canonicalize().unwrap().join("secret") });
+        assert!(message.contains("source `../secret` (files rule 3) resolves to"), "{message}");
+        assert!(message.contains("package.toml:18:10:"), "{message}");
+        // Even when what it names does not exist.
+        let (_, _, reason, _, _) = outside(&pkg, "[[files]]\nsource = \"root/../../nothing\"\n");
+        assert!(matches!(reason, Outside::Resolves { .. }), "{reason:?}");
+    }
+
+    #[test]
+    fn an_absolute_source_is_refused() {
+        let (top, pkg) = confined();
+        let inside = pkg.join("root/a.txt");
+        for source in [top.path().join("secret"), inside] {
+            let (_, _, reason, _, _) =
+                outside(&pkg, &format!("[[files]]\nsource = {:?}\n", source.display().to_string()));
+            assert_eq!(reason, Outside::Absolute);
+        }
+        let (_, _, reason, _, _) = outside(&pkg, "[[files]]\nsource = \"/etc/*\"\ndest = \"etc/\"\n");
+        assert_eq!(reason, Outside::Absolute);
+    }
+
+    #[test]
+    fn a_source_through_a_linked_directory_is_refused() {
+        let (top, pkg) = confined();
+        std::os::unix::fs::symlink(top.path().join("outside"), pkg.join("linked")).unwrap();
+        for source in ["linked/secret.txt", "linked/", "linked/."] {
+            let (_, _, reason, _, message) = outside(&pkg, &format!("[[files]]\nsource = {source:?}\ndest = \"x/\"\n"));
+            match reason {
+                Outside::ThroughLink { link, target, .. } => {
+                    assert_eq!(link, pkg.join("linked"));
+                    assert_eq!(target, top.path().join("outside"));
+                }
+                other => panic!("{source}: {other:?}"),
+            }
+            assert!(message.contains("follows the symbolic link"), "{message}");
+        }
+        // The link itself is packaged as a link: that reads nothing outside (and the
+        // link check then refuses its absolute target, for another reason).
+        match load(&pkg, "[[files]]\nsource = \"linked\"\ndest = \"x\"\n").unwrap_err() {
+            BuildError::Source { reason, .. } => assert!(reason.contains("must stay inside"), "{reason}"),
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn a_linked_directory_inside_is_fine() {
+        let (_top, pkg) = confined();
+        std::os::unix::fs::symlink("root/d", pkg.join("current")).unwrap();
+        let entries = load(
+            &pkg,
+            "[[files]]\nsource = \"current/e\"\ndest = \"e\"\n\n[[files]]\nsource = \"current/*.txt\"\ndest = \"g/\"\n",
+        )
+        .unwrap();
+        assert_eq!(paths(&entries), ["e", "e/c.txt", "g", "g/b.txt"]);
+    }
+
+    #[test]
+    fn a_glob_reaching_out_is_refused() {
+        let (top, pkg) = confined();
+        std::os::unix::fs::symlink(top.path().join("outside"), pkg.join("linked")).unwrap();
+        let (_, entry, reason, _, _) = outside(&pkg, "[[files]]\nsource = \"../outside/*.txt\"\ndest = \"x/\"\n");
+        assert_eq!(entry, "files rule 1");
+        assert!(matches!(reason, Outside::Resolves { .. }), "{reason:?}");
+        let (_, _, reason, _, _) = outside(&pkg, "[[files]]\nsource = \"linked/*.txt\"\ndest = \"x/\"\n");
+        assert!(matches!(reason, Outside::ThroughLink { .. }), "{reason:?}");
+        // A glob from the package directory does not descend into the link.
+        let entries = load(&pkg, "[[files]]\nsource = \"*/*.txt\"\ndest = \"x/\"\n").unwrap();
+        assert_eq!(paths(&entries), ["x", "x/root", "x/root/a.txt"]);
+    }
+
+    #[test]
+    fn an_eula_or_script_outside_is_refused() {
+        let (top, pkg) = confined();
+        let manifest_eula = "[package]\nid = \"t\"\ntitle = \"T\"\nversion = \"1.0\"\nbuild = 1\neula = \"../secret\"\n\n[applies-to]\nproduct = \"t\"\n";
+        std::fs::write(pkg.join("package.toml"), manifest_eula).unwrap();
+        let err = resolve(&LoadedManifest::load(&pkg).unwrap()).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(&err, BuildError::SourceOutside(e) if (e.line, e.column) == (6, 8)), "{message}");
+        assert!(message.contains("eula `../secret` ([package]) resolves to"), "{message}");
+        // A script that is a link to a file outside: following it would read outside.
+        std::os::unix::fs::symlink(top.path().join("outside/secret.txt"), pkg.join("post.sh")).unwrap();
+        let (what, entry, reason, _, _) = outside(&pkg, "[scripts]\npost-install = \"post.sh\"\n");
+        assert_eq!((what.as_str(), entry.as_str()), ("post-install", "[scripts]"));
+        assert!(matches!(reason, Outside::ThroughLink { .. }), "{reason:?}");
+    }
+
+    #[test]
+    fn nothing_may_land_in_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path());
+        std::fs::create_dir_all(dir.path().join("state/.pkgrun")).unwrap();
+        std::fs::write(dir.path().join("state/.pkgrun/state.json"), "{}").unwrap();
+        match load(dir.path(), "[[files]]\nsource = \"state\"\n").unwrap_err() {
+            BuildError::Source { reason, .. } => {
+                assert!(reason.contains("\".pkgrun\"") && reason.contains(".pkgrun/"), "{reason}")
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        // Below the root, the name is an ordinary one.
+        let entries = load(dir.path(), "[[files]]\nsource = \"state\"\ndest = \"opt\"\n").unwrap();
+        assert_eq!(paths(&entries), ["opt", "opt/.pkgrun", "opt/.pkgrun/state.json"]);
     }
 
     #[test]

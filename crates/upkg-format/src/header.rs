@@ -856,4 +856,39 @@ pub(crate) mod tests {
         let err = Header::parse(&example_with(FORMAT_MINOR, service), 0).unwrap_err();
         assert_eq!(err.class(), FailureClass::Malformed, "{err}");
     }
+
+    /// `.pkgrun/` at the root of a target is the installer's: a signed header
+    /// that removes something there, or lists an entry there, is an unsafe path.
+    #[test]
+    fn the_state_directory_is_refused_in_remove_and_in_the_catalog() {
+        let base = Header::parse(WORKED_EXAMPLE.as_bytes(), 0).unwrap();
+        for removed in [".pkgrun", ".pkgrun/state.json"] {
+            let mut header = base.clone();
+            header.package.remove = vec![removed.to_owned()];
+            let err = header.validate().unwrap_err();
+            assert_eq!(err.class(), FailureClass::UnsafePath, "{err}");
+            assert!(err.to_string().contains(removed) && err.to_string().contains(".pkgrun/"), "{err}");
+        }
+        let dir = FileEntry {
+            path: ".pkgrun".into(),
+            kind: Kind::Dir,
+            mode: Mode(0o755),
+            size: 0,
+            sha256: None,
+            target: None,
+            version: None,
+            policy: None,
+            member: None,
+            offset: None,
+        };
+        let mut header = base.clone();
+        header.files = vec![dir.clone()];
+        assert_eq!(header.validate().unwrap_err().class(), FailureClass::UnsafePath);
+        // Only the exact top-level name: another spelling is an ordinary directory
+        // (this payload does not hold it, but that is another rule).
+        let mut header = base;
+        header.files = vec![FileEntry { path: ".PKGRUN".into(), ..dir }];
+        let err = header.validate().unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+    }
 }

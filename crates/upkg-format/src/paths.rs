@@ -2,8 +2,10 @@
 //!
 //! Every path in a catalog is relative, `/`-separated, UTF-8, with no empty,
 //! `.` or `..` component, and no byte that a shell or a cabinet would read
-//! differently (NUL, control characters, backslash). Readers apply these rules
-//! to signed packages too: a signature says who made a package, not that it is safe.
+//! differently (NUL, control characters, backslash), and none inside the state
+//! directory `.pkgrun/` that the installer keeps at the root of every target.
+//! Readers apply these rules to signed packages too: a signature says who made a
+//! package, not that it is safe.
 
 /// Maximum length of a path in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
@@ -12,6 +14,11 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 /// The directory, at the root of the tree, that holds a package's own files
 /// (scripts, EULA) and, in an expanded tree, its header and signature.
 pub const PACKAGE_DIR: &str = ".package";
+/// The installer's state directory at the root of every target (journal, backups,
+/// `state.json`). No catalog or `remove` path may be it or lie below it: a package
+/// that wrote there could rewrite what the installer trusts. The comparison is
+/// exact (byte for byte, case-sensitive): `.PKGRUN` is an ordinary name.
+pub const STATE_DIR: &str = ".pkgrun";
 /// Where an expanded tree keeps the signed header.
 pub const EXPANDED_HEADER: &str = ".package/header.json";
 /// Where an expanded tree keeps the signature block.
@@ -47,7 +54,16 @@ pub fn check_entry_path(path: &str) -> Result<(), String> {
     if path == EXPANDED_HEADER || path == EXPANDED_SIGNATURE {
         return Err("the path is reserved for the expanded tree's header and signature".into());
     }
+    if is_state_path(path) {
+        return Err(format!("the path is in {STATE_DIR}/, which every target reserves for the installer's state"));
+    }
     Ok(())
+}
+
+/// Whether `path` is the installer's state directory [`STATE_DIR`] or lies below it.
+/// Only the top level is reserved: `sub/.pkgrun` is an ordinary path.
+pub fn is_state_path(path: &str) -> bool {
+    path.strip_prefix(STATE_DIR).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The parent of a catalog path, or `None` at the top level.
@@ -119,9 +135,20 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_paths() {
-        for good in
-            ["a", "bin/server", "a b/c-d_e.f", "docs/ünïcode.txt", ".package/scripts/post-install.sh", ".hidden"]
-        {
+        for good in [
+            "a",
+            "bin/server",
+            "a b/c-d_e.f",
+            "docs/ünïcode.txt",
+            ".package/scripts/post-install.sh",
+            ".hidden",
+            // Only the exact top-level name is reserved.
+            ".PKGRUN/state.json",
+            ".pkgrun-old",
+            ".pkgrunx/state.json",
+            "sub/.pkgrun/state.json",
+            "pkgrun",
+        ] {
             assert_eq!(check_entry_path(good), Ok(()), "{good}");
         }
     }
@@ -140,10 +167,24 @@ mod tests {
             "a\nb",
             "a\0b",
             ".package/header.json",
+            ".pkgrun",
+            ".pkgrun/state.json",
+            ".pkgrun/tx/1/backup/bin/tool",
         ] {
             assert!(check_entry_path(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_entry_path(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn the_state_directory_is_reserved_at_the_root_only() {
+        assert!(is_state_path(".pkgrun"));
+        assert!(is_state_path(".pkgrun/state.json"));
+        assert!(!is_state_path(".pkgrun2"));
+        assert!(!is_state_path("a/.pkgrun"));
+        assert!(!is_state_path(".Pkgrun/state.json"));
+        let reason = check_entry_path(".pkgrun/journal.json").unwrap_err();
+        assert!(reason.contains(".pkgrun/") && reason.contains("installer's state"), "{reason}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use upkg_format::header::{Kind, Policy, Restart, ScriptRole};
-use upkg_format::{FileEntry, Header, Version};
+use upkg_format::{FileEntry, Header, Version, paths};
 use upkg_fs::{Dir, EntryKind, FreeSpace, FsError};
 
 use crate::error::{InstallError, Result};
@@ -315,13 +315,14 @@ pub(crate) fn plan(
     };
     let product_entries: Vec<(usize, &FileEntry)> =
         header.files.iter().enumerate().filter(|(_, e)| !e.is_package_file()).collect();
-    for (_, entry) in &product_entries {
-        if entry.path == STATE_DIR || entry.path.starts_with(&format!("{STATE_DIR}/")) {
-            return Err(InstallError::Format(upkg_format::Error::UnsafePath {
-                path: entry.path.clone(),
-                reason: format!("{STATE_DIR}/ is reserved for the installer's state"),
-            }));
-        }
+    // The reader already refuses these (spec 5.1); the installer does not rely on
+    // it: nothing a package lists, to write or to remove, may reach the state directory.
+    let mut listed = product_entries.iter().map(|(_, e)| &e.path).chain(&header.package.remove);
+    if let Some(path) = listed.find(|path| paths::is_state_path(path)) {
+        return Err(InstallError::Format(upkg_format::Error::UnsafePath {
+            path: path.clone(),
+            reason: format!("{STATE_DIR}/ is reserved for the installer's state"),
+        }));
     }
 
     // Inventory, hashing in parallel: reading the target dominates planning.
@@ -770,5 +771,25 @@ fn space_check(
         inodes,
         available_inodes: free.available_inodes,
         fits: needed <= free.available && inodes_fit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header the reader would refuse, handed to the planner directly: the
+    /// planner refuses it on its own.
+    #[test]
+    fn nothing_listed_may_reach_the_state_directory() {
+        let json = r#"{"format":{"major":1,"minor":0},"package":{"id":"p","title":"P","version":"1.0","build":1,"description":"","created":0,"applies_to":{"product":"testprod","versions":"*","requires":[],"fresh_install":true},"services":[],"scripts":{"timeout":300},"restart":"never","remove":[".pkgrun/state.json"],"rollout":[]},"stub":null,"payload":{"codec":"tar+zstd","level":3,"size":0,"raw_size":0,"members":[]},"files":[]}"#;
+        let header: Header = serde_json::from_str(json).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let options = PlanOptions { repair_copy: false, threads: 1 };
+        let err = plan(&header, dir.path(), None, None, options).unwrap_err();
+        match err {
+            InstallError::Format(upkg_format::Error::UnsafePath { path, .. }) => assert_eq!(path, ".pkgrun/state.json"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -52,6 +52,13 @@ impl State {
         if state.format != STATE_FORMAT {
             return Err(format!("state format {} is not the one this pkgrun knows ({STATE_FORMAT})", state.format));
         }
+        // Every path it records came from a checked catalog or remove list; one that
+        // breaks the path rules (a `..`, or the state directory itself) was not written
+        // by pkgrun, and uninstall or repair must not act on it.
+        let changes = state.packages.iter().flat_map(|p| p.changes.iter().map(|c| &c.path));
+        for path in state.files.keys().chain(changes) {
+            upkg_format::paths::check_entry_path(path).map_err(|reason| format!("it records {path:?}: {reason}"))?;
+        }
         Ok(state)
     }
 
@@ -315,5 +322,31 @@ mod tests {
         assert_eq!(state.adopted, None);
         let written = serde_json::to_string(&state).unwrap();
         assert!(!written.contains("adopted"), "{written}");
+    }
+
+    fn with_owned(path: &str) -> Vec<u8> {
+        let mut state = State::new_instance("testprod");
+        let entry = OwnedEntry {
+            package: "p".into(),
+            build: 1,
+            transaction: "t".into(),
+            kind: Kind::File,
+            mode: Mode(0o644),
+            sha256: None,
+            size: 0,
+            version: None,
+            target: None,
+        };
+        state.files.insert(path.to_owned(), entry);
+        serde_json::to_vec(&state).unwrap()
+    }
+
+    #[test]
+    fn a_state_naming_the_state_directory_is_refused() {
+        assert!(State::parse(&with_owned("bin/tool")).is_ok());
+        for bad in [".pkgrun/state.json", "../outside"] {
+            let reason = State::parse(&with_owned(bad)).unwrap_err();
+            assert!(reason.contains(bad), "{reason}");
+        }
     }
 }

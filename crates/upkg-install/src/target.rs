@@ -33,8 +33,9 @@ use crate::error::{InstallError, Result};
 use crate::journal::Journal;
 use crate::state::State;
 
-/// Name of the state directory inside a target.
-pub const STATE_DIR: &str = ".pkgrun";
+/// Name of the state directory inside a target (reserved by the format: no
+/// package may list or remove a path there).
+pub const STATE_DIR: &str = upkg_format::paths::STATE_DIR;
 /// The state file: replacing it is the commit point of every transaction.
 const STATE_FILE: &str = "state.json";
 const JOURNAL_FILE: &str = "journal.json";
