@@ -367,14 +367,17 @@ fn plan_text(plan: &Plan) -> String {
     out
 }
 
+/// Prints a target command's `--json` document: its outcome and its report.
+fn print_report(outcome: Outcome, report: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
+    Ok(())
+}
+
 /// `pkgrun uninstall ID --target DIR`.
 pub fn uninstall(cli: &Cli, id: &str, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     let report = upkg_install::uninstall(ctx, target, id)?;
     if cli.output.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "outcome": Outcome::Success, "report": report }))?
-        );
+        print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {
         eprintln!(
             "Uninstalled {} (build {}) from {}: the product is at version {} again. Log: {}",
@@ -444,10 +447,7 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
 pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     let report = upkg_install::cleanup(ctx, target)?;
     if cli.output.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "outcome": Outcome::Success, "report": report }))?
-        );
+        print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {
         if report.cleaned.is_empty() {
             println!(
@@ -484,7 +484,7 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     let report = upkg_install::verify(ctx, target)?;
     let outcome = if report.problems.is_empty() { Outcome::Success } else { Outcome::Failure };
     if cli.output.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
+        print_report(outcome, &report)?;
         return Ok(outcome);
     }
     for problem in &report.problems {
@@ -551,7 +551,7 @@ pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     let report = upkg_install::repair(ctx, target)?;
     let outcome = if report.unrepairable.is_empty() { Outcome::Success } else { Outcome::Failure };
     if cli.output.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
+        print_report(outcome, &report)?;
         return Ok(outcome);
     }
     // Quiet: only what could not be repaired.
@@ -588,10 +588,7 @@ pub fn adopt(cli: &Cli, args: &AdoptArgs, ctx: &Context<'_>) -> Result<Outcome> 
     let options = upkg_install::AdoptOptions { product: args.product.clone(), version };
     let report = upkg_install::adopt(ctx, &args.target, options)?;
     if cli.output.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "outcome": Outcome::Success, "report": report }))?
-        );
+        print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {
         eprintln!(
             "adopted {} as {} {}: {}, {}, {}",

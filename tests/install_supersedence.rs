@@ -45,6 +45,25 @@ fn cli(ctx: &TestContext, target: &str) -> String {
     std::fs::read_to_string(ctx.path(target).join("lib/acme/cli.py")).unwrap()
 }
 
+/// Uninstalling `id` from `t` is refused (exit 1), the message says each of
+/// `names`, and nothing changes.
+fn assert_refused(ctx: &TestContext, id: &str, names: &[&str]) {
+    let before = whole_tree(ctx, "t");
+    let refused = uninstall(ctx, id, "t");
+    assert_eq!(refused.code, 1, "{}", refused.render());
+    for name in names {
+        assert!(refused.stderr.contains(name), "the refusal does not say {name:?}:\n{}", refused.render());
+    }
+    assert_eq!(whole_tree(ctx, "t"), before, "a refused uninstall changes nothing");
+}
+
+/// Uninstalls `id` from `t`, which must then hold `expected` exactly.
+fn uninstall_to(ctx: &TestContext, id: &str, expected: &[String]) {
+    let out = uninstall(ctx, id, "t");
+    assert_eq!(out.code, 0, "{}", out.render());
+    assert_eq!(product_tree(ctx, "t", ACME_RUNTIME), expected);
+}
+
 #[test]
 fn a_fix_superseded_by_the_service_pack_cannot_be_uninstalled_before_it() {
     let ctx = TestContext::in_memory();
@@ -58,24 +77,12 @@ fn a_fix_superseded_by_the_service_pack_cannot_be_uninstalled_before_it() {
     install_ok(&ctx, &sp, "t", &["--accept-eula", "-q"]);
     // The service pack kept the fix's newer cli.py.
     assert!(cli(&ctx, "t").contains("private fix 9999"));
-    let before = whole_tree(&ctx, "t");
-
-    let refused = uninstall(&ctx, &fix_id, "t");
-    assert_eq!(refused.code, 1, "{}", refused.render());
-    assert!(
-        refused.stderr.contains(SP) && refused.stderr.contains("lib/acme/cli.py") && refused.stderr.contains("first"),
-        "the refusal names the later package, the file and what to do:\n{}",
-        refused.render()
-    );
-    assert_eq!(whole_tree(&ctx, "t"), before, "a refused uninstall changes nothing");
+    // The refusal names the later package, the file and what to do.
+    assert_refused(&ctx, &fix_id, &[SP, "lib/acme/cli.py", "first"]);
 
     // In the reverse order both come off, back to 2.1 exactly.
-    let out = uninstall(&ctx, SP, "t");
-    assert_eq!(out.code, 0, "{}", out.render());
-    assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), fixed);
-    let out = uninstall(&ctx, &fix_id, "t");
-    assert_eq!(out.code, 0, "{}", out.render());
-    assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), v21);
+    uninstall_to(&ctx, SP, &fixed);
+    uninstall_to(&ctx, &fix_id, &v21);
     let verify = run(&mut on_target(&ctx, &["verify", "-q"], "t"));
     assert_eq!(verify.code, 0, "{}", verify.render());
 }
@@ -94,19 +101,10 @@ fn a_service_pack_that_an_older_fix_relies_on_cannot_be_uninstalled_before_it() 
     let with_sp = product_tree(&ctx, "t", ACME_RUNTIME);
     install_ok(&ctx, &fix, "t", &["-q"]);
     assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), with_sp, "the older fix changed nothing");
-    let before = whole_tree(&ctx, "t");
+    assert_refused(&ctx, SP, &[&fix_id, "newer"]);
 
-    let refused = uninstall(&ctx, SP, "t");
-    assert_eq!(refused.code, 1, "{}", refused.render());
-    assert!(refused.stderr.contains(&fix_id) && refused.stderr.contains("newer"), "{}", refused.render());
-    assert_eq!(whole_tree(&ctx, "t"), before, "a refused uninstall changes nothing");
-
-    let out = uninstall(&ctx, &fix_id, "t");
-    assert_eq!(out.code, 0, "{}", out.render());
-    assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), with_sp);
-    let out = uninstall(&ctx, SP, "t");
-    assert_eq!(out.code, 0, "{}", out.render());
-    assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), v21);
+    uninstall_to(&ctx, &fix_id, &with_sp);
+    uninstall_to(&ctx, SP, &v21);
 }
 
 #[test]
@@ -121,17 +119,8 @@ fn a_fix_installed_over_the_service_pack_comes_off_first() {
     let with_sp = product_tree(&ctx, "t", ACME_RUNTIME);
     install_ok(&ctx, &fix, "t", &["-q"]);
     assert!(cli(&ctx, "t").contains("private fix 9999"));
-    let before = whole_tree(&ctx, "t");
+    assert_refused(&ctx, SP, &[&fix_id]);
 
-    let refused = uninstall(&ctx, SP, "t");
-    assert_eq!(refused.code, 1, "{}", refused.render());
-    assert!(refused.stderr.contains(&fix_id), "{}", refused.render());
-    assert_eq!(whole_tree(&ctx, "t"), before);
-
-    let out = uninstall(&ctx, &fix_id, "t");
-    assert_eq!(out.code, 0, "{}", out.render());
-    assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), with_sp);
-    let out = uninstall(&ctx, SP, "t");
-    assert_eq!(out.code, 0, "{}", out.render());
-    assert_eq!(product_tree(&ctx, "t", ACME_RUNTIME), v21);
+    uninstall_to(&ctx, &fix_id, &with_sp);
+    uninstall_to(&ctx, SP, &v21);
 }

@@ -74,23 +74,25 @@ pub(crate) const LEGACY_PACKAGE_COPY: &str = "package.upkg";
 pub fn cleanup(ctx: &Context<'_>, target: &Path) -> Result<CleanupReport> {
     let (session, mut state) = open_instance(ctx, target, Access::Write)?;
     let state_dir = &session.state_dir;
-    let mut cleaned = Vec::new();
+    // Each package cleaned, with the directories to remove.
+    let mut cleaned: Vec<(CleanedPackage, [PathBuf; 3])> = Vec::new();
     let mut changed = false;
     for position in 0..state.packages.len() {
         let package = &state.packages[position];
         let newly = superseded(&state, position) && (!package.permanent || package.repair_copy);
-        // A package cleaned before (or made permanent at install) whose directories
-        // remain: an interrupted cleanup, finished now.
+        // A package cleaned before whose directories remain: an interrupted
+        // cleanup, finished now.
         let leftover = package.cleaned_at.is_some();
         if !newly && !leftover {
             continue;
         }
-        let [backup, repair, legacy] = removable(state_dir, package);
+        let parts = removable(state_dir, package);
+        let [backup, repair, legacy] = &parts;
         let bytes = CleanedPackage {
             id: package.id.clone(),
             build: package.build,
-            backup: state_dir.usage(&backup)?,
-            repair_copy: state_dir.usage(&repair)? + state_dir.usage(&legacy)?,
+            backup: state_dir.usage(backup)?,
+            repair_copy: state_dir.usage(repair)? + state_dir.usage(legacy)?,
         };
         if newly {
             let package = &mut state.packages[position];
@@ -100,17 +102,16 @@ pub fn cleanup(ctx: &Context<'_>, target: &Path) -> Result<CleanupReport> {
             changed = true;
         }
         if newly || bytes.backup + bytes.repair_copy > 0 {
-            cleaned.push(bytes);
+            cleaned.push((bytes, parts));
         }
     }
     if changed {
         state_dir.save_state(&state)?;
     }
     let mut freed = 0;
-    for done in &cleaned {
-        let package = state.packages.iter().find(|p| p.id == done.id && p.build == done.build).expect("listed above");
-        for rel in removable(state_dir, package) {
-            state_dir.dir.remove_tree(&rel).map_err(crate::target::state_error)?;
+    for (done, parts) in &cleaned {
+        for rel in parts {
+            state_dir.dir.remove_tree(rel).map_err(crate::target::state_error)?;
         }
         freed += done.backup + done.repair_copy;
     }
@@ -119,7 +120,7 @@ pub fn cleanup(ctx: &Context<'_>, target: &Path) -> Result<CleanupReport> {
     }
     Ok(CleanupReport {
         target: session.target.path.clone(),
-        cleaned,
+        cleaned: cleaned.into_iter().map(|(done, _)| done).collect(),
         freed,
         state_dir_bytes: state_dir.usage(".")?,
         recovered: session.recovered.clone(),

@@ -532,6 +532,8 @@ fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<Vec<S
         let mut directories: BTreeSet<&str> = BTreeSet::new();
         directories.insert(".");
         directories.insert(STATE_DIR);
+        let created: BTreeSet<&str> =
+            entries.iter().filter(|e| e.action == PlanAction::CreateDir).map(|e| e.path.as_str()).collect();
         for entry in entries.iter().filter(|e| e.action.changes()) {
             if matches!(entry.action, PlanAction::Replace | PlanAction::Remove) {
                 changed.insert(&entry.path);
@@ -539,7 +541,7 @@ fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<Vec<S
             // The nearest existing directory holding it (a new one's parent may be new too).
             let mut parent = Path::new(&entry.path).parent();
             while let Some(dir) = parent.and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
-                if entries.iter().any(|e| e.path == dir && e.action == PlanAction::CreateDir) {
+                if created.contains(dir) {
                     parent = Path::new(dir).parent();
                     continue;
                 }

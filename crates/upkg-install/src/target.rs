@@ -309,29 +309,24 @@ impl StateDir {
     /// count nothing), never following a link; `.` is the whole state directory.
     /// Missing is 0.
     pub fn usage(&self, rel: impl AsRef<Path>) -> Result<u64> {
+        fn contents(dir: &Dir, rel: &Path) -> std::result::Result<u64, FsError> {
+            let mut total = 0;
+            for name in dir.list(rel)? {
+                let child = if rel == Path::new(".") { PathBuf::from(name) } else { rel.join(name) };
+                total += walk(dir, &child)?;
+            }
+            Ok(total)
+        }
         fn walk(dir: &Dir, rel: &Path) -> std::result::Result<u64, FsError> {
-            let Some(entry) = dir.entry(rel)? else { return Ok(0) };
-            match entry.kind {
-                EntryKind::File => Ok(entry.size),
-                EntryKind::Dir => {
-                    let mut total = 0;
-                    for name in dir.list(rel)? {
-                        total += walk(dir, &rel.join(name))?;
-                    }
-                    Ok(total)
-                }
+            match dir.entry(rel)? {
+                Some(entry) if entry.kind == EntryKind::File => Ok(entry.size),
+                Some(entry) if entry.kind == EntryKind::Dir => contents(dir, rel),
                 _ => Ok(0),
             }
         }
         let rel = rel.as_ref();
-        if rel == Path::new(".") {
-            let mut total = 0;
-            for name in self.dir.list(".").map_err(state_error)? {
-                total += walk(&self.dir, Path::new(&name)).map_err(state_error)?;
-            }
-            return Ok(total);
-        }
-        walk(&self.dir, rel).map_err(state_error)
+        let total = if rel == Path::new(".") { contents(&self.dir, rel) } else { walk(&self.dir, rel) };
+        total.map_err(state_error)
     }
 
     /// Whether `area` exists (whatever stands there; opening it checks its kind).
