@@ -49,7 +49,7 @@ fn naming(targets: &[PathBuf], name: Option<&str>) -> Result<Option<(PathBuf, In
         return Ok(None);
     };
     let name = instance_name(name)?;
-    let absolute = std::path::absolute(target).map_err(|e| anyhow::anyhow!("{}: {e}", target.display()))?;
+    let absolute = upkg_install::absolute_target(target)?;
     registry::check_name(&registry_path(), &absolute, &name)?;
     Ok(Some((absolute, name)))
 }
@@ -132,7 +132,8 @@ fn eula_text(package: &Package) -> Result<Option<String>> {
 }
 
 /// Whether the licence is accepted: `--accept-eula`, or a yes at the terminal.
-/// Quiet, passive and non-interactive runs without `--accept-eula` refuse.
+/// Quiet, passive and non-interactive runs without `--accept-eula` do not accept
+/// it (the install is then cancelled on every target, and logged).
 fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     let Some(text) = eula_text(package)? else { return Ok(true) };
     if cli.install.accept_eula {
@@ -140,11 +141,13 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     }
     let unattended = cli.output.quiet || cli.output.passive || cli.output.json;
     if unattended || !std::io::stdin().is_terminal() {
-        return Err(OutcomeError(
-            Outcome::Cancelled,
-            "this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula".into(),
-        )
-        .into());
+        // Refused by the installer on each target, so that every attempt's log says so.
+        if !cli.output.quiet {
+            eprintln!(
+                "pkgrun: this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula"
+            );
+        }
+        return Ok(false);
     }
     let mut err = std::io::stderr().lock();
     writeln!(err, "\n{}\n", text.trim_end())?;
@@ -152,13 +155,7 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     err.flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    let accepted = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
-    if !accepted {
-        return Err(
-            OutcomeError(Outcome::Cancelled, "the licence was not accepted: nothing was installed".into()).into()
-        );
-    }
-    Ok(true)
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
 /// One target's result, for `--json` and the summary.

@@ -241,12 +241,7 @@ pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
         eprintln!("hint: {hint}");
     }
     if json {
-        let error = ErrorDocument {
-            class: failure_class(error),
-            message,
-            hint,
-            log: LogFields::of(log_of(error)),
-        };
+        let error = ErrorDocument { class: failure_class(error), message, hint, log: LogFields::of(log_of(error)) };
         let document = serde_json::json!({
             "ok": false,
             "outcome": outcome,

@@ -16,8 +16,8 @@ use crate::error::{InstallError, LogPlace, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
 use crate::log::{AttemptLog, Refusal, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
-use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, RestartRecord, State};
 use crate::registry;
+use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, RestartRecord, State};
 use crate::target::{StateDir, Target, TxLayout, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 use crate::util;
@@ -135,10 +135,9 @@ impl Found {
                 target.path.display(),
                 crate::target::STATE_DIR
             )),
-            Found::Managed(session) => session
-                .state_dir
-                .logs()
-                .map_err(|e| format!("no log was written: the logs directory cannot be opened: {}", util::describe(&e))),
+            Found::Managed(session) => session.state_dir.logs().map_err(|e| {
+                format!("no log was written: the logs directory cannot be opened: {}", util::describe(&e))
+            }),
         }
     }
 

@@ -48,10 +48,10 @@ pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
 pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
 pub use state::BASELINE_PACKAGE;
 pub use target::STATE_DIR;
-pub use transaction::{Context, Recovery, RecoveryOutcome};
+pub use transaction::{Context, Recovery, RecoveryOutcome, absolute_target};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
 pub use verify::{
-    AdoptionStatus, LogsReport, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus, Status, VerifyReport,
-    logs, repair, status, verify,
+    AdoptionStatus, LogsReport, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus, Status,
+    VerifyReport, logs, repair, status, verify,
 };

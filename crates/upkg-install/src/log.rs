@@ -121,11 +121,15 @@ pub fn is_verdict(line: &str) -> bool {
 /// The operation, verdict and reason of a verdict line (without its timestamp).
 fn parse_verdict(line: &str) -> Option<(Action, AttemptVerdict, Option<String>)> {
     let actions = [Action::Install, Action::Uninstall, Action::Repair, Action::Adopt];
-    let (action, rest) = actions.iter().find_map(|a| Some((*a, line.strip_prefix(a.verdict_word())?.strip_prefix(' ')?)))?;
+    let (action, rest) =
+        actions.iter().find_map(|a| Some((*a, line.strip_prefix(a.verdict_word())?.strip_prefix(' ')?)))?;
     let reason = |r: &str| r.strip_prefix(": ").map(str::to_owned);
     let (verdict, reason) = if let Some(r) = rest.strip_prefix("SUCCESS") {
-        let verdict =
-            if r.contains("completed by recovery") { AttemptVerdict::CompletedByRecovery } else { AttemptVerdict::Success };
+        let verdict = if r.contains("completed by recovery") {
+            AttemptVerdict::CompletedByRecovery
+        } else {
+            AttemptVerdict::Success
+        };
         (verdict, None)
     } else if let Some(r) = rest.strip_prefix("FAILURE") {
         let reason = reason(r);

@@ -292,7 +292,11 @@ mod tests {
     fn an_old_registry_reads_and_migrates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("instances");
-        std::fs::write(&path, "# Product instances known to pkgrun (one target directory per line).\n/srv/a\n\n/srv/b c\n").unwrap();
+        std::fs::write(
+            &path,
+            "# Product instances known to pkgrun (one target directory per line).\n/srv/a\n\n/srv/b c\n",
+        )
+        .unwrap();
         let entries = read(&path).unwrap();
         assert_eq!(
             entries,

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use upkg_format::header::{Kind, Mode};
 use upkg_format::{Digest, Version};
 
-
 /// Version of the state file format.
 pub const STATE_FORMAT: u32 = 1;
 

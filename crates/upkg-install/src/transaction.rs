@@ -786,7 +786,7 @@ pub(crate) fn script_env(
 /// The absolute form of a target path (which may not exist yet): its parent is
 /// canonicalized (links there are the administrator's choice); the target itself
 /// is opened without following a link.
-pub(crate) fn absolute_target(target: &Path) -> Result<PathBuf> {
+pub fn absolute_target(target: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(target).map_err(|e| InstallError::io(target, e))?;
     let name = absolute
         .file_name()

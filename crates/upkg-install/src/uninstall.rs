@@ -13,8 +13,8 @@ use upkg_fs::EntryKind;
 use crate::error::{InstallError, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
 use crate::log::Verdict;
-use crate::state::{BASELINE_PACKAGE, Change, ChangeAction, InstalledPackage, State};
 use crate::registry;
+use crate::state::{BASELINE_PACKAGE, Change, ChangeAction, InstalledPackage, State};
 use crate::target::{StateDir, Target, TxLayout};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 
