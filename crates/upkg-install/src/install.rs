@@ -624,13 +624,13 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
     state.version = plan.new_version.clone();
     let boot = crate::state::boot_id();
     state.restart = if plan.restart_required {
-        Some(RestartRecord {
+        Some(Box::new(RestartRecord {
             package: header.package.id.clone(),
             build: header.package.build,
             transaction: txid.to_owned(),
             requested_at: util::now(),
             boot_id: boot,
-        })
+        }))
     } else {
         state.restart.take().filter(|r| r.pending(boot.as_deref()))
     };

@@ -44,7 +44,7 @@ pub struct State {
     /// while the machine runs the boot it was recorded in (`boot_id`); the next
     /// install drops it once the machine has restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart: Option<RestartRecord>,
+    pub restart: Option<Box<RestartRecord>>,
 }
 
 /// Where the kernel gives the id of the current boot (a new one at every boot).
