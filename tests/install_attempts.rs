@@ -245,3 +245,24 @@ fn concurrent_installs_register_every_instance() {
     names.sort();
     assert_eq!(names, ["n0", "n1", "n2", "n3", "n4", "n5"]);
 }
+
+/// A refused uninstall (the package is not installed) is logged, names its log,
+/// and changes nothing else.
+#[test]
+fn a_refused_uninstall_is_logged() {
+    let ctx = TestContext::new();
+    let v1 = release(&ctx, "rel", "1.0", 1, &[file("a.txt", b"1\n")]);
+    install_ok(&ctx, &v1, "t", &["-q"]);
+    let before = everything_but_logs(&ctx, "t");
+    let output = run(&mut on_target(&ctx, &["uninstall", "nosuch", "--json"], "t"));
+    output.assert_code(1);
+    output.assert_stderr_contains("package nosuch is not installed");
+    output.assert_stderr_contains("log: ");
+    let log = output.json()["error"]["log"].as_str().expect("the error names its log").to_owned();
+    assert!(log.ends_with("nosuch-0-uninstall-1.log"), "{log}");
+    assert!(verdict(Path::new(&log)).starts_with("UNINSTALL REFUSED: package nosuch is not installed"));
+    assert_eq!(everything_but_logs(&ctx, "t"), before);
+    let attempts = run(&mut on_target(&ctx, &["logs", "--json"], "t")).json()["report"]["attempts"].clone();
+    assert_eq!(attempts[1]["operation"], "uninstall");
+    assert_eq!(attempts[1]["verdict"], "refused");
+}

@@ -154,6 +154,11 @@ fn concurrent_runs_on_one_target_are_refused() {
     let second = run(&mut install(&ctx, &base, "t", &["-q", "--force"]));
     second.assert_code(TARGET_BUSY);
     second.assert_stderr_contains("busy");
+    // Refused without the lock, the attempt still has its own log.
+    second.assert_stderr_contains("log: ");
+    let busy_log =
+        logs(&ctx, "t").into_iter().find(|l| verdict(l).contains("REFUSED")).expect("the busy refusal's log");
+    assert!(verdict(&busy_log).contains("the target is busy"), "{}", verdict(&busy_log));
     let status = run(&mut on_target(&ctx, &["status"], "t"));
     status.assert_code(TARGET_BUSY);
     std::fs::write(markers.join("go"), b"").unwrap();
