@@ -119,6 +119,10 @@ pub struct InstallArgs {
     /// Update every registered instance that qualifies.
     #[arg(long, conflicts_with = "target")]
     pub all_instances: bool,
+    /// The registered instance NAME (`pkgrun instances`); with one --target DIR,
+    /// names that instance NAME.
+    #[arg(long, value_name = "NAME", conflicts_with = "all_instances")]
+    pub instance: Option<String>,
     /// Accept the package's licence without showing it.
     #[arg(long)]
     pub accept_eula: bool,
@@ -165,6 +169,29 @@ pub enum Command {
     Cleanup(TargetArgs),
     /// Take over an installation made without pkgrun: record its files as the baseline.
     Adopt(AdoptArgs),
+    /// List every attempt logged on a target (oldest first), with its verdict and log.
+    Logs(TargetArgs),
+    /// List the registered instances, or forget one.
+    Instances(InstancesArgs),
+}
+
+/// `pkgrun instances`.
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    /// What to do (lists them when none is given).
+    #[command(subcommand)]
+    pub action: Option<InstancesAction>,
+}
+
+/// `pkgrun instances ...`.
+#[derive(Debug, Subcommand)]
+pub enum InstancesAction {
+    /// Remove an instance from the registry (its directory is left as it is).
+    Forget {
+        /// The instance's name, or its directory.
+        #[arg(value_name = "NAME|DIR")]
+        instance: String,
+    },
 }
 
 /// `pkgrun adopt`.
@@ -173,6 +200,9 @@ pub struct AdoptArgs {
     /// The directory the product is installed in.
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
+    /// Register the instance under this name.
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
     /// The product id its packages apply to (`pkgrun PKG --info` shows it).
     #[arg(long, value_name = "ID")]
     pub product: String,
@@ -186,15 +216,19 @@ pub struct AdoptArgs {
 pub struct UninstallArgs {
     /// The package id to remove.
     pub id: String,
-    /// The target directory.
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
+    /// The target.
+    #[command(flatten)]
+    pub on: TargetArgs,
 }
 
-/// Commands that act on one target.
+/// Commands that act on one target: its directory, or its registered name.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).multiple(false)))]
 pub struct TargetArgs {
     /// The target directory.
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(long, value_name = "DIR", group = "which")]
+    pub target: Option<PathBuf>,
+    /// The registered instance NAME (`pkgrun instances` lists them).
+    #[arg(long, value_name = "NAME", group = "which")]
+    pub instance: Option<String>,
 }

@@ -12,7 +12,9 @@ use upkg_format::{Package, payload};
 use upkg_install::Plan;
 use upkg_install::{Context, InstallError, InstallOptions, InstallOutcome, Planned};
 
-use crate::args::{AdoptArgs, Cli, InstallArgs};
+use upkg_install::registry::{self, InstanceName};
+
+use crate::args::{AdoptArgs, Cli, InstallArgs, InstancesAction, InstancesArgs, TargetArgs};
 use crate::outcome::{self, Outcome, OutcomeError, UsageError};
 
 /// Where the instance registry is when `PKGRUN_REGISTRY` is not set.
@@ -23,13 +25,55 @@ pub fn registry_path() -> PathBuf {
     std::env::var_os("PKGRUN_REGISTRY").map_or_else(|| PathBuf::from(DEFAULT_REGISTRY), PathBuf::from)
 }
 
-/// The targets to act on: `--target` values, or every registered instance with `--all-instances`.
+/// An instance name given on the command line.
+fn instance_name(name: &str) -> Result<InstanceName> {
+    name.parse::<InstanceName>().map_err(|reason| UsageError(format!("--instance: {reason}")).into())
+}
+
+/// The directory a target command acts on: `--target DIR`, or the registered `--instance NAME`.
+pub fn target_of(args: &TargetArgs) -> Result<PathBuf> {
+    match (&args.target, &args.instance) {
+        (Some(target), _) => Ok(target.clone()),
+        (None, Some(name)) => Ok(registry::resolve(&registry_path(), &instance_name(name)?)?),
+        (None, None) => Err(UsageError("give the target with --target DIR or --instance NAME".into()).into()),
+    }
+}
+
+/// The name `--target DIR --instance NAME` gives the instance, checked before
+/// anything changes (a name already used for another directory is refused).
+fn naming(targets: &[PathBuf], name: Option<&str>) -> Result<Option<(PathBuf, InstanceName)>> {
+    let (Some(name), [target]) = (name, targets) else {
+        if name.is_some() && targets.len() > 1 {
+            return Err(UsageError("--instance NAME names one instance: give one --target DIR with it".into()).into());
+        }
+        return Ok(None);
+    };
+    let name = instance_name(name)?;
+    let absolute = upkg_install::absolute_target(target)?;
+    registry::check_name(&registry_path(), &absolute, &name)?;
+    Ok(Some((absolute, name)))
+}
+
+/// Registers the name an install or adopt gave its instance (a warning if it cannot).
+fn register_name(ctx: &Context<'_>, naming: Option<&(PathBuf, InstanceName)>) {
+    if let Some((target, name)) = naming
+        && let Err(e) = registry::register(&registry_path(), target, Some(name))
+    {
+        (ctx.notify)(&format!("warning: could not name the instance {name}: {}", upkg_install::describe(&e)));
+    }
+}
+
+/// The targets to act on: `--target` values, the registered `--instance`, or every
+/// registered instance with `--all-instances`.
 fn targets(args: &InstallArgs) -> Result<Vec<PathBuf>> {
     if !args.target.is_empty() {
         return Ok(args.target.clone());
     }
     let registry = registry_path();
-    let registered = upkg_install::registry::read(&registry)?;
+    if let Some(name) = &args.instance {
+        return Ok(vec![registry::resolve(&registry, &instance_name(name)?)?]);
+    }
+    let registered = registry::targets(&registry)?;
     if args.all_instances {
         if registered.is_empty() {
             return Err(OutcomeError(
@@ -88,7 +132,8 @@ fn eula_text(package: &Package) -> Result<Option<String>> {
 }
 
 /// Whether the licence is accepted: `--accept-eula`, or a yes at the terminal.
-/// Quiet, passive and non-interactive runs without `--accept-eula` refuse.
+/// Quiet, passive and non-interactive runs without `--accept-eula` do not accept
+/// it (the install is then cancelled on every target, and logged).
 fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     let Some(text) = eula_text(package)? else { return Ok(true) };
     if cli.install.accept_eula {
@@ -96,11 +141,13 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     }
     let unattended = cli.output.quiet || cli.output.passive || cli.output.json;
     if unattended || !std::io::stdin().is_terminal() {
-        return Err(OutcomeError(
-            Outcome::Cancelled,
-            "this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula".into(),
-        )
-        .into());
+        // Refused by the installer on each target, so that every attempt's log says so.
+        if !cli.output.quiet {
+            eprintln!(
+                "pkgrun: this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula"
+            );
+        }
+        return Ok(false);
     }
     let mut err = std::io::stderr().lock();
     writeln!(err, "\n{}\n", text.trim_end())?;
@@ -108,13 +155,7 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     err.flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    let accepted = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
-    if !accepted {
-        return Err(
-            OutcomeError(Outcome::Cancelled, "the licence was not accepted: nothing was installed".into()).into()
-        );
-    }
-    Ok(true)
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
 /// One target's result, for `--json` and the summary.
@@ -124,6 +165,9 @@ struct TargetResult {
     outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// A failure's log (or why there is none).
+    #[serde(flatten)]
+    failure_log: outcome::LogFields,
     #[serde(skip_serializing_if = "Option::is_none")]
     report: Option<InstallOutcome>,
 }
@@ -131,6 +175,7 @@ struct TargetResult {
 /// Installs the package on every target.
 pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> {
     let targets = targets(&cli.install)?;
+    let naming = if cli.install.target.is_empty() { None } else { naming(&targets, cli.install.instance.as_deref())? };
     let eula_accepted = accept_eula(package, cli)?;
     let options = options(&cli.install, eula_accepted);
     let header = package.header();
@@ -145,15 +190,17 @@ pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcom
             target.display()
         ));
         let result = upkg_install::install(ctx, package, target, options);
+        let mut failure_log = outcome::LogFields::default();
         let (outcome, error, report) = match result {
-            Ok(InstallOutcome::AlreadyInstalled { target, recovered }) => {
+            Ok(InstallOutcome::AlreadyInstalled { target, recovered, log }) => {
                 any_applicable = true;
                 (ctx.notify)(&format!(
                     "{}: build {} is already installed: nothing to do (use --force to reinstall)",
                     target.display(),
                     header.package.build
                 ));
-                (Outcome::Success, None, Some(InstallOutcome::AlreadyInstalled { target, recovered }))
+                register_name(ctx, naming.as_ref());
+                (Outcome::Success, None, Some(InstallOutcome::AlreadyInstalled { target, recovered, log }))
             }
             Ok(InstallOutcome::Installed(report)) => {
                 any_applicable = true;
@@ -175,6 +222,7 @@ pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcom
                         "a restart is required to finish the update: pkgrun never restarts the machine itself"
                     });
                 }
+                register_name(ctx, naming.as_ref());
                 (outcome, None, Some(InstallOutcome::Installed(report)))
             }
             Err(error) => {
@@ -182,10 +230,11 @@ pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcom
                 if outcome != Outcome::NotApplicable {
                     any_applicable = true;
                 }
+                failure_log = outcome::LogFields::of(error.log());
                 (outcome, Some(error_text(&error)), None)
             }
         };
-        results.push(TargetResult { target: target.clone(), outcome, error, report });
+        results.push(TargetResult { target: target.clone(), outcome, error, failure_log, report });
     }
     finish(cli, results, any_applicable, header)
 }
@@ -205,9 +254,16 @@ fn finish(
     let skip_not_applicable = cli.install.all_instances && any_applicable;
     let mut overall = Outcome::Success;
     let mut not_applicable = Vec::new();
+    let log_text = |fields: &outcome::LogFields| match (&fields.log, &fields.no_log) {
+        (Some(log), _) => format!("log: {}", log.display()),
+        (None, Some(reason)) => format!("note: {reason}"),
+        (None, None) => String::new(),
+    };
     for result in &results {
         if result.outcome == Outcome::NotApplicable {
-            not_applicable.push(format!("  {}", result.error.clone().unwrap_or_default()));
+            let log = log_text(&result.failure_log);
+            let log = if log.is_empty() { log } else { format!("\n    {log}") };
+            not_applicable.push(format!("  {}{log}", result.error.clone().unwrap_or_default()));
             if skip_not_applicable {
                 continue;
             }
@@ -230,6 +286,10 @@ fn finish(
                 && result.outcome != Outcome::NotApplicable
             {
                 eprintln!("error: {}: {error}", result.target.display());
+                let log = log_text(&result.failure_log);
+                if !log.is_empty() {
+                    eprintln!("{log}");
+                }
                 let as_anyhow = anyhow::Error::new(OutcomeError(result.outcome, error.clone()));
                 if let Some(hint) = outcome::hint(&as_anyhow) {
                     eprintln!("hint: {hint}");
@@ -435,12 +495,154 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             package.installed_at
         );
     }
+    if let Some(restart) = &status.restart_pending {
+        println!(
+            "Restart:   PENDING since {} (asked by {} build {}){}",
+            restart.requested_at,
+            restart.package,
+            restart.build,
+            if restart.certain { "" } else { "; the boot id is unknown, so pkgrun cannot tell whether it was done" }
+        );
+    }
+    if let Some(failure) = &status.last_failure {
+        println!(
+            "Failed:    {} {} {}: {}{} (log: {})",
+            failure.started.as_deref().unwrap_or("unknown time"),
+            failure.operation.env_name(),
+            failure_subject(failure),
+            failure.verdict.name(),
+            failure.reason.as_ref().map_or_else(String::new, |r| format!(": {r}")),
+            failure.log.display()
+        );
+    }
     println!("Owned:     {}", human::count(status.owned_entries as u64, "entry", "entries"));
     match status.state_dir_bytes {
         Some(bytes) => println!("State:     {} in {}", human::bytes(bytes), upkg_install::STATE_DIR),
         None => println!("State:     unknown size (this user cannot read all of {})", upkg_install::STATE_DIR),
     }
     Ok(Outcome::Success)
+}
+
+/// An attempt's package, with its build when it has one.
+fn failure_subject(attempt: &upkg_install::Attempt) -> String {
+    match attempt.build {
+        Some(build) => format!("{} (build {build})", attempt.package),
+        None => attempt.package.clone(),
+    }
+}
+
+/// `pkgrun logs --target DIR`: one line per attempt, oldest first.
+pub fn logs(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
+    let report = upkg_install::logs(ctx, target)?;
+    if cli.output.json {
+        print_report(Outcome::Success, &report)?;
+        return Ok(Outcome::Success);
+    }
+    if report.attempts.is_empty() && !cli.output.quiet {
+        eprintln!("No attempt is logged on {}.", report.target.display());
+    }
+    for attempt in &report.attempts {
+        let reason = attempt.reason.as_ref().map_or_else(String::new, |r| format!(": {r}"));
+        println!(
+            "{}  {:<9} {:<32} {}{reason}\n    {}",
+            attempt.started.as_deref().unwrap_or("unknown-time"),
+            attempt.operation.env_name(),
+            failure_subject(attempt),
+            attempt.verdict.name().to_uppercase(),
+            attempt.log.display()
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// One registered instance, as `pkgrun instances` lists it.
+#[derive(Serialize)]
+struct InstanceListing {
+    name: Option<InstanceName>,
+    target: PathBuf,
+    /// `ok`, `missing` (no such directory) or `not-an-instance` (no installed product there).
+    condition: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+/// `pkgrun instances [forget NAME|DIR]`.
+pub fn instances(cli: &Cli, args: &InstancesArgs) -> Result<Outcome> {
+    let registry = registry_path();
+    if let Some(InstancesAction::Forget { instance }) = &args.action {
+        let entry = registry::forget(&registry, instance)?;
+        if cli.output.json {
+            print_report(Outcome::Success, &entry)?;
+        } else if !cli.output.quiet {
+            let name = entry.name.as_ref().map_or_else(String::new, |n| format!(" ({n})"));
+            eprintln!(
+                "Forgot {}{name}: it is no longer in {}; the directory was left as it is.",
+                entry.target.display(),
+                registry.display()
+            );
+        }
+        return Ok(Outcome::Success);
+    }
+    let mut listings = Vec::new();
+    for entry in registry::read(&registry)? {
+        let mut listing = InstanceListing {
+            name: entry.name,
+            target: entry.target,
+            condition: "ok",
+            product: None,
+            version: None,
+            problem: None,
+        };
+        match std::fs::symlink_metadata(&listing.target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => listing.condition = "missing",
+            _ => match upkg_install::status(&quiet_context(), &listing.target) {
+                Ok(status) => {
+                    listing.product = Some(status.product);
+                    listing.version = Some(status.version);
+                }
+                Err(e) => {
+                    listing.condition = "not-an-instance";
+                    listing.problem = Some(upkg_install::describe(&e));
+                }
+            },
+        }
+        listings.push(listing);
+    }
+    if cli.output.json {
+        print_report(Outcome::Success, &serde_json::json!({ "registry": registry, "instances": listings }))?;
+        return Ok(Outcome::Success);
+    }
+    if listings.is_empty() && !cli.output.quiet {
+        eprintln!("No instance is registered in {}.", registry.display());
+    }
+    for l in &listings {
+        let name = l.name.as_ref().map_or("-", InstanceName::as_str);
+        let what = match l.condition {
+            "ok" => format!("{} {}", l.product.as_deref().unwrap_or(""), l.version.as_deref().unwrap_or("")),
+            "missing" => "MISSING: the directory does not exist (`pkgrun instances forget` removes the entry)".into(),
+            _ => format!("NOT AN INSTANCE: {}", l.problem.as_deref().unwrap_or("")),
+        };
+        println!("{name:<16} {:<40} {what}", l.target.display());
+    }
+    Ok(Outcome::Success)
+}
+
+/// A context for reading instances while listing them: no progress, no copies.
+fn quiet_context() -> Context<'static> {
+    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    Context {
+        threads: 1,
+        durability: upkg_unpack::Durability::None,
+        log_copy: None,
+        cancel: &NEVER,
+        notify: &|_| {},
+        progress: &|_| {},
+        registry: None,
+    }
 }
 
 /// `pkgrun cleanup --target DIR`.
@@ -586,7 +788,9 @@ pub fn adopt(cli: &Cli, args: &AdoptArgs, ctx: &Context<'_>) -> Result<Outcome> 
         .parse::<upkg_format::Version>()
         .map_err(|e| UsageError(format!("--version: {e} (give the installed product version, like 2.1.0)")))?;
     let options = upkg_install::AdoptOptions { product: args.product.clone(), version };
+    let naming = naming(std::slice::from_ref(&args.target), args.instance.as_deref())?;
     let report = upkg_install::adopt(ctx, &args.target, options)?;
+    register_name(ctx, naming.as_ref());
     if cli.output.json {
         print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {

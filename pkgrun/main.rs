@@ -52,7 +52,8 @@ fn main() -> ExitCode {
 fn arguments() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if let Some(exe) = self_package() {
-        const SUBCOMMANDS: [&str; 7] = ["uninstall", "status", "verify", "repair", "cleanup", "adopt", "help"];
+        const SUBCOMMANDS: [&str; 9] =
+            ["uninstall", "status", "verify", "repair", "cleanup", "adopt", "logs", "instances", "help"];
         let is_subcommand = args.get(1).and_then(|a| a.to_str()).is_some_and(|a| SUBCOMMANDS.contains(&a));
         if !is_subcommand {
             args.insert(1, exe.into_os_string());
@@ -97,12 +98,14 @@ fn run(cli: Cli) -> Result<Outcome> {
     };
     if let Some(command) = &cli.command {
         return match command {
-            Command::Uninstall(args) => installing::uninstall(&cli, &args.id, &args.target, &ctx),
-            Command::Status(args) => installing::status(&cli, &args.target, &ctx),
-            Command::Verify(args) => installing::verify(&cli, &args.target, &ctx),
-            Command::Repair(args) => installing::repair(&cli, &args.target, &ctx),
-            Command::Cleanup(args) => installing::cleanup(&cli, &args.target, &ctx),
+            Command::Uninstall(args) => installing::uninstall(&cli, &args.id, &installing::target_of(&args.on)?, &ctx),
+            Command::Status(args) => installing::status(&cli, &installing::target_of(args)?, &ctx),
+            Command::Verify(args) => installing::verify(&cli, &installing::target_of(args)?, &ctx),
+            Command::Repair(args) => installing::repair(&cli, &installing::target_of(args)?, &ctx),
+            Command::Cleanup(args) => installing::cleanup(&cli, &installing::target_of(args)?, &ctx),
             Command::Adopt(args) => installing::adopt(&cli, args, &ctx),
+            Command::Logs(args) => installing::logs(&cli, &installing::target_of(args)?, &ctx),
+            Command::Instances(args) => installing::instances(&cli, args),
         };
     }
     let Some(package_path) = cli.package.clone() else {

@@ -17,7 +17,7 @@
 use std::process::ExitCode;
 
 use upkg_format::FailureClass;
-use upkg_install::InstallError;
+use upkg_install::{InstallError, LogPlace};
 
 /// How a run (or one target of it) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -116,7 +116,9 @@ pub fn of_install_error(error: &InstallError) -> Outcome {
     match error {
         InstallError::NotApplicable(_) => Outcome::NotApplicable,
         InstallError::Busy { .. } => Outcome::TargetBusy,
-        InstallError::RolledBackWithProblems { error, .. } => of_install_error(error),
+        InstallError::RolledBackWithProblems { error, .. } | InstallError::Logged { error, .. } => {
+            of_install_error(error)
+        }
         InstallError::Cancelled(_) => Outcome::Cancelled,
         InstallError::InsufficientSpace { .. } | InstallError::InsufficientInodes { .. } => Outcome::InsufficientSpace,
         InstallError::Format(e) => Outcome::of_class(e.class()),
@@ -153,7 +155,7 @@ pub fn failure_class(error: &anyhow::Error) -> Option<FailureClass> {
         c.downcast_ref::<upkg_format::Error>()
             .map(|e| e.class())
             .or_else(|| c.downcast_ref::<upkg_unpack::UnpackError>().map(|e| e.class()))
-            .or_else(|| match c.downcast_ref::<InstallError>() {
+            .or_else(|| match c.downcast_ref::<InstallError>().map(InstallError::cause) {
                 Some(InstallError::Format(e)) => Some(e.class()),
                 Some(InstallError::Unpack(e)) => Some(e.class()),
                 _ => None,
@@ -181,21 +183,70 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
     })
 }
 
+/// Where the failed attempt's log is, or why there is none, if the error is an attempt's.
+pub fn log_of(error: &anyhow::Error) -> Option<&LogPlace> {
+    error.chain().find_map(|c| c.downcast_ref::<InstallError>().and_then(InstallError::log))
+}
+
+/// Prints where an attempt's log is (or why there is none) on standard error.
+pub fn print_log(log: &LogPlace) {
+    match log {
+        LogPlace::Written(path) => eprintln!("log: {}", path.display()),
+        LogPlace::NotWritten(reason) => eprintln!("note: {reason}"),
+    }
+}
+
+/// The log fields of a JSON failure: `log` (the file) or `no_log` (why there is none).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct LogFields {
+    /// The attempt's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<std::path::PathBuf>,
+    /// Why no log was written in the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_log: Option<String>,
+}
+
+impl LogFields {
+    /// The fields for `log`.
+    pub fn of(log: Option<&LogPlace>) -> LogFields {
+        match log {
+            Some(LogPlace::Written(path)) => LogFields { log: Some(path.clone()), no_log: None },
+            Some(LogPlace::NotWritten(reason)) => LogFields { log: None, no_log: Some(reason.clone()) },
+            None => LogFields::default(),
+        }
+    }
+}
+
+/// A failure, as the JSON document's `error` says it.
+#[derive(Debug, serde::Serialize)]
+struct ErrorDocument {
+    class: Option<FailureClass>,
+    message: String,
+    hint: Option<String>,
+    #[serde(flatten)]
+    log: LogFields,
+}
+
 /// Prints an error (and, with `--json`, a JSON document on standard output) and returns the exit code.
 pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
     let outcome = outcome_of(error);
     let message = format!("{error:#}");
     eprintln!("error: {message}");
+    if let Some(log) = log_of(error) {
+        print_log(log);
+    }
     let hint = hint(error);
     if let Some(hint) = &hint {
         eprintln!("hint: {hint}");
     }
     if json {
+        let error = ErrorDocument { class: failure_class(error), message, hint, log: LogFields::of(log_of(error)) };
         let document = serde_json::json!({
             "ok": false,
             "outcome": outcome,
             "exit_code": outcome.code(),
-            "error": { "class": failure_class(error), "message": message, "hint": hint },
+            "error": error,
         });
         println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
     }

@@ -101,12 +101,20 @@ fn adopted_acme_takes_the_service_pack_and_uninstalls_back_to_the_adopted_tree()
     let names: Vec<String> = logs.iter().map(|l| l.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(
         names,
-        ["acme-server-2.2.0-sp1-2200-1.log", "acme-server-2.2.0-sp1-2200-uninstall-1.log", "adopt-acme-server-1.log",]
+        [
+            "acme-server-2.2.0-sp1-2200-1.log",
+            "acme-server-2.2.0-sp1-2200-uninstall-1.log",
+            "adopt-acme-server-1.log",
+            "adopted-baseline-0-uninstall-1.log",
+        ]
     );
     for log in &logs {
         let verdicts = verdicts(log);
         assert_eq!(verdicts.len(), 1, "{}: {verdicts:?}", log.display());
-        assert!(verdicts[0].ends_with("SUCCESS"), "{}: {verdicts:?}", log.display());
+        // The refused uninstall of the baseline is logged as refused; the rest succeeded.
+        let refused = log.ends_with("adopted-baseline-0-uninstall-1.log");
+        let expected = if refused { "UNINSTALL REFUSED: " } else { "SUCCESS" };
+        assert!(verdicts[0].contains(expected), "{}: {verdicts:?}", log.display());
     }
 }
 

@@ -105,7 +105,11 @@ fn downgrade_is_refused_and_reinstall_is_idempotent() {
     again.assert_success();
     again.assert_stderr_contains("already installed: nothing to do");
     assert_eq!(product_tree(&ctx, "t", &[]), tree);
-    assert_eq!(logs(&ctx, "t"), logs_before, "an idempotent reinstall writes nothing");
+    // An idempotent reinstall writes nothing but its attempt's log.
+    let logs_after = logs(&ctx, "t");
+    let new: Vec<_> = logs_after.iter().filter(|l| !logs_before.contains(l)).collect();
+    assert_eq!(new.len(), 1, "{logs_after:?}");
+    assert_eq!(verdict(new[0]), "INSTALL SKIPPED: build 42 is already installed (--force reinstalls)");
 
     std::fs::write(ctx.path("t/a.txt"), b"damaged\n").unwrap();
     install_ok(&ctx, &older, "t", &["-q", "--force"]);
@@ -150,6 +154,11 @@ fn concurrent_runs_on_one_target_are_refused() {
     let second = run(&mut install(&ctx, &base, "t", &["-q", "--force"]));
     second.assert_code(TARGET_BUSY);
     second.assert_stderr_contains("busy");
+    // Refused without the lock, the attempt still has its own log.
+    second.assert_stderr_contains("log: ");
+    let busy_log =
+        logs(&ctx, "t").into_iter().find(|l| verdict(l).contains("REFUSED")).expect("the busy refusal's log");
+    assert!(verdict(&busy_log).contains("the target is busy"), "{}", verdict(&busy_log));
     let status = run(&mut on_target(&ctx, &["status"], "t"));
     status.assert_code(TARGET_BUSY);
     std::fs::write(markers.join("go"), b"").unwrap();

@@ -150,8 +150,9 @@ pub fn verdicts(log: &Path) -> Vec<String> {
         .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
         .filter(|rest| {
             ["INSTALL ", "UNINSTALL ", "REPAIR ", "ADOPT "].iter().any(|w| {
-                rest.strip_prefix(w)
-                    .is_some_and(|r| r.starts_with("SUCCESS") || r.starts_with("FAILURE") || r.starts_with("CANCELLED"))
+                rest.strip_prefix(w).is_some_and(|r| {
+                    ["SUCCESS", "FAILURE", "CANCELLED", "REFUSED", "SKIPPED"].iter().any(|v| r.starts_with(v))
+                })
             })
         })
         .map(str::to_owned)

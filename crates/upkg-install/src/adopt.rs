@@ -19,7 +19,8 @@ use upkg_fs::{Dir, EntryKind, FsError};
 use crate::error::{InstallError, Result};
 use crate::journal::Action;
 use crate::log::Verdict;
-use crate::state::{Adoption, BASELINE_PACKAGE, OwnedEntry, State, registry};
+use crate::registry;
+use crate::state::{Adoption, BASELINE_PACKAGE, OwnedEntry, State};
 use crate::target::{STATE_DIR, Target};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, TxPlan};
 use crate::util;
@@ -182,7 +183,7 @@ pub fn adopt(ctx: &Context<'_>, target: &Path, options: AdoptOptions) -> Result<
     };
     let committed = tx.run(tx_plan)?;
     if let Some(registry_path) = ctx.registry
-        && let Err(e) = registry::register(registry_path, &path)
+        && let Err(e) = registry::register(registry_path, &path, None)
     {
         (ctx.notify)(&format!("warning: could not register the instance in {}: {e}", registry_path.display()));
     }

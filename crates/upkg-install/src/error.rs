@@ -129,6 +129,25 @@ pub enum InstallError {
         notes: Vec<String>,
     },
 
+    /// The instance registry is damaged.
+    #[error("{}: {reason}", path.display())]
+    Registry {
+        /// The registry file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
+    /// The attempt failed or was refused; `log` says where its log is, or why
+    /// there is none. Shown as the error itself: the log is reported apart.
+    #[error("{}", crate::util::describe(error.as_ref()))]
+    Logged {
+        /// What made it fail.
+        error: Box<InstallError>,
+        /// Its log.
+        log: LogPlace,
+    },
+
     /// An I/O error outside the target (the package, the registry, the `--log` copy).
     #[error("{}", path.display())]
     Io {
@@ -149,7 +168,7 @@ impl InstallError {
             InstallError::InsufficientSpace { .. } | InstallError::InsufficientInodes { .. } => {
                 FailureClass::InsufficientSpace
             }
-            InstallError::RolledBackWithProblems { error, .. } => error.class(),
+            InstallError::RolledBackWithProblems { error, .. } | InstallError::Logged { error, .. } => error.class(),
             InstallError::InvalidRequest(_) => FailureClass::Usage,
             InstallError::Io { source, .. } => upkg_format::error::io_class(source),
             InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
@@ -157,8 +176,53 @@ impl InstallError {
         }
     }
 
+    /// The error itself, without the log it was recorded in.
+    pub fn cause(&self) -> &InstallError {
+        match self {
+            InstallError::Logged { error, .. } => error.cause(),
+            other => other,
+        }
+    }
+
+    /// Where the failed attempt's log is, or why there is none (`None`: the error
+    /// came before an attempt began, like a bad `--log` path or a damaged state).
+    pub fn log(&self) -> Option<&LogPlace> {
+        match self {
+            InstallError::Logged { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+
+    /// This error, recorded in `log`.
+    pub(crate) fn logged(self, log: LogPlace) -> InstallError {
+        match self {
+            already @ InstallError::Logged { .. } => already,
+            error => InstallError::Logged { error: Box::new(error), log },
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         InstallError::Io { path: path.into(), source }
+    }
+}
+
+/// Where an attempt's log is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogPlace {
+    /// The log, in the instance's `.pkgrun/logs/`.
+    Written(PathBuf),
+    /// No log could be written in the target; why (a `--log` copy was still written).
+    NotWritten(String),
+}
+
+impl LogPlace {
+    /// The log file, when there is one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            LogPlace::Written(path) => Some(path),
+            LogPlace::NotWritten(_) => None,
+        }
     }
 }
 

@@ -12,11 +12,12 @@ use upkg_format::{Header, Package, ScriptRole};
 use upkg_fs::{Dir, Flusher};
 use upkg_unpack::{Durability, WriteOptions};
 
-use crate::error::{InstallError, Result};
+use crate::error::{InstallError, LogPlace, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
-use crate::log::{AttemptLog, Verdict};
+use crate::log::{AttemptLog, Refusal, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
-use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, State, registry};
+use crate::registry;
+use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, RestartRecord, State};
 use crate::target::{StateDir, Target, TxLayout, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 use crate::util;
@@ -79,6 +80,8 @@ pub enum InstallOutcome {
         target: PathBuf,
         /// An interrupted transaction recovered first.
         recovered: Option<Recovery>,
+        /// The attempt's log (verdict `SKIPPED`).
+        log: LogPlace,
     },
 }
 
@@ -116,6 +119,25 @@ impl Found {
             Found::Absent => Ok(Instance::Empty),
             Found::Unmanaged(target) => plan::inspect_instance(Some(target), None),
             Found::Managed(session) => plan::inspect_instance(Some(&session.target), Some(&session.state_dir)),
+        }
+    }
+
+    /// Where a refused attempt's log goes: the instance's logs directory, or why
+    /// there is none.
+    fn logs(&self) -> std::result::Result<Dir, String> {
+        match self {
+            Found::Absent => Err(
+                "no log was written in the target: the directory does not exist, and a refused install creates nothing"
+                    .into(),
+            ),
+            Found::Unmanaged(target) => Err(format!(
+                "no log was written in the target: {} is not an instance (it has no {}/), and a refused install does not make it one",
+                target.path.display(),
+                crate::target::STATE_DIR
+            )),
+            Found::Managed(session) => session.state_dir.logs().map_err(|e| {
+                format!("no log was written: the logs directory cannot be opened: {}", util::describe(&e))
+            }),
         }
     }
 
@@ -158,18 +180,20 @@ pub fn plan_install(ctx: &Context<'_>, package: &Package, target: &Path, options
     }
 }
 
-/// Installs `package` (already trusted by the caller) on `target`.
-pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: InstallOptions) -> Result<InstallOutcome> {
+/// What the checks before the first change decided.
+enum Checked {
+    /// The same build is installed: nothing to do.
+    AlreadyInstalled,
+    /// Install: the state before (none for a new instance) and the plan.
+    Go(Option<State>, Box<Plan>),
+}
+
+/// Everything checked before the first change: applicability, the licence, the
+/// package's integrity, the plan and its obstacles, space, files in use.
+fn check(ctx: &Context<'_>, package: &Package, path: &Path, found: &Found, options: InstallOptions) -> Result<Checked> {
     let header = package.header();
-    // A --log path that cannot be written is an error before anything changes.
-    drop(ctx.open_log_copy()?);
-    let path = transaction::absolute_target(target)?;
-    let found = Found::open(ctx, &path, Access::Write)?;
-    let recovered = found.recovered();
-    let state = match decide(header, &path, &found, options)? {
-        Applicability::AlreadyInstalled => {
-            return Ok(InstallOutcome::AlreadyInstalled { target: path, recovered });
-        }
+    let state = match decide(header, path, found, options)? {
+        Applicability::AlreadyInstalled => return Ok(Checked::AlreadyInstalled),
         Applicability::Fresh => None,
         Applicability::Update(state) => Some(state),
     };
@@ -178,14 +202,12 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
             "the licence (EULA) was not accepted: pass --accept-eula to accept it".into(),
         ));
     }
-
-    // Everything is checked before the first change.
     (ctx.notify)("verifying the package");
     match package {
         Package::Tree(tree) => drop(upkg_unpack::check_tree(tree, ctx.threads, &|_| {})?),
         Package::File(file) => file.verify_stub()?,
     }
-    let plan = make_plan(ctx, package, &path, &found, state.as_ref(), options)?;
+    let plan = make_plan(ctx, package, path, found, state.as_ref(), options)?;
     if !plan.obstacles.is_empty() {
         return Err(InstallError::Refused(format!(
             "the install cannot succeed on {}, and nothing was changed:\n  {}",
@@ -219,6 +241,77 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
             .collect();
         return Err(InstallError::InUse(list.join("; ")));
     }
+    Ok(Checked::Go(state, Box::new(plan)))
+}
+
+/// The verdict of an attempt refused with `error`.
+fn refused(error: &InstallError) -> Verdict {
+    match error.cause() {
+        InstallError::Cancelled(reason) => Verdict::CancelledBefore(reason.clone()),
+        other => Verdict::Refused(util::describe(other)),
+    }
+}
+
+/// The logs directory of a target whose lock another pkgrun holds: a refusal
+/// writes its log there without the lock (log names are created exclusively),
+/// after the same ownership checks as a writer.
+fn busy_logs(path: &Path) -> std::result::Result<Dir, String> {
+    let logs = (|| -> Result<Dir> {
+        let target = Target::open(path)?.ok_or_else(|| InstallError::io(path, std::io::ErrorKind::NotFound.into()))?;
+        let state_dir =
+            target.state_dir()?.ok_or_else(|| InstallError::io(path, std::io::ErrorKind::NotFound.into()))?;
+        state_dir.check_writable()?;
+        state_dir.logs()
+    })();
+    logs.map_err(|e| format!("no log was written: the logs directory cannot be opened: {}", util::describe(&e)))
+}
+
+/// Installs `package` (already trusted by the caller) on `target`. Every attempt
+/// on an instance leaves a log with its verdict, also one refused before anything
+/// changed (the error, or the report, names it); a refusal on a directory that is
+/// not an instance writes no log there (and never creates `.pkgrun/`), only the
+/// `--log` copy, and says so.
+pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: InstallOptions) -> Result<InstallOutcome> {
+    let header = package.header();
+    // A --log path that cannot be written is an error before anything changes.
+    drop(ctx.open_log_copy()?);
+    let path = transaction::absolute_target(target)?;
+    let first_line = format!(
+        "installing {} {} (build {}) from {} on {}",
+        header.package.id,
+        header.package.version,
+        header.package.build,
+        package.path().display(),
+        path.display()
+    );
+    let refusal = |verdict| Refusal {
+        action: Action::Install,
+        package: &header.package.id,
+        build: header.package.build,
+        asked: &first_line,
+        verdict,
+    };
+    let found = match Found::open(ctx, &path, Access::Write) {
+        Ok(found) => found,
+        Err(error) if matches!(error, InstallError::Busy { .. }) => {
+            let log = refusal(refused(&error)).record(busy_logs(&path), ctx.log_copy);
+            return Err(error.logged(log));
+        }
+        Err(error) => return Err(error),
+    };
+    let recovered = found.recovered();
+    let (state, plan) = match check(ctx, package, &path, &found, options) {
+        Ok(Checked::Go(state, plan)) => (state, *plan),
+        Ok(Checked::AlreadyInstalled) => {
+            let reason = format!("build {} is already installed (--force reinstalls)", header.package.build);
+            let log = refusal(Verdict::Skipped(reason)).record(found.logs(), ctx.log_copy);
+            return Ok(InstallOutcome::AlreadyInstalled { target: path, recovered, log });
+        }
+        Err(error) => {
+            let log = refusal(refused(&error)).record(found.logs(), ctx.log_copy);
+            return Err(error.logged(log));
+        }
+    };
 
     // A new instance: the target and its state directory are created, then locked.
     let session = match found {
@@ -242,14 +335,6 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
         script_timeout: header.package.scripts.timeout,
         script_env,
     };
-    let first_line = format!(
-        "installing {} {} (build {}) from {} on {}",
-        header.package.id,
-        header.package.version,
-        header.package.build,
-        package.path().display(),
-        path.display()
-    );
     let mut tx = transaction::begin(ctx, &session, intent, &first_line)?;
     log_plan(&mut tx.log, &plan);
     let layout = tx.layout();
@@ -296,7 +381,7 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
     let committed = tx.run(tx_plan)?;
     if plan.creates_instance
         && let Some(registry_path) = ctx.registry
-        && let Err(e) = registry::register(registry_path, &path)
+        && let Err(e) = registry::register(registry_path, &path, None)
     {
         (ctx.notify)(&format!("warning: could not register the new instance in {}: {e}", registry_path.display()));
     }
@@ -537,6 +622,18 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
         changes.push(Change { path: entry.path.clone(), action, previous });
     }
     state.version = plan.new_version.clone();
+    let boot = crate::state::boot_id();
+    state.restart = if plan.restart_required {
+        Some(Box::new(RestartRecord {
+            package: header.package.id.clone(),
+            build: header.package.build,
+            transaction: txid.to_owned(),
+            requested_at: util::now(),
+            boot_id: boot,
+        }))
+    } else {
+        state.restart.take().filter(|r| r.pending(boot.as_deref()))
+    };
     state.packages.push(InstalledPackage {
         id: header.package.id.clone(),
         title: header.package.title.clone(),

@@ -59,8 +59,8 @@ impl Action {
         }
     }
 
-    /// The value of `PKGRUN_ACTION` for scripts.
-    pub(crate) fn env_name(self) -> &'static str {
+    /// The value of `PKGRUN_ACTION` for scripts, and the operation `pkgrun logs` shows.
+    pub fn env_name(self) -> &'static str {
         match self {
             Action::Install => "install",
             Action::Uninstall => "uninstall",

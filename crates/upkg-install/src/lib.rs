@@ -14,7 +14,7 @@
 //!   renames checked against the plan, commit, rollback, recovery, the log's verdict;
 //! - [`adopt()`] records an installation made without pkgrun as the baseline
 //!   (only `state.json` is written, through the same runner and commit);
-//! - [`status`] and [`verify`] read without writing anything;
+//! - [`status`], [`verify`] and [`logs`] read without writing anything;
 //! - [`cleanup`] removes the backups and repair copies of superseded packages.
 //!
 //! Trust decisions and prompts (the licence) are the caller's; this crate never
@@ -28,6 +28,7 @@ mod inuse;
 mod journal;
 mod log;
 mod plan;
+pub mod registry;
 mod run;
 mod state;
 mod target;
@@ -38,19 +39,19 @@ mod verify;
 
 pub use adopt::{AdoptOptions, AdoptReport, adopt};
 pub use cleanup::{CleanedPackage, CleanupReport, cleanup};
-pub use error::{InstallError, Result};
+pub use error::{InstallError, LogPlace, Result};
 pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
 pub use inuse::{Holder, InUse};
 pub use journal::Action;
-pub use log::is_verdict;
+pub use log::{Attempt, AttemptVerdict, is_verdict};
 pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
 pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
-pub use state::{BASELINE_PACKAGE, registry};
+pub use state::BASELINE_PACKAGE;
 pub use target::STATE_DIR;
-pub use transaction::{Context, Recovery, RecoveryOutcome};
+pub use transaction::{Context, Recovery, RecoveryOutcome, absolute_target};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
 pub use verify::{
-    AdoptionStatus, Owner, PackageStatus, Problem, ProblemKind, RepairReport, Status, VerifyReport, repair, status,
-    verify,
+    AdoptionStatus, LogsReport, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus, Status,
+    VerifyReport, logs, repair, status, verify,
 };

@@ -1,14 +1,11 @@
 //! What `state.json` records: the product, its version, the installed packages
-//! and every entry the installer owns; and the registry of instances.
+//! and every entry the installer owns.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use upkg_format::header::{Kind, Mode};
 use upkg_format::{Digest, Version};
-
-use crate::error::{InstallError, Result};
 
 /// Version of the state file format.
 pub const STATE_FORMAT: u32 = 1;
@@ -43,6 +40,46 @@ pub struct State {
     /// [`BASELINE_PACKAGE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted: Option<Box<Adoption>>,
+    /// The last install that asked for a restart of the machine. It is pending
+    /// while the machine runs the boot it was recorded in (`boot_id`); the next
+    /// install drops it once the machine has restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Box<RestartRecord>>,
+}
+
+/// Where the kernel gives the id of the current boot (a new one at every boot).
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The current boot's id, when the kernel gives one.
+pub(crate) fn boot_id() -> Option<String> {
+    std::fs::read_to_string(BOOT_ID).ok().map(|id| id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
+/// A restart an install asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRecord {
+    /// The package that asked for it.
+    pub package: String,
+    /// Its build.
+    pub build: u64,
+    /// The install's transaction.
+    pub transaction: String,
+    /// When (Unix seconds).
+    pub requested_at: u64,
+    /// The boot it was asked in (absent when the kernel gives no boot id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+impl RestartRecord {
+    /// Whether the machine has not restarted since (when either boot id is unknown,
+    /// it cannot tell, and says pending).
+    pub fn pending(&self, current_boot: Option<&str>) -> bool {
+        match (self.boot_id.as_deref(), current_boot) {
+            (Some(then), Some(now)) => then == now,
+            _ => true,
+        }
+    }
 }
 
 impl State {
@@ -73,6 +110,7 @@ impl State {
             last_transaction: None,
             repairs: Vec::new(),
             adopted: None,
+            restart: None,
         }
     }
 
@@ -238,63 +276,6 @@ pub struct OwnedEntry {
     pub target: Option<String>,
 }
 
-/// The registry of instances: one absolute target path per line, `#` comments.
-pub mod registry {
-    use super::*;
-
-    /// The registry's default location.
-    pub const DEFAULT_REGISTRY: &str = "/etc/pkgrun/instances";
-
-    /// Reads the registered targets (none when the file does not exist).
-    pub fn read(path: &Path) -> Result<Vec<PathBuf>> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(InstallError::io(path, e)),
-        };
-        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(PathBuf::from).collect())
-    }
-
-    /// Adds a target (if it is not listed yet), creating the file when needed.
-    pub fn register(path: &Path, target: &Path) -> Result<()> {
-        let mut targets = read(path)?;
-        if targets.iter().any(|t| t == target) {
-            return Ok(());
-        }
-        targets.push(target.to_owned());
-        write(path, &targets)
-    }
-
-    /// Removes a target.
-    pub fn unregister(path: &Path, target: &Path) -> Result<()> {
-        let targets: Vec<PathBuf> = read(path)?.into_iter().filter(|t| t != target).collect();
-        write(path, &targets)
-    }
-
-    fn write(path: &Path, targets: &[PathBuf]) -> Result<()> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| InstallError::io(dir, e))?;
-        }
-        let mut text = String::from("# Product instances known to pkgrun (one target directory per line).\n");
-        for target in targets {
-            text.push_str(&target.to_string_lossy());
-            text.push('\n');
-        }
-        // The registry is outside any target, at a path the administrator chose:
-        // written beside and renamed over, like the state files.
-        let temp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&temp)?;
-            std::io::Write::write_all(&mut file, text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temp, path)
-        };
-        write().map_err(|e| InstallError::io(path, e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +303,25 @@ mod tests {
         assert_eq!(state.adopted, None);
         let written = serde_json::to_string(&state).unwrap();
         assert!(!written.contains("adopted"), "{written}");
+    }
+
+    #[test]
+    fn a_restart_is_pending_until_the_boot_changes() {
+        let record = |boot: Option<&str>| RestartRecord {
+            package: "p".into(),
+            build: 1,
+            transaction: "t".into(),
+            requested_at: 1,
+            boot_id: boot.map(str::to_owned),
+        };
+        assert!(record(Some("a")).pending(Some("a")));
+        assert!(!record(Some("a")).pending(Some("b")));
+        assert!(record(None).pending(Some("b")), "unknown: pending");
+        assert!(record(Some("a")).pending(None), "unknown: pending");
+        let old = br#"{"format":1,"product":"p","version":"1.0","packages":[],"files":{},"last_transaction":null}"#;
+        let state = State::parse(old).unwrap();
+        assert_eq!(state.restart, None);
+        assert!(!serde_json::to_string(&state).unwrap().contains("restart"));
     }
 
     fn with_owned(path: &str) -> Vec<u8> {

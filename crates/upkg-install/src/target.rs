@@ -282,6 +282,14 @@ impl StateDir {
         self.dir.open_dir(LOGS).map_err(state_error)
     }
 
+    /// The log directory, or `None` when there is none yet (readers create nothing).
+    pub fn logs_if_present(&self) -> Result<Option<Dir>> {
+        match self.dir.entry(LOGS).map_err(state_error)? {
+            None => Ok(None),
+            Some(_) => self.logs().map(Some),
+        }
+    }
+
     /// The layout of transaction `txid`.
     pub fn tx(&self, txid: &str) -> TxLayout {
         TxLayout { txid: txid.to_owned() }

@@ -27,7 +27,7 @@ use upkg_format::ScriptRole;
 use upkg_format::header::Service;
 use upkg_unpack::Durability;
 
-use crate::error::{InstallError, Result};
+use crate::error::{InstallError, LogPlace, Result};
 use crate::journal::{
     self, Action, Applied, ApplyError, Journal, Op, ServiceRecord, ServicesState, Stage, UndoScript, Undone,
 };
@@ -319,6 +319,7 @@ pub(crate) fn begin<'s, 'a>(
     };
     let mut tx = Transaction { ctx, session, journal, log, before, applied: 0 };
     tx.log.line(&format!("pkgrun {} log of transaction {txid}", env!("CARGO_PKG_VERSION")));
+    tx.log.line(&crate::log::attempt_line(tx.journal.action, &tx.journal.package_id, tx.journal.package_build));
     tx.log.line(first_line);
     if let Some(r) = &session.recovered {
         tx.log.line(&format!("first recovered interrupted transaction {}: {:?}", r.transaction, r.outcome));
@@ -494,7 +495,8 @@ impl Transaction<'_, '_> {
                     util::describe(&restore)
                 );
                 self.log.line(&reason);
-                return Err(InstallError::State { path: self.state_dir().dir.join("state.json"), reason });
+                let error = InstallError::State { path: self.state_dir().dir.join("state.json"), reason };
+                return Err(error.logged(self.logged()));
             }
             return Err(self.fail(error));
         }
@@ -530,6 +532,16 @@ impl Transaction<'_, '_> {
     /// returns the error to report. When the rollback cannot finish, the journal is
     /// kept (and no verdict written): the next run on the target finishes it.
     pub fn fail(&mut self, error: InstallError) -> InstallError {
+        let log = self.logged();
+        self.roll_back_after(error).logged(log)
+    }
+
+    /// Where this attempt's log is.
+    fn logged(&self) -> LogPlace {
+        LogPlace::Written(self.log.path().to_owned())
+    }
+
+    fn roll_back_after(&mut self, error: InstallError) -> InstallError {
         let cancelled = matches!(error, InstallError::Cancelled(_));
         let described = util::describe(&error);
         self.log.line(&format!("rolling back: {described}"));
@@ -715,7 +727,7 @@ fn recover(ctx: &Context<'_>, target: &Target, state_dir: &StateDir) -> Result<O
         for note in &notes {
             (ctx.notify)(&format!("warning: {note}"));
         }
-        log.verdict(&Verdict::Failure("interrupted; rolled back by recovery".into()))?;
+        log.verdict(&Verdict::Failure(crate::log::ROLLED_BACK_BY_RECOVERY.into()))?;
         state_dir.remove_journal()?;
         (RecoveryOutcome::RolledBack, notes)
     };
@@ -774,7 +786,7 @@ pub(crate) fn script_env(
 /// The absolute form of a target path (which may not exist yet): its parent is
 /// canonicalized (links there are the administrator's choice); the target itself
 /// is opened without following a link.
-pub(crate) fn absolute_target(target: &Path) -> Result<PathBuf> {
+pub fn absolute_target(target: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(target).map_err(|e| InstallError::io(target, e))?;
     let name = absolute
         .file_name()

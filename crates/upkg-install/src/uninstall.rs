@@ -12,8 +12,9 @@ use upkg_fs::EntryKind;
 
 use crate::error::{InstallError, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
-use crate::log::Verdict;
-use crate::state::{BASELINE_PACKAGE, Change, ChangeAction, InstalledPackage, State, registry};
+use crate::log::{Refusal, Verdict};
+use crate::registry;
+use crate::state::{BASELINE_PACKAGE, Change, ChangeAction, InstalledPackage, State};
 use crate::target::{StateDir, Target, TxLayout};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 
@@ -69,30 +70,54 @@ pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<Uninstall
     drop(ctx.open_log_copy()?);
     let (session, state) = open_instance(ctx, target, Access::Write)?;
     let path = session.target.path.clone();
-    if let Some(adopted) = state.adopted.as_ref().filter(|_| id == BASELINE_PACKAGE) {
-        return Err(InstallError::Refused(format!(
-            "{BASELINE_PACKAGE} cannot be uninstalled: it is the baseline, the files {} held when it was adopted as {} {} ({}); pkgrun has no copy of what was there before them",
-            path.display(),
-            state.product,
-            adopted.version,
-            crate::util::iso8601(adopted.adopted_at)
-        )));
-    }
-    let position = state.packages.iter().rposition(|p| p.id == id).ok_or_else(|| {
-        let installed: Vec<String> = state.packages.iter().map(|p| format!("{} (build {})", p.id, p.build)).collect();
-        InstallError::Refused(format!(
-            "package {id} is not installed on {} (installed: {})",
-            path.display(),
-            if installed.is_empty() { "none".to_owned() } else { installed.join(", ") }
-        ))
-    })?;
-    let record = state.packages[position].clone();
-    check_removable(&session.state_dir, &state, &record)?;
+    // Everything that can refuse comes before the transaction; a refusal is logged too.
+    let prepared = (|| -> Result<_> {
+        if let Some(adopted) = state.adopted.as_ref().filter(|_| id == BASELINE_PACKAGE) {
+            return Err(InstallError::Refused(format!(
+                "{BASELINE_PACKAGE} cannot be uninstalled: it is the baseline, the files {} held when it was adopted as {} {} ({}); pkgrun has no copy of what was there before them",
+                path.display(),
+                state.product,
+                adopted.version,
+                crate::util::iso8601(adopted.adopted_at)
+            )));
+        }
+        let position = state.packages.iter().rposition(|p| p.id == id).ok_or_else(|| {
+            let installed: Vec<String> =
+                state.packages.iter().map(|p| format!("{} (build {})", p.id, p.build)).collect();
+            InstallError::Refused(format!(
+                "package {id} is not installed on {} (installed: {})",
+                path.display(),
+                if installed.is_empty() { "none".to_owned() } else { installed.join(", ") }
+            ))
+        })?;
+        let record = state.packages[position].clone();
+        check_removable(&session.state_dir, &state, &record)?;
 
-    let old = session.state_dir.tx(&record.transaction);
-    let keep = session.state_dir.area(&old.keep(), false)?;
-    let header = upkg_format::Header::parse(&keep.read(EXPANDED_HEADER)?, 0)?;
-    let undos = inspect(&session, &state, &record, &old)?;
+        let old = session.state_dir.tx(&record.transaction);
+        let keep = session.state_dir.area(&old.keep(), false)?;
+        let header = upkg_format::Header::parse(&keep.read(EXPANDED_HEADER)?, 0)?;
+        let undos = inspect(&session, &state, &record, &old)?;
+        Ok((position, record, old, header, undos))
+    })();
+    let (position, record, old, header, undos) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let build = state.package(id).map_or(0, |p| p.build);
+            let asked = format!("uninstalling {id} from {}", path.display());
+            let logs = session.state_dir.logs().map_err(|e| {
+                format!("no log was written: the logs directory cannot be opened: {}", crate::util::describe(&e))
+            });
+            let refusal = Refusal {
+                action: Action::Uninstall,
+                package: id,
+                build,
+                asked: &asked,
+                verdict: Verdict::Refused(crate::util::describe(error.cause())),
+            };
+            let log = refusal.record(logs, ctx.log_copy);
+            return Err(error.logged(log));
+        }
+    };
 
     let script_env =
         transaction::script_env(&path, &header.package, &state.product, &state.version.to_string(), Action::Uninstall);

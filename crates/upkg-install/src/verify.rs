@@ -22,7 +22,7 @@ use upkg_fs::{Dir, EntryKind, FsError};
 use crate::error::{InstallError, Result};
 use crate::install::write_staged;
 use crate::journal::{Action, Op, Seen};
-use crate::log::Verdict;
+use crate::log::{Attempt, Verdict};
 use crate::state::{BASELINE_PACKAGE, OwnedEntry, RepairRecord, State};
 use crate::target::{StateDir, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Recovery, Step, TxPlan};
@@ -91,6 +91,71 @@ pub struct Status {
     pub adopted: Option<AdoptionStatus>,
     /// An interrupted transaction recovered first.
     pub recovered: Option<Recovery>,
+    /// The last attempt that failed (rolled back, cancelled or refused), when no
+    /// attempt succeeded after it (`pkgrun logs` shows them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Attempt>,
+    /// A restart an install asked for that the machine has not done yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_pending: Option<RestartStatus>,
+}
+
+/// A pending restart, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartStatus {
+    /// The package whose install asked for it.
+    pub package: String,
+    /// Its build.
+    pub build: u64,
+    /// When (UTC).
+    pub requested_at: String,
+    /// Whether pkgrun can tell that the machine has not restarted since (false: a
+    /// boot id is unknown, so it says pending).
+    pub certain: bool,
+}
+
+/// What `pkgrun logs` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogsReport {
+    /// The target.
+    pub target: PathBuf,
+    /// Every attempt on it, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// An interrupted transaction recovered first.
+    pub recovered: Option<Recovery>,
+}
+
+/// The attempts logged in a state directory (none when it has no `logs/`).
+fn logged_attempts(state_dir: &StateDir) -> Result<Vec<Attempt>> {
+    match state_dir.logs_if_present()? {
+        Some(logs) => crate::log::attempts(&logs),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Every attempt logged on a target, oldest first, with its verdict. The target
+/// must be an instance, or a directory where one was attempted (a state
+/// directory without an installed product).
+pub fn logs(ctx: &Context<'_>, target: &Path) -> Result<LogsReport> {
+    let path = transaction::absolute_target(target)?;
+    let none = |why: &str| {
+        InstallError::Refused(format!(
+            "{} has no attempt logs: {why} (attempts on a directory that is not an instance leave no log there; `--log FILE` keeps a copy anywhere)",
+            path.display()
+        ))
+    };
+    let target = crate::target::Target::open(&path)?.ok_or_else(|| none("it does not exist"))?;
+    let session = match transaction::Session::open(ctx, target, Access::Read)? {
+        transaction::Opened::Managed(session) => session,
+        transaction::Opened::Unmanaged(_) => {
+            return Err(none(&format!("it is not an instance (no {}/ directory)", crate::target::STATE_DIR)));
+        }
+    };
+    Ok(LogsReport {
+        target: path.clone(),
+        attempts: logged_attempts(&session.state_dir)?,
+        recovered: session.recovered.clone(),
+    })
 }
 
 /// The product version and installed packages of a target.
@@ -125,7 +190,28 @@ pub fn status(ctx: &Context<'_>, target: &Path) -> Result<Status> {
             links: a.links,
         }),
         recovered: session.recovered.clone(),
+        last_failure: last_failure(&session.state_dir),
+        restart_pending: state.restart.as_ref().and_then(|r| {
+            let boot = crate::state::boot_id();
+            r.pending(boot.as_deref()).then(|| RestartStatus {
+                package: r.package.clone(),
+                build: r.build,
+                requested_at: util::iso8601(r.requested_at),
+                certain: r.boot_id.is_some() && boot.is_some(),
+            })
+        }),
     })
+}
+
+/// The last failed attempt, if no attempt succeeded after it. Status reports what
+/// it can: logs it cannot read leave this out rather than failing the command.
+fn last_failure(state_dir: &StateDir) -> Option<Attempt> {
+    let attempts = logged_attempts(state_dir).ok()?;
+    let last = attempts.iter().rposition(|a| a.verdict.failed())?;
+    if attempts[last..].iter().any(|a| a.verdict.succeeded()) {
+        return None;
+    }
+    attempts.into_iter().nth(last)
 }
 
 /// How an owned entry differs from what was installed.
