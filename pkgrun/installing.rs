@@ -379,13 +379,14 @@ fn plan_text(plan: &Plan) -> String {
         None => format!("{} inodes (not limited)", human::thousands(s.inodes)),
     };
     out.push_str(&format!(
-        "  Space on the filesystem of {} (blocks of {} bytes): needs {} and {inodes} at the peak (staging {}, repair copy {}, bookkeeping {}); {} available: {}\n",
+        "  Space on the filesystem of {} (blocks of {} bytes): needs {} and {inodes} at the peak (staging {}, repair copy {}, bookkeeping {}, of which {} reserved before the first change); {} available: {}\n",
         s.filesystem.display(),
         s.block_size,
         human::bytes(s.needed),
         human::thousands(s.staging),
         human::thousands(s.repair_copy),
         human::thousands(s.needed - s.staging - s.repair_copy),
+        human::thousands(s.reserve),
         human::bytes(s.available),
         if s.fits { "fits" } else { "DOES NOT FIT" }
     ));

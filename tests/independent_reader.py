@@ -448,6 +448,9 @@ def resolve_link(link_path, target, links):
                 refuse("unsafe-path", "through a link to an absolute path")
             stack.pop()
             pending.extend(t.split("/")[::-1])
+    resolved = "/".join(stack)
+    if resolved == ".pkgrun" or resolved.startswith(".pkgrun/"):
+        refuse("unsafe-path", f"{link_path} -> {target} points into the installer's state directory .pkgrun/")
 
 
 def validate(h):

@@ -179,6 +179,23 @@ fn an_update_applies_to_an_adopted_instance_and_uninstalls_back() {
     assert_eq!(product_tree(&ctx, "t", &[]), before);
 }
 
+/// A package may not take the id the baseline of an adopted instance is recorded
+/// under: its uninstall would then undo the adoption.
+#[test]
+fn a_package_named_like_the_adopted_baseline_is_refused() {
+    let ctx = TestContext::new();
+    small_tree(&ctx, "t");
+    adopt(&ctx, "t", "testprod", "1.0", &["-q"]).assert_success();
+    let impostor = update(&ctx, "imp", "adopted-baseline", "2.0", 2, &[file("share/new.txt", b"new\n")]);
+    let before = common::tree_listing(&ctx.path("t"), &[".pkgrun/logs"]);
+    for args in [&["--plan"][..], &["-q"][..]] {
+        let output = run(&mut install(&ctx, &impostor, "t", args));
+        output.assert_code(12);
+        output.assert_stderr_contains("is reserved for the files an adopted instance held before pkgrun");
+    }
+    assert_eq!(common::tree_listing(&ctx.path("t"), &[".pkgrun/logs"]), before);
+}
+
 #[test]
 fn adopt_refuses_what_it_cannot_take_over_and_writes_nothing() {
     let ctx = TestContext::new();

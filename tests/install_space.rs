@@ -197,8 +197,18 @@ fn leave_free(fs: &Path, bytes: Option<u64>, inodes: Option<u64>) {
     if let (Some(left), Some(filler)) = (bytes, filler) {
         let (now, _) = free(fs);
         assert!(now > left, "the filesystem has only {now} bytes free");
-        rustix::fs::fallocate(&filler, rustix::fs::FallocateFlags::empty(), 0, now - left).unwrap();
-        filler.sync_all().unwrap();
+        // Extent blocks come on top of what is allocated: approach the wanted space.
+        let mut len = 0;
+        loop {
+            let (now, _) = free(fs);
+            if now <= left {
+                break;
+            }
+            let more = if now - left > 1 << 20 { now - left - (64 << 10) } else { now - left };
+            rustix::fs::fallocate(&filler, rustix::fs::FallocateFlags::empty(), len, more).unwrap();
+            len += more;
+            filler.sync_all().unwrap();
+        }
         assert_eq!(free(fs).0, left, "the filler left the wanted space");
         if let Some(inodes) = inodes {
             assert_eq!(free(fs).1, inodes);
@@ -226,5 +236,70 @@ fn one_block_or_one_inode_short_is_refused_up_front_and_the_estimate_is_enough()
             output.assert_stderr_contains(if case == "bytes" { "not enough space" } else { "not enough free inodes" });
             assert_eq!(common::tree_listing(&ctx.path(&target), &[".pkgrun/logs"]), before, "{case}: changed");
         }
+    }
+}
+
+/// A script that fills the filesystem holding the target: every free block, then
+/// every inode it can still take.
+const FILL_THE_DISK: &str = "#!/bin/sh\nfill=\"$PKGRUN_TARGET/../filler\"\nmkdir -p \"$fill\"\n\
+    dd if=/dev/zero of=\"$fill/blocks\" bs=4096 2>/dev/null\n\
+    i=0\nwhile touch \"$fill/$i\" 2>/dev/null; do i=$((i+1)); done\nexit 0\n";
+
+/// A release of `testprod` 1.0, and an update 2.0 whose `role` script fills the disk.
+fn update_filling_the_disk(ctx: &TestContext, role: &str) -> (String, String) {
+    let old: Vec<File<'_>> = ["a.txt", "b.txt", "c.txt"].iter().map(|p| file(p, b"1.0\n")).collect();
+    let release = release(ctx, &format!("rel-{role}"), "1.0", 1, &old);
+    let src = format!("up-{role}");
+    ctx.write_file(format!("{src}/fill.sh"), FILL_THE_DISK.as_bytes(), 0o755);
+    let extra = format!("[[remove]]\npath = \"c.txt\"\n\n[scripts]\n{role} = \"fill.sh\"\n");
+    let new = [file("a.txt", b"2.0\n"), file("b.txt", b"2.0\n"), file("new/d.txt", b"2.0\n")];
+    let update = build_spec(
+        ctx,
+        &Spec { src: &src, id: "update-2.0", version: "2.0", build: 2, applies: "", files: &new, extra: &extra },
+    );
+    (release, update)
+}
+
+/// The disk fills after the space check (here a script fills it; in life another
+/// process): the space reserved before the first change gives the journal, the
+/// state and the log the room to finish. Filled before the changes, the install
+/// rolls back to the old set; filled after them, it commits the new set. Either
+/// way the transaction ends: no journal is left for a later run, `verify` passes.
+#[test]
+fn a_disk_that_fills_during_the_install_still_rolls_back_or_commits() {
+    let ctx = TestContext::new();
+    for (role, commits) in [("pre-install", false), ("post-install", true)] {
+        let Some(fs) = loop_fs_or_skip(&ctx, &format!("fs-{role}"), 16, 2048) else { return };
+        let target = format!("fs-{role}/t");
+        let (release, update) = update_filling_the_disk(&ctx, role);
+        install_ok(&ctx, &release, &target, &["-q"]);
+        let before = product_tree(&ctx, &target, &[]);
+        let output = run(&mut install(&ctx, &update, &target, &["-q"]));
+        // dd reads /dev/zero without end: it stopped because the disk was full.
+        let filler = std::fs::metadata(fs.mount.join("filler/blocks")).map_or(0, |m| m.len());
+        assert!(filler > 4 << 20, "{role}: the script did not fill the disk:\n{}", output.render());
+        let state = ctx.path(&target).join(".pkgrun");
+        assert!(!state.join("journal.json").exists(), "{role}: the transaction did not end:\n{}", output.render());
+        let log = logs(&ctx, &target).into_iter().rfind(|l| l.to_string_lossy().contains("update-2.0-")).unwrap();
+        if commits {
+            assert_eq!(output.code, 0, "{role}: {}", output.render());
+            assert_eq!(verdict(&log), "INSTALL SUCCESS");
+            assert_eq!(std::fs::read(ctx.path(&target).join("new/d.txt")).unwrap(), b"2.0\n");
+            assert!(!ctx.path(&target).join("c.txt").exists());
+        } else {
+            assert_ne!(output.code, 0, "{role}: {}", output.render());
+            let verdict = verdict(&log);
+            assert!(verdict.starts_with("INSTALL FAILURE"), "{role}: {verdict}");
+            assert!(verdict.contains("No space left"), "{role}: the disk, not the script, stopped it: {verdict}");
+            assert_eq!(product_tree(&ctx, &target, &[]), before, "{role}: the old set is back");
+        }
+        let leftovers: Vec<String> = walkdir::WalkDir::new(state.join("tx"))
+            .into_iter()
+            .map(|e| e.unwrap().path().display().to_string())
+            .filter(|p| p.contains("/reserve") || p.contains("/staging"))
+            .collect();
+        assert!(leftovers.is_empty(), "{role}: the reserve and the staging are gone: {leftovers:?}");
+        let verify = run(&mut on_target(&ctx, &["verify"], &target));
+        assert_eq!(verify.code, 0, "{role}: {}", verify.render());
     }
 }

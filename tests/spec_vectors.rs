@@ -916,6 +916,21 @@ fn generate() -> Vec<Vector> {
         assemble(info.clone(), vec![(entry("a.txt", Kind::File, None), escape)], &[".pkgrun/state.json"], &test_key),
     );
 
+    add(
+        "unsafe-path-symlink-state-dir",
+        "unsafe-path",
+        "the link \"sub/state\" points to \"../.pkgrun/state.json\", into the installer's reserved state directory",
+        assemble(
+            info.clone(),
+            vec![
+                (entry("sub", Kind::Dir, None), b""),
+                (entry("sub/state", Kind::Symlink, Some("../.pkgrun/state.json")), b""),
+            ],
+            &[],
+            &test_key,
+        ),
+    );
+
     // Limits.
     {
         let mut header = small_cab.header();

@@ -126,6 +126,11 @@ pub fn resolve_link_target(
             }
         }
     }
+    // A link into the installer's state directory would hand its records to
+    // whatever later follows the link (an administrator's tool, a script).
+    if is_state_path(&stack.join("/")) {
+        return Err(format!("the link target {target:?} points into the installer's state directory {STATE_DIR}/"));
+    }
     Ok(stack)
 }
 
@@ -195,6 +200,9 @@ mod tests {
         assert!(resolve_link_target("bin/tool", "../../etc/passwd", &no_links).is_err());
         assert!(resolve_link_target("tool", "/etc/passwd", &no_links).is_err());
         assert!(resolve_link_target("tool", "", &no_links).is_err());
+        assert!(resolve_link_target("state", ".pkgrun/state.json", &no_links).is_err());
+        assert!(resolve_link_target("sub/state", "../.pkgrun", &no_links).is_err());
+        assert!(resolve_link_target("sub/own", ".pkgrun", &no_links).is_ok(), "sub/.pkgrun is ordinary");
     }
 
     #[test]

@@ -76,6 +76,38 @@ impl NewFile {
         )
     }
 
+    /// Gives the file `len` bytes of allocated blocks, so that the space is taken
+    /// now and can be handed back later by removing the file. Filesystems without
+    /// `fallocate` get zeros written instead (as glibc's `posix_fallocate` does).
+    pub fn allocate(&mut self, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if fault::modelling() {
+            fault::written(&self.file, self.inode);
+        }
+        let fallocated = fault::call(
+            Op::Write,
+            &self.path,
+            || match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, len) {
+                Ok(()) => Ok(true),
+                Err(rustix::io::Errno::OPNOTSUPP) => Ok(false),
+                Err(e) => Err(FsError::io(&self.path, e)),
+            },
+            |_| {},
+        )?;
+        if !fallocated {
+            let zeros = [0u8; 64 << 10];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                self.write_all(&zeros[..n]).map_err(|e| FsError::io(&self.path, e))?;
+                left -= n as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the file's data and metadata durable (`fsync`). A failure is final:
     /// after a failed fsync the kernel may have dropped the data, so the caller must
     /// not retry it and go on as if it had succeeded.

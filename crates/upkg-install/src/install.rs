@@ -338,6 +338,23 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
     let mut tx = transaction::begin(ctx, &session, intent, &first_line)?;
     log_plan(&mut tx.log, &plan);
     let layout = tx.layout();
+    if let Err(error) = session.state_dir.reserve(&layout, plan.space.reserve) {
+        let space = &plan.space;
+        let error = match error {
+            InstallError::Fs(e) if e.is_no_space() => InstallError::InsufficientSpace {
+                path: space.filesystem.clone(),
+                needed: space.needed,
+                available: session.target.root.free_space().map_or(0, |f| f.available),
+            },
+            other => other,
+        };
+        if !options.skip_space_check {
+            return Err(tx.fail(error));
+        }
+        tx.log.line(&format!(
+            "the space for the journal could not be reserved ({error}): going on, as --skip-space-check asks"
+        ));
+    }
     let staged = match stage(ctx, package, &plan, &session.state_dir, &layout, options) {
         Ok(staged) => staged,
         Err(error) => return Err(tx.fail(error)),
@@ -366,7 +383,7 @@ pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: Ins
         })
         .into_iter()
         .collect();
-    let mut remove_on_commit = vec![TxPart::Area(layout.staging())];
+    let mut remove_on_commit = vec![TxPart::Area(layout.staging()), TxPart::Area(layout.reserve())];
     if options.no_backup {
         remove_on_commit.push(TxPart::Area(layout.backup()));
     }
@@ -408,12 +425,13 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
     }
     let s = &plan.space;
     log.line(&format!(
-        "space on {}: needs {} bytes and {} inodes at the peak (staging {}, repair copy {}), {} available; backups are moved, not copied ({} bytes)",
+        "space on {}: needs {} bytes and {} inodes at the peak (staging {}, repair copy {}, reserved {}), {} available; backups are moved, not copied ({} bytes)",
         s.filesystem.display(),
         s.needed,
         s.inodes,
         s.staging,
         s.repair_copy,
+        s.reserve,
         s.available,
         s.backup
     ));

@@ -80,6 +80,9 @@ pub(crate) struct AttemptLog {
     action: Action,
     /// The log ends with its verdict: nothing more is written to it.
     ended: bool,
+    /// The state directory whose reserved space a write that finds the disk full
+    /// hands back (a transaction's log).
+    reserves: Option<Dir>,
 }
 
 /// Opens the administrator's copy of the log. Called before anything changes, so
@@ -382,9 +385,36 @@ impl AttemptLog {
     /// Opens (creating it when absent) the log `name` in `logs`.
     pub fn open(logs: &Dir, name: &str, action: Action, copy: Option<File>) -> Result<AttemptLog> {
         let file = logs.append_file(name, 0o644)?;
-        let mut log = AttemptLog { logs: logs.try_clone()?, file, name: name.to_owned(), copy, action, ended: false };
+        let mut log = AttemptLog {
+            logs: logs.try_clone()?,
+            file,
+            name: name.to_owned(),
+            copy,
+            action,
+            ended: false,
+            reserves: None,
+        };
         log.ended = log.read_verdict();
         Ok(log)
+    }
+
+    /// Makes a write that finds the disk full hand back the space the
+    /// transactions of the state directory `state_dir` reserved, then try again.
+    pub fn release_reserves_of(&mut self, state_dir: Dir) {
+        self.reserves = Some(state_dir);
+    }
+
+    /// Appends `bytes` to the log, with room from the reserve when the disk is full.
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.file.write_all(bytes) {
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                    && self.reserves.as_ref().is_some_and(crate::target::release_reserves) =>
+            {
+                self.file.write_all(bytes)
+            }
+            result => result,
+        }
     }
 
     /// The log file.
@@ -404,7 +434,7 @@ impl AttemptLog {
         for line in message.lines() {
             text.push_str(&format!("[{stamp}] {line}\n"));
         }
-        let _ = self.file.write_all(text.as_bytes());
+        let _ = self.append(text.as_bytes());
         if let Some(copy) = &mut self.copy {
             let _ = copy.write_all(text.as_bytes());
         }
@@ -433,7 +463,7 @@ impl AttemptLog {
         let line = verdict.line(self.action);
         let stamp = util::iso8601(util::now());
         let text = format!("[{stamp}] {line}\n");
-        self.file.write_all(text.as_bytes()).map_err(|e| InstallError::io(self.file.path(), e))?;
+        self.append(text.as_bytes()).map_err(|e| InstallError::io(self.file.path(), e))?;
         // Nothing more is written after a verdict, also when it could not be made
         // durable: the next run finds it, or writes it again if it was lost.
         self.ended = true;

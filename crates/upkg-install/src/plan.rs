@@ -114,6 +114,10 @@ pub struct SpaceCheck {
     pub repair_copy: u64,
     /// Files moved into the backup (renamed: no extra space).
     pub backup: u64,
+    /// Bytes taken before the first change and held until the commit, so that the
+    /// journal, state and log writes of a rollback or a commit find room even when
+    /// the disk fills meanwhile (part of `needed`).
+    pub reserve: u64,
     /// Replaced files still open in running processes: their blocks stay in use
     /// until those processes restart.
     pub transient: u64,
@@ -202,6 +206,12 @@ pub fn applicability(
 ) -> std::result::Result<Applicability, String> {
     let applies = &header.package.applies_to;
     let shown = target.display();
+    if header.package.id == crate::state::BASELINE_PACKAGE {
+        return Err(format!(
+            "the package id {:?} is reserved for the files an adopted instance held before pkgrun (pkgrun adopt): rebuild the package with another id",
+            header.package.id
+        ));
+    }
     let state = match instance {
         Instance::Empty if applies.fresh_install => return Ok(Applicability::Fresh),
         Instance::Empty => {
@@ -749,17 +759,21 @@ fn space_check(
     // transaction's own directories (tx/<id>, staging, keep, repair, backup, aside).
     let changing: Vec<&PlanEntry> = entries.iter().filter(|e| e.action.changes()).collect();
     let per_entry = |base: u64| changing.iter().map(|e| base + 3 * e.path.len() as u64).sum::<u64>();
-    let journal = 2 * blocks(4096 + per_entry(640));
+    let journal_file = blocks(4096 + per_entry(640));
+    let journal = 2 * journal_file;
     let state = blocks(state_bytes + 2048 + per_entry(720));
     let log = blocks(4096 + entries.iter().map(|e| 160 + 2 * e.path.len() as u64).sum::<u64>());
     // A new instance also creates the target, its state directory, logs/, tx/, the
     // lock and state.json.
     let (instance_blocks, instance_inodes) = if creates_instance { (4 * block, 6) } else { (0, 0) };
+    // The reserve: room for one more journal and state rewrite and the log's end,
+    // in a directory of its own (three inodes).
+    let reserve = journal_file + state + log;
     let bookkeeping = journal + state + log + keep + backup_tree + tree + 6 * block + instance_blocks;
-    inodes += 2 + 1 + 1 + 6 + instance_inodes;
+    inodes += 2 + 1 + 1 + 6 + instance_inodes + 3;
 
     let transient = in_use.iter().map(|f| blocks(f.size)).sum();
-    let needed = staging + repair_copy + bookkeeping;
+    let needed = staging + repair_copy + bookkeeping + reserve + block;
     let inodes_fit = free.available_inodes.is_none_or(|available| inodes <= available);
     SpaceCheck {
         filesystem: free.measured,
@@ -767,6 +781,7 @@ fn space_check(
         staging,
         repair_copy,
         backup,
+        reserve,
         transient,
         needed,
         available: free.available,

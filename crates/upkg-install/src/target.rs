@@ -43,6 +43,7 @@ const LOCK_FILE: &str = "lock";
 const LOGS: &str = "logs";
 const TX: &str = "tx";
 const DISPLACED: &str = "displaced";
+const RESERVE: &str = "reserve";
 
 /// An error about an entry of the state directory, with what to do about it.
 pub(crate) fn state_error(error: FsError) -> InstallError {
@@ -241,9 +242,10 @@ impl StateDir {
 
     /// Replaces `state.json` atomically and durably: the commit point.
     pub fn save_state(&self, state: &State) -> Result<()> {
-        self.dir
-            .replace_file(STATE_FILE, 0o644, |out| serde_json::to_writer_pretty(out, state).map_err(Into::into))
-            .map_err(state_error)
+        let save = || {
+            self.dir.replace_file(STATE_FILE, 0o644, |out| serde_json::to_writer_pretty(out, state).map_err(Into::into))
+        };
+        with_room(&self.dir, save).map_err(state_error)
     }
 
     /// Whether a journal is present (an interrupted transaction, or one under way).
@@ -262,9 +264,29 @@ impl StateDir {
 
     /// Replaces the journal atomically and durably.
     pub fn save_journal(&self, journal: &Journal) -> Result<()> {
-        self.dir
-            .replace_file(JOURNAL_FILE, 0o644, |out| serde_json::to_writer(out, journal).map_err(Into::into))
-            .map_err(state_error)
+        let save = || {
+            self.dir.replace_file(JOURNAL_FILE, 0o644, |out| serde_json::to_writer(out, journal).map_err(Into::into))
+        };
+        with_room(&self.dir, save).map_err(state_error)
+    }
+
+    /// Takes, before the transaction's first change, the blocks and inodes its own
+    /// bookkeeping (journal and state rewrites, the log) can need: a file of
+    /// `bytes` allocated blocks and an empty one (two inodes, for the temporaries
+    /// of the journal and the state), in `tx/<txid>/reserve/`. When the disk fills
+    /// during the install (another process, a script), a journal, state or log
+    /// write that finds no room removes the reserve and tries again, so the
+    /// rollback or the commit always has the room it needs: the way dpkg pads its
+    /// journal. A filesystem that cannot give the room now refuses the install
+    /// before any change.
+    pub fn reserve(&self, layout: &TxLayout, bytes: u64) -> Result<()> {
+        let rel = layout.reserve().rel();
+        self.dir.mkdir_all(&rel, 0o700).map_err(state_error)?;
+        let mut blocks = self.dir.create_file(rel.join("blocks"), 0o600).map_err(state_error)?;
+        blocks.allocate(bytes).map_err(state_error)?;
+        drop(blocks);
+        drop(self.dir.create_file(rel.join("inode"), 0o600).map_err(state_error)?);
+        Ok(())
     }
 
     /// Removes the journal durably: the last step of every transaction.
@@ -352,6 +374,29 @@ impl StateDir {
     }
 }
 
+/// Runs `write`; when it finds the filesystem full, hands back the space the
+/// transactions of the state directory `dir` reserved, and runs it once more.
+pub(crate) fn with_room<T>(dir: &Dir, write: impl Fn() -> upkg_fs::Result<T>) -> upkg_fs::Result<T> {
+    match write() {
+        Err(e) if e.is_no_space() && release_reserves(dir) => write(),
+        result => result,
+    }
+}
+
+/// Removes every transaction's reserve (`tx/*/reserve`) in the state directory
+/// `dir`; whether there was one to remove.
+pub(crate) fn release_reserves(dir: &Dir) -> bool {
+    let Ok(transactions) = dir.list(TX) else { return false };
+    let mut released = false;
+    for txid in transactions {
+        let rel = Path::new(TX).join(txid).join(RESERVE);
+        if matches!(dir.entry(&rel), Ok(Some(_))) && dir.remove_tree(&rel).is_ok() {
+            released = true;
+        }
+    }
+    released
+}
+
 /// The typed layout of one transaction's directory, `tx/<txid>/`.
 #[derive(Debug, Clone)]
 pub(crate) struct TxLayout {
@@ -383,6 +428,11 @@ impl TxLayout {
     /// The repair copy (an expanded tree holding the files the install placed).
     pub fn repair(&self) -> Area {
         Area::Repair(self.txid.clone())
+    }
+
+    /// The space held for the transaction's own bookkeeping (see [`StateDir::reserve`]).
+    pub fn reserve(&self) -> Area {
+        Area::Reserve(self.txid.clone())
     }
 
     /// The administrator's changes the transaction took out of the tree.
@@ -417,6 +467,8 @@ pub(crate) enum Area {
     Repair(String),
     /// `displaced/<txid>`.
     Displaced(String),
+    /// `tx/<txid>/reserve`.
+    Reserve(String),
 }
 
 impl Area {
@@ -429,6 +481,7 @@ impl Area {
             Area::Keep(tx) => Path::new(TX).join(tx).join("keep"),
             Area::Repair(tx) => Path::new(TX).join(tx).join("repair"),
             Area::Displaced(tx) => Path::new(DISPLACED).join(tx),
+            Area::Reserve(tx) => Path::new(TX).join(tx).join(RESERVE),
         }
     }
 }

@@ -317,6 +317,8 @@ pub(crate) fn begin<'s, 'a>(
             return Err(error);
         }
     };
+    let mut log = log;
+    log.release_reserves_of(state_dir.dir.try_clone()?);
     let mut tx = Transaction { ctx, session, journal, log, before, applied: 0 };
     tx.log.line(&format!("pkgrun {} log of transaction {txid}", env!("CARGO_PKG_VERSION")));
     tx.log.line(&crate::log::attempt_line(tx.journal.action, &tx.journal.package_id, tx.journal.package_build));
@@ -708,6 +710,7 @@ fn recover(ctx: &Context<'_>, target: &Target, state_dir: &StateDir) -> Result<O
     let logs = state_dir.logs()?;
     let lost = logs.entry(&journal.log)?.is_none();
     let mut log = AttemptLog::open(&logs, &journal.log, journal.action, ctx.open_log_copy()?)?;
+    log.release_reserves_of(state_dir.dir.try_clone()?);
     if lost {
         log.line("this attempt's log was lost: the machine stopped before it reached the disk");
     }
