@@ -173,7 +173,7 @@ struct TargetResult {
 }
 
 /// Installs the package on every target.
-pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> {
+pub fn install(cli: &Cli, package: &Package, accepted: &upkg_format::Accepted, ctx: &Context<'_>) -> Result<Outcome> {
     let targets = targets(&cli.install)?;
     let naming = if cli.install.target.is_empty() { None } else { naming(&targets, cli.install.instance.as_deref())? };
     let eula_accepted = accept_eula(package, cli)?;
@@ -189,7 +189,7 @@ pub fn install(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcom
             header.package.build,
             target.display()
         ));
-        let result = upkg_install::install(ctx, package, target, options);
+        let result = upkg_install::install(ctx, package, accepted, target, options);
         let mut failure_log = outcome::LogFields::default();
         let (outcome, error, report) = match result {
             Ok(InstallOutcome::AlreadyInstalled { target, recovered, log }) => {

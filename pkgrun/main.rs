@@ -149,10 +149,12 @@ fn run(cli: Cli) -> Result<Outcome> {
     }
 
     // Everything below uses the package's contents: the signer must be accepted.
-    trust::enforce(&signer, policy)?;
+    let accepted = trust::enforce(&signer, policy)?;
     warn_if_unverified(&signer);
-    if !matches!(signer, Signer::Trusted { .. }) && !action.check {
-        refuse_special_bits(package.header())?;
+    if !action.check {
+        // Also refused here, before a plan or a licence prompt; the libraries that
+        // write files refuse it on their own.
+        accepted.permits(package.header())?;
     }
 
     if action.check {
@@ -199,7 +201,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         let progress = Progress::new(!quiet && !json, Some(file.header().expanded_size()), "expanding");
         let options =
             WriteOptions { threads, durability: ctx.durability, progress: &|n| progress.add(n), verify_all: true };
-        let report = upkg_unpack::expand(file, dir, &options)?;
+        let report = upkg_unpack::expand(file, dir, &accepted, &options)?;
         progress.finish();
         if json {
             print_json(&report)?;
@@ -219,7 +221,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     if action.plan {
         return installing::plan(&cli, &package, &ctx);
     }
-    installing::install(&cli, &package, &ctx)
+    installing::install(&cli, &package, &accepted, &ctx)
 }
 
 fn durability(cli: &Cli) -> Durability {
@@ -260,22 +262,6 @@ fn short_signer(signer: &Signer) -> String {
         Signer::Untrusted { key_id } => format!("NOT VERIFIED (untrusted key {key_id})"),
         Signer::Unsigned => "NONE (unsigned)".to_owned(),
     }
-}
-
-/// Setuid, setgid and sticky bits are only written for a trusted signer: with an
-/// unverified header, anyone could otherwise create set-user-id files as root.
-fn refuse_special_bits(header: &upkg_format::Header) -> Result<()> {
-    if let Some(entry) = header.files.iter().find(|e| e.mode.0 & 0o7000 != 0) {
-        return Err(outcome::OutcomeError(
-            Outcome::Untrusted,
-            format!(
-                "{:?} has mode {:04o} (setuid, setgid or sticky), and the package's signer is not verified: such bits are only written for a trusted signer",
-                entry.path, entry.mode.0
-            ),
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// Says loudly, on standard error, that the signer could not be verified.

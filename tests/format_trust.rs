@@ -179,3 +179,52 @@ fn trusted_key_with_the_same_id_but_another_key_is_a_bad_signature() {
     output.assert_code(exit::INVALID);
     assert!(!context.path("out").exists());
 }
+
+/// Setuid, setgid and sticky bits are written only for a verified signer: with
+/// `--allow-untrusted` or `--allow-unsigned` the package is refused (exit 4, naming
+/// the entry) before anything is written, and the libraries that write files
+/// refuse it on their own, so a second caller cannot bypass the rule.
+#[test]
+fn special_bits_need_a_verified_signer_in_the_tool_and_in_the_libraries() {
+    let context = TestContext::new();
+    context.small_tree("src");
+    context.write_file("src/suid/tool", b"#!/bin/sh\necho set-user-id\n", 0o755);
+    context.write_manifest(
+        "src",
+        "small",
+        "\n[[files]]\nsource = \"suid/tool\"\ndest = \"bin/suid-tool\"\nmode = \"4755\"\n",
+    );
+    context.build("src", "signed.run", &BuildOptions::default());
+    context.build("src", "unsigned.run", &BuildOptions::default().signing(Signing::Unsigned));
+    for (package, allow) in [("signed.run", "--allow-untrusted"), ("unsigned.run", "--allow-unsigned")] {
+        for args in [&["-x", "out"][..], &["--target", "t", "-q"][..], &["--plan", "--target", "t"][..]] {
+            let output = run(context.pkgrun().arg(package).args(args).arg(allow));
+            output.assert_code(exit::UNTRUSTED).assert_stderr_contains("\"bin/suid-tool\" has mode 4755");
+        }
+        assert!(!context.path("out").exists() && !context.path("t").exists(), "nothing was written");
+    }
+
+    // The libraries, driven directly with an accepted but unverified signer.
+    let package = upkg_format::Package::open(&context.path("signed.run")).unwrap();
+    let store = upkg_format::TrustStore::new();
+    let signer = upkg_format::trust::identify_signer(package.header_bytes(), package.signature(), &store).unwrap();
+    let policy = upkg_format::TrustPolicy { allow_untrusted: true, allow_unsigned: false };
+    let accepted = upkg_format::trust::enforce(&signer, policy).unwrap();
+    let upkg_format::Package::File(file) = package else { panic!("a package file") };
+    let options = upkg_unpack::WriteOptions {
+        threads: 1,
+        durability: upkg_unpack::Durability::None,
+        progress: &|_| {},
+        verify_all: true,
+    };
+    let error = upkg_unpack::expand(file, &context.path("lib-out"), &accepted, &options).unwrap_err();
+    assert!(error.to_string().contains("has mode 4755"), "{error}");
+    assert!(!context.path("lib-out").exists());
+
+    // A verified signer gets the bits.
+    run(context.pkgrun().args(["signed.run", "-x", "out", "--trust", TEST_PUB])).assert_success();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(context.path("out/bin/suid-tool")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o4755);
+}

@@ -963,7 +963,7 @@ fn rust_reader(path: &Path, store: &TrustStore) -> String {
         Err(e) => return class_name(e.class()),
     };
     let outcome = trust::identify_signer(package.header_bytes(), package.signature(), store)
-        .and_then(|signer| trust::enforce(&signer, TrustPolicy::default()));
+        .and_then(|signer| trust::enforce(&signer, TrustPolicy::default()).map(drop));
     if let Err(e) = outcome {
         return class_name(e.class());
     }

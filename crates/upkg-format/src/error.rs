@@ -106,6 +106,17 @@ pub enum Error {
     #[error("package is not signed")]
     Unsigned,
 
+    /// A setuid, setgid or sticky entry in a package whose signer is not verified.
+    #[error(
+        "{path:?} has mode {mode:04o} (setuid, setgid or sticky), and the package's signer is not verified: such bits are only written for a trusted signer"
+    )]
+    SpecialBitsUnverified {
+        /// The entry's path.
+        path: String,
+        /// Its mode.
+        mode: u32,
+    },
+
     /// An entry is unsafe to write.
     #[error("unsafe entry {path:?}: {reason}")]
     UnsafePath {
@@ -172,6 +183,7 @@ impl Error {
             Error::BadSignature { .. } => FailureClass::BadSignature,
             Error::UntrustedSigner { .. } => FailureClass::UntrustedSigner,
             Error::Unsigned => FailureClass::Unsigned,
+            Error::SpecialBitsUnverified { .. } => FailureClass::UntrustedSigner,
             Error::UnsafePath { .. } => FailureClass::UnsafePath,
             Error::Limit { .. } => FailureClass::Limit,
             Error::Key { .. } => FailureClass::Key,

@@ -37,5 +37,5 @@ pub use error::{Error, FailureClass, Result};
 pub use header::{Codec, FileEntry, Header, Kind, Mode, Policy, ScriptRole};
 pub use package::{ExpandedTree, Package, PackageFile};
 pub use sign::{KeyId, PublicKey, SecretKey, SignatureBlock};
-pub use trust::{Signer, TrustPolicy, TrustStore};
+pub use trust::{Accepted, Signer, TrustPolicy, TrustStore};
 pub use version::{Version, VersionReq};

@@ -127,13 +127,49 @@ pub fn identify_signer(header_bytes: &[u8], signature: Option<&SignatureBlock>, 
     }
 }
 
-/// Applies the policy: an error for an untrusted or unsigned package that is not allowed.
-pub fn enforce(signer: &Signer, policy: TrustPolicy) -> Result<()> {
+/// Applies the policy: an error for an untrusted or unsigned package that is not
+/// allowed, otherwise the acceptance that extraction and installation require.
+pub fn enforce(signer: &Signer, policy: TrustPolicy) -> Result<Accepted> {
     match signer {
-        Signer::Trusted { .. } => Ok(()),
-        Signer::Untrusted { .. } if policy.allow_untrusted => Ok(()),
-        Signer::Untrusted { key_id } => Err(Error::UntrustedSigner { key_id: key_id.clone() }),
-        Signer::Unsigned if policy.allow_unsigned => Ok(()),
-        Signer::Unsigned => Err(Error::Unsigned),
+        Signer::Trusted { .. } => {}
+        Signer::Untrusted { .. } if policy.allow_untrusted => {}
+        Signer::Untrusted { key_id } => return Err(Error::UntrustedSigner { key_id: key_id.clone() }),
+        Signer::Unsigned if policy.allow_unsigned => {}
+        Signer::Unsigned => return Err(Error::Unsigned),
+    }
+    Ok(Accepted { signer: signer.clone() })
+}
+
+/// A signer accepted under a trust policy, made only by [`enforce`]. The
+/// libraries that write a package's files (`upkg_unpack::expand`,
+/// `upkg_install::install`) take one, so every caller goes through the trust
+/// decision and the rules that depend on it.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    signer: Signer,
+}
+
+impl Accepted {
+    /// The accepted signer.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// Whether the signer was verified with a trusted key.
+    pub fn is_verified(&self) -> bool {
+        matches!(self.signer, Signer::Trusted { .. })
+    }
+
+    /// Setuid, setgid and sticky bits are only written for a verified signer: with
+    /// an unverified header, anyone could otherwise have root create set-user-id
+    /// files.
+    pub fn permits(&self, header: &crate::Header) -> Result<()> {
+        if self.is_verified() {
+            return Ok(());
+        }
+        match header.files.iter().find(|e| e.mode.0 & 0o7000 != 0) {
+            Some(entry) => Err(Error::SpecialBitsUnverified { path: entry.path.clone(), mode: entry.mode.0 }),
+            None => Ok(()),
+        }
     }
 }

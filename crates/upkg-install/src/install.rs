@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use upkg_format::header::Kind;
 use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
-use upkg_format::{Header, Package, ScriptRole};
+use upkg_format::{Accepted, Header, Package, ScriptRole};
 use upkg_fs::{Dir, Flusher};
 use upkg_unpack::{Durability, WriteOptions};
 
@@ -266,12 +266,20 @@ fn busy_logs(path: &Path) -> std::result::Result<Dir, String> {
     logs.map_err(|e| format!("no log was written: the logs directory cannot be opened: {}", util::describe(&e)))
 }
 
-/// Installs `package` (already trusted by the caller) on `target`. Every attempt
+/// Installs `package` on `target`, for the signer `accepted` by the trust decision
+/// (setuid, setgid and sticky entries need a verified one). Every attempt
 /// on an instance leaves a log with its verdict, also one refused before anything
 /// changed (the error, or the report, names it); a refusal on a directory that is
 /// not an instance writes no log there (and never creates `.pkgrun/`), only the
 /// `--log` copy, and says so.
-pub fn install(ctx: &Context<'_>, package: &Package, target: &Path, options: InstallOptions) -> Result<InstallOutcome> {
+pub fn install(
+    ctx: &Context<'_>,
+    package: &Package,
+    accepted: &Accepted,
+    target: &Path,
+    options: InstallOptions,
+) -> Result<InstallOutcome> {
+    accepted.permits(package.header())?;
     let header = package.header();
     // A --log path that cannot be written is an error before anything changes.
     drop(ctx.open_log_copy()?);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR};
-use upkg_format::{Package, PackageFile};
+use upkg_format::{Accepted, Package, PackageFile};
 use upkg_fs::{Dir, Flusher, Rename};
 
 use crate::error::UnpackError;
@@ -111,9 +111,15 @@ pub fn preflight(package: &PackageFile, dest: &Path) -> Result<SpaceEstimate, Un
     space::estimate(package.header(), layout.header.size, layout.signature.size, &where_measured)
 }
 
-/// Expands `package` into `dest` (which must not exist, or be an empty directory).
-/// The package's signature and trust must have been checked by the caller.
-pub fn expand(package: PackageFile, dest: &Path, options: &WriteOptions<'_>) -> Result<ExpandReport, UnpackError> {
+/// Expands `package` into `dest` (which must not exist, or be an empty directory),
+/// for the signer `accepted` by the trust decision ([`upkg_format::trust::enforce`]).
+pub fn expand(
+    package: PackageFile,
+    dest: &Path,
+    accepted: &Accepted,
+    options: &WriteOptions<'_>,
+) -> Result<ExpandReport, UnpackError> {
+    accepted.permits(package.header())?;
     let destination = inspect_destination(dest)?;
     let estimate = preflight(&package, dest)?;
     if !estimate.fits {
