@@ -3,11 +3,12 @@
 # verifies it, expands it, and installs it into a new instance, all inside a
 # scratch directory (given as $1, or a new one under $TMPDIR).
 #
-# Run `cargo build --release` first: this uses target/release/pkgbuild and pkgrun.
+# Run `cargo build --release` first: this uses target/release/pkgbuild and pkgrun,
+# or the tools in the directory $UPKG_BIN (e.g. /usr/bin, once the .deb is installed).
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-bin="$repo/target/release"
+bin="${UPKG_BIN:-$repo/target/release}"
 if [ ! -x "$bin/pkgbuild" ] || [ ! -x "$bin/pkgrun" ]; then
     echo "demo: build the tools first: cargo build --release" >&2
     exit 1

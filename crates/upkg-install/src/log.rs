@@ -96,12 +96,7 @@ pub(crate) fn open_copy(path: &Path) -> Result<File> {
 /// writes its log without the target's lock, never shares a file with the
 /// transaction holding it.
 pub(crate) fn next_name(logs: &Dir, package: &str, build: u64, action: Action) -> Result<String> {
-    let prefix = match action {
-        Action::Install => format!("{package}-{build}"),
-        Action::Uninstall => format!("{package}-{build}-uninstall"),
-        Action::Repair => format!("repair-{package}"),
-        Action::Adopt => format!("adopt-{package}"),
-    };
+    let prefix = log_prefix(package, build, action);
     for attempt in 1.. {
         let name = format!("{prefix}-{attempt}.log");
         match logs.create_file(&name, 0o644) {
@@ -114,6 +109,30 @@ pub(crate) fn next_name(logs: &Dir, package: &str, build: u64, action: Action) -
         }
     }
     unreachable!("attempt numbers do not run out")
+}
+
+/// The first log name of an attempt that no file has yet, without taking it: a
+/// transaction names its log in the journal first, then creates it, so that an
+/// interruption in between leaves a journal the next run finishes (with the log),
+/// never a log that no journal explains.
+pub(crate) fn free_name(logs: &Dir, package: &str, build: u64, action: Action) -> Result<String> {
+    let prefix = log_prefix(package, build, action);
+    for attempt in 1.. {
+        let name = format!("{prefix}-{attempt}.log");
+        if logs.entry(&name).map_err(state_error)?.is_none() {
+            return Ok(name);
+        }
+    }
+    unreachable!("attempt numbers do not run out")
+}
+
+fn log_prefix(package: &str, build: u64, action: Action) -> String {
+    match action {
+        Action::Install => format!("{package}-{build}"),
+        Action::Uninstall => format!("{package}-{build}-uninstall"),
+        Action::Repair => format!("repair-{package}"),
+        Action::Adopt => format!("adopt-{package}"),
+    }
 }
 
 /// Whether a log line (without its timestamp) is a verdict.

@@ -286,20 +286,25 @@ pub(crate) fn begin<'s, 'a>(
     let before = state_dir.load_state()?;
     let txid = util::new_txid();
     let logs = state_dir.logs()?;
-    let log_name = crate::log::next_name(&logs, &intent.package_id, intent.package_build, intent.action)?;
-    let mut script_env = intent.script_env;
+    let free_name = || crate::log::free_name(&logs, &intent.package_id, intent.package_build, intent.action);
+    let mut log_name = free_name()?;
+    let mut script_env = intent.script_env.clone();
     script_env.push(("PKGRUN_LOG".into(), logs.join(&log_name).display().to_string()));
     let layout = state_dir.tx(&txid);
     let journal = Journal {
         format: journal::JOURNAL_FORMAT,
         txid: txid.clone(),
         action: intent.action,
-        package_id: intent.package_id,
+        package_id: intent.package_id.clone(),
         package_build: intent.package_build,
         log: log_name.clone(),
         stage: Stage::Preparing,
         ops: Vec::new(),
-        services: intent.services.into_iter().map(|service| ServiceRecord { service, was_running: None }).collect(),
+        services: intent
+            .services
+            .iter()
+            .map(|service| ServiceRecord { service: service.clone(), was_running: None })
+            .collect(),
         services_state: ServicesState::Untouched,
         undo_scripts: Vec::new(),
         undo_armed: false,
@@ -308,7 +313,29 @@ pub(crate) fn begin<'s, 'a>(
         remove_on_commit: Vec::new(),
         remove_on_undo: vec![layout.whole()],
     };
-    state_dir.save_journal(&journal)?;
+    let mut journal = journal;
+    // The journal names the log before it exists; a refused attempt (which writes
+    // its log without the lock) may take the name meanwhile: then the next one.
+    loop {
+        state_dir.save_journal(&journal)?;
+        match logs.create_file(&log_name, 0o644) {
+            Ok(file) => {
+                drop(file);
+                break;
+            }
+            Err(e) if e.is_exists() => {
+                log_name = free_name()?;
+                journal.log = log_name.clone();
+                if let Some(entry) = journal.script_env.iter_mut().find(|(k, _)| k == "PKGRUN_LOG") {
+                    entry.1 = logs.join(&log_name).display().to_string();
+                }
+            }
+            Err(e) => {
+                let _ = state_dir.remove_journal();
+                return Err(state_error(e));
+            }
+        }
+    }
     let log = match AttemptLog::open(&logs, &log_name, journal.action, log_copy) {
         Ok(log) => log,
         Err(error) => {
