@@ -3,4 +3,5 @@
 //! library crates.
 
 pub mod human;
+pub mod output;
 pub mod progress;

@@ -42,10 +42,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            upkg_cli::errln!("error: {error:#}");
             let code = exit_code(&error);
             if let Some(hint) = hint(&error) {
-                eprintln!("hint: {hint}");
+                upkg_cli::errln!("hint: {hint}");
             }
             ExitCode::from(code)
         }
@@ -122,16 +122,19 @@ fn keygen(args: KeygenArgs) -> Result<()> {
         bail!(UsageError("no terminal to ask for a passphrase: use --passphrase-file FILE, or --no-passphrase".into()));
     };
     if passphrase.is_some() {
-        eprintln!("Deriving a key from the passphrase (scrypt, about a second)...");
+        upkg_cli::errln!("Deriving a key from the passphrase (scrypt, about a second)...");
     }
     let pair = upkg_build::keys::generate(&args.name, passphrase.as_deref(), args.force)?;
-    eprintln!("Secret key: {} (keep it secret)", pair.secret.display());
-    eprintln!("Public key: {} (key id {})", pair.public.display(), pair.public_key.key_id);
-    eprintln!(
+    upkg_cli::errln!("Secret key: {} (keep it secret)", pair.secret.display());
+    upkg_cli::errln!("Public key: {} (key id {})", pair.public.display(), pair.public_key.key_id);
+    upkg_cli::errln!(
         "Give the public key to pkgrun with --trust {}, or copy it into its trusted-keys directory.",
         pair.public.display()
     );
-    eprintln!("Check a package's header with minisign: minisign -Vm header.json -P {}", pair.public_key.to_base64());
+    upkg_cli::errln!(
+        "Check a package's header with minisign: minisign -Vm header.json -P {}",
+        pair.public_key.to_base64()
+    );
     Ok(())
 }
 
@@ -220,13 +223,13 @@ fn build(args: BuildArgs) -> Result<()> {
             "stub": header.stub.is_some(),
             "signed_by": signer.map(|k| k.to_string()),
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        upkg_cli::outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else if !args.quiet {
         let signed = match signer {
             Some(key) => format!("signed by key {key}"),
             None => "UNSIGNED".to_owned(),
         };
-        eprintln!(
+        upkg_cli::errln!(
             "Built {}: {} {} (build {}), {}, {} expanded, {} as {} in {}, {}; {} in all.",
             output.path.display(),
             header.package.id,

@@ -143,7 +143,7 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     if unattended || !std::io::stdin().is_terminal() {
         // Refused by the installer on each target, so that every attempt's log says so.
         if !cli.output.quiet {
-            eprintln!(
+            upkg_cli::errln!(
                 "pkgrun: this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula"
             );
         }
@@ -271,7 +271,7 @@ fn finish(
         overall = overall.max(result.outcome);
     }
     if cli.output.json {
-        println!(
+        upkg_cli::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "ok": overall <= Outcome::SuccessRestartRequired,
@@ -285,14 +285,14 @@ fn finish(
             if let Some(error) = &result.error
                 && result.outcome != Outcome::NotApplicable
             {
-                eprintln!("error: {}: {error}", result.target.display());
+                upkg_cli::errln!("error: {}: {error}", result.target.display());
                 let log = log_text(&result.failure_log);
                 if !log.is_empty() {
-                    eprintln!("{log}");
+                    upkg_cli::errln!("{log}");
                 }
                 let as_anyhow = anyhow::Error::new(OutcomeError(result.outcome, error.clone()));
                 if let Some(hint) = outcome::hint(&as_anyhow) {
-                    eprintln!("hint: {hint}");
+                    upkg_cli::errln!("hint: {hint}");
                 }
             }
         }
@@ -302,7 +302,11 @@ fn finish(
             } else {
                 format!("no instance of {} qualifies for this update:", header.package.applies_to.product)
             };
-            eprintln!("{}{lead}\n{}", if any_applicable { "note: " } else { "error: " }, not_applicable.join("\n"));
+            upkg_cli::errln!(
+                "{}{lead}\n{}",
+                if any_applicable { "note: " } else { "error: " },
+                not_applicable.join("\n")
+            );
         }
     }
     Ok(overall)
@@ -340,7 +344,7 @@ pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> 
                 overall = overall.max(outcome);
                 // Errors go to standard error, as every tool's do; the plans to standard output.
                 if !cli.output.json {
-                    eprintln!("error: target {}: {}", target.display(), error_text(&error));
+                    upkg_cli::errln!("error: target {}: {}", target.display(), error_text(&error));
                 }
                 documents
                     .push(serde_json::json!({ "target": target, "outcome": outcome, "error": error_text(&error) }));
@@ -348,12 +352,12 @@ pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> 
         }
     }
     if cli.output.json {
-        println!(
+        upkg_cli::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "targets": documents, "exit_code": overall.code() }))?
         );
     } else {
-        print!("{text}");
+        upkg_cli::out!("{text}");
     }
     Ok(overall)
 }
@@ -430,7 +434,7 @@ fn plan_text(plan: &Plan) -> String {
 
 /// Prints a target command's `--json` document: its outcome and its report.
 fn print_report(outcome: Outcome, report: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
+    upkg_cli::outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
     Ok(())
 }
 
@@ -440,7 +444,7 @@ pub fn uninstall(cli: &Cli, id: &str, target: &Path, ctx: &Context<'_>) -> Resul
     if cli.output.json {
         print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {
-        eprintln!(
+        upkg_cli::errln!(
             "Uninstalled {} (build {}) from {}: the product is at version {} again. Log: {}",
             report.package,
             report.build,
@@ -456,13 +460,13 @@ pub fn uninstall(cli: &Cli, id: &str, target: &Path, ctx: &Context<'_>) -> Resul
 pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     let status = upkg_install::status(ctx, target)?;
     if cli.output.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        upkg_cli::outln!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(Outcome::Success);
     }
-    println!("Target:    {}", status.target.display());
-    println!("Product:   {} {}", status.product, status.version);
+    upkg_cli::outln!("Target:    {}", status.target.display());
+    upkg_cli::outln!("Product:   {} {}", status.product, status.version);
     if let Some(adopted) = &status.adopted {
-        println!(
+        upkg_cli::outln!(
             "Adopted:   as {} {} on {}: {}, {}, {} (the baseline, {}: cannot be uninstalled or repaired)",
             status.product,
             adopted.version,
@@ -474,7 +478,7 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         );
     }
     if status.packages.is_empty() {
-        println!("Packages:  none");
+        upkg_cli::outln!("Packages:  none");
     }
     for (index, package) in status.packages.iter().enumerate() {
         let mut notes = Vec::new();
@@ -487,7 +491,7 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             notes.push("no repair copy");
         }
         let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
-        println!(
+        upkg_cli::outln!(
             "{}{} {} (build {}), installed {}{notes}",
             if index == 0 { "Packages:  " } else { "           " },
             package.id,
@@ -497,7 +501,7 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         );
     }
     if let Some(restart) = &status.restart_pending {
-        println!(
+        upkg_cli::outln!(
             "Restart:   PENDING since {} (asked by {} build {}){}",
             restart.requested_at,
             restart.package,
@@ -506,7 +510,7 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         );
     }
     if let Some(failure) = &status.last_failure {
-        println!(
+        upkg_cli::outln!(
             "Failed:    {} {} {}: {}{} (log: {})",
             failure.started.as_deref().unwrap_or("unknown time"),
             failure.operation.env_name(),
@@ -516,10 +520,10 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             failure.log.display()
         );
     }
-    println!("Owned:     {}", human::count(status.owned_entries as u64, "entry", "entries"));
+    upkg_cli::outln!("Owned:     {}", human::count(status.owned_entries as u64, "entry", "entries"));
     match status.state_dir_bytes {
-        Some(bytes) => println!("State:     {} in {}", human::bytes(bytes), upkg_install::STATE_DIR),
-        None => println!("State:     unknown size (this user cannot read all of {})", upkg_install::STATE_DIR),
+        Some(bytes) => upkg_cli::outln!("State:     {} in {}", human::bytes(bytes), upkg_install::STATE_DIR),
+        None => upkg_cli::outln!("State:     unknown size (this user cannot read all of {})", upkg_install::STATE_DIR),
     }
     Ok(Outcome::Success)
 }
@@ -540,11 +544,11 @@ pub fn logs(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         return Ok(Outcome::Success);
     }
     if report.attempts.is_empty() && !cli.output.quiet {
-        eprintln!("No attempt is logged on {}.", report.target.display());
+        upkg_cli::errln!("No attempt is logged on {}.", report.target.display());
     }
     for attempt in &report.attempts {
         let reason = attempt.reason.as_ref().map_or_else(String::new, |r| format!(": {r}"));
-        println!(
+        upkg_cli::outln!(
             "{}  {:<9} {:<32} {}{reason}\n    {}",
             attempt.started.as_deref().unwrap_or("unknown-time"),
             attempt.operation.env_name(),
@@ -580,7 +584,7 @@ pub fn instances(cli: &Cli, args: &InstancesArgs) -> Result<Outcome> {
             print_report(Outcome::Success, &entry)?;
         } else if !cli.output.quiet {
             let name = entry.name.as_ref().map_or_else(String::new, |n| format!(" ({n})"));
-            eprintln!(
+            upkg_cli::errln!(
                 "Forgot {}{name}: it is no longer in {}; the directory was left as it is.",
                 entry.target.display(),
                 registry.display()
@@ -618,7 +622,7 @@ pub fn instances(cli: &Cli, args: &InstancesArgs) -> Result<Outcome> {
         return Ok(Outcome::Success);
     }
     if listings.is_empty() && !cli.output.quiet {
-        eprintln!("No instance is registered in {}.", registry.display());
+        upkg_cli::errln!("No instance is registered in {}.", registry.display());
     }
     for l in &listings {
         let name = l.name.as_ref().map_or("-", InstanceName::as_str);
@@ -627,7 +631,7 @@ pub fn instances(cli: &Cli, args: &InstancesArgs) -> Result<Outcome> {
             "missing" => "MISSING: the directory does not exist (`pkgrun instances forget` removes the entry)".into(),
             _ => format!("NOT AN INSTANCE: {}", l.problem.as_deref().unwrap_or("")),
         };
-        println!("{name:<16} {:<40} {what}", l.target.display());
+        upkg_cli::outln!("{name:<16} {:<40} {what}", l.target.display());
     }
     Ok(Outcome::Success)
 }
@@ -653,14 +657,14 @@ pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {
         if report.cleaned.is_empty() {
-            println!(
+            upkg_cli::outln!(
                 "Nothing to clean up: no installed package is superseded by a later one ({} in {}).",
                 human::bytes(report.state_dir_bytes),
                 upkg_install::STATE_DIR
             );
         }
         for package in &report.cleaned {
-            println!(
+            upkg_cli::outln!(
                 "{} (build {}): removed its backup ({}) and repair copy ({}); it is now permanent",
                 package.id,
                 package.build,
@@ -669,7 +673,7 @@ pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             );
         }
         if !report.cleaned.is_empty() {
-            println!(
+            upkg_cli::outln!(
                 "Freed {}; {} now takes {}.",
                 human::bytes(report.freed),
                 upkg_install::STATE_DIR,
@@ -691,14 +695,18 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         return Ok(outcome);
     }
     for problem in &report.problems {
-        println!(
+        upkg_cli::outln!(
             "{:<12} {} (from {} build {}): {}",
-            problem.problem, problem.path, problem.package, problem.build, problem.detail
+            problem.problem,
+            problem.path,
+            problem.package,
+            problem.build,
+            problem.detail
         );
     }
     // Quiet: only what fails the check.
     for change in report.administrator_changes.iter().filter(|_| !cli.output.quiet) {
-        println!("{}", administrator_change(change));
+        upkg_cli::outln!("{}", administrator_change(change));
     }
     let kept = report.administrator_changes.len();
     let baseline = report.problems.iter().filter(|p| p.package == upkg_install::BASELINE_PACKAGE).count();
@@ -708,14 +716,14 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         } else {
             String::new()
         };
-        println!(
+        upkg_cli::outln!(
             "{} of {} entries differ from what was installed{restores}{}.",
             report.problems.len(),
             report.checked,
             if kept == 0 { String::new() } else { format!("; the administrator's changes ({kept}) are kept") }
         );
         if baseline > 0 {
-            println!(
+            upkg_cli::outln!(
                 "{} of them belong to the adopted baseline ({}): pkgrun keeps no copy of those, so repair cannot restore them.",
                 baseline,
                 upkg_install::BASELINE_PACKAGE
@@ -724,9 +732,9 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     } else if cli.output.quiet {
         // A healthy target: nothing to say.
     } else if kept == 0 {
-        println!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
+        upkg_cli::outln!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
     } else {
-        println!(
+        upkg_cli::outln!(
             "OK: {} of {} entries are as installed; {} the administrator's, which repair keeps.",
             human::thousands((report.checked - kept) as u64),
             human::thousands(report.checked as u64),
@@ -759,24 +767,24 @@ pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
     }
     // Quiet: only what could not be repaired.
     for path in report.repaired.iter().filter(|_| !cli.output.quiet) {
-        println!("repaired      {path}");
+        upkg_cli::outln!("repaired      {path}");
     }
     for problem in &report.unrepairable {
-        println!("not repaired  {}: {}", problem.path, problem.detail);
+        upkg_cli::outln!("not repaired  {}: {}", problem.path, problem.detail);
     }
     for change in report.administrator_changes.iter().filter(|_| !cli.output.quiet) {
         let policy = change.policy.map_or_else(|| "none".to_owned(), |p| p.to_string());
         let what = if change.problem == upkg_install::ProblemKind::Missing { "removed" } else { change.problem.name() };
-        println!("kept          {} (administrator's, policy {policy}): {what}", change.path);
+        upkg_cli::outln!("kept          {} (administrator's, policy {policy}): {what}", change.path);
     }
     if let Some(backup) = report.backup.as_ref().filter(|_| !cli.output.quiet) {
-        println!("backup        {} (what the repair replaced or removed)", backup.display());
+        upkg_cli::outln!("backup        {} (what the repair replaced or removed)", backup.display());
     }
     if report.repaired.is_empty() && report.unrepairable.is_empty() && !cli.output.quiet {
         if report.administrator_changes.is_empty() {
-            println!("Nothing to repair: all entries are as installed.");
+            upkg_cli::outln!("Nothing to repair: all entries are as installed.");
         } else {
-            println!("Nothing to repair: the other entries are as installed.");
+            upkg_cli::outln!("Nothing to repair: the other entries are as installed.");
         }
     }
     Ok(outcome)
@@ -795,7 +803,7 @@ pub fn adopt(cli: &Cli, args: &AdoptArgs, ctx: &Context<'_>) -> Result<Outcome> 
     if cli.output.json {
         print_report(Outcome::Success, &report)?;
     } else if !cli.output.quiet {
-        eprintln!(
+        upkg_cli::errln!(
             "adopted {} as {} {}: {}, {}, {}",
             report.target.display(),
             report.product,

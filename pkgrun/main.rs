@@ -83,7 +83,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     let quiet = cli.output.quiet;
     let notify = |message: &str| {
         if !quiet {
-            eprintln!("pkgrun: {message}");
+            upkg_cli::errln!("pkgrun: {message}");
         }
     };
     let registry = installing::registry_path();
@@ -132,7 +132,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         if json {
             print_json(&inspect::info_json(&package, &signer))?;
         } else {
-            print!("{}", inspect::info_text(&package, &signer));
+            upkg_cli::out!("{}", inspect::info_text(&package, &signer));
         }
         return Ok(Outcome::Success);
     }
@@ -140,7 +140,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         if json {
             print_json(&serde_json::json!({ "files": package.header().files }))?;
         } else {
-            print!("{}", inspect::list_text(package.header()));
+            upkg_cli::out!("{}", inspect::list_text(package.header()));
         }
         return Ok(Outcome::Success);
     }
@@ -178,7 +178,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 Package::File(_) => human::count(report.members, "payload member", "payload members"),
                 Package::Tree(_) => "the expanded tree".to_owned(),
             };
-            println!(
+            upkg_cli::outln!(
                 "OK: {} {} (build {}): signature {}; {} files, {}, verified in {source}.",
                 header.package.id,
                 header.package.version,
@@ -206,7 +206,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         if json {
             print_json(&report)?;
         } else if !quiet {
-            eprintln!(
+            upkg_cli::errln!(
                 "Expanded {}, {} and {}, {}, into {}.",
                 human::count(report.written.files, "file", "files"),
                 human::count(report.written.dirs, "directory", "directories"),
@@ -214,7 +214,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 human::bytes(report.written.bytes),
                 dir.display()
             );
-            eprintln!("Verify it later, or from another machine, with: pkgrun {} --check", dir.display());
+            upkg_cli::errln!("Verify it later, or from another machine, with: pkgrun {} --check", dir.display());
         }
         return Ok(Outcome::Success);
     }
@@ -247,11 +247,19 @@ fn estimate(package: &Package, dir: &Path, json: bool) -> Result<Outcome> {
             .free
             .available_inodes
             .map_or_else(|| "no inode limit".to_owned(), |n| format!("{} inodes", human::thousands(n)));
-        println!("Destination: {} (filesystem measured at {})", dir.display(), estimate.free.measured.display());
-        println!("Block size:  {} bytes", estimate.free.block_size);
-        println!("Needed:      {}, {} inodes", human::bytes(estimate.needed), human::thousands(estimate.needed_inodes));
-        println!("Available:   {}, {inodes}", human::bytes(estimate.free.available));
-        println!("Fits:        {}", if estimate.fits { "yes" } else { "NO" });
+        upkg_cli::outln!(
+            "Destination: {} (filesystem measured at {})",
+            dir.display(),
+            estimate.free.measured.display()
+        );
+        upkg_cli::outln!("Block size:  {} bytes", estimate.free.block_size);
+        upkg_cli::outln!(
+            "Needed:      {}, {} inodes",
+            human::bytes(estimate.needed),
+            human::thousands(estimate.needed_inodes)
+        );
+        upkg_cli::outln!("Available:   {}, {inodes}", human::bytes(estimate.free.available));
+        upkg_cli::outln!("Fits:        {}", if estimate.fits { "yes" } else { "NO" });
     }
     if estimate.fits { Ok(Outcome::Success) } else { Ok(Outcome::InsufficientSpace) }
 }
@@ -271,8 +279,8 @@ fn warn_if_unverified(signer: &Signer) {
         Signer::Untrusted { key_id } => format!("this package is signed by key {key_id}, which is NOT TRUSTED"),
         Signer::Unsigned => "this package is NOT SIGNED".to_owned(),
     };
-    eprintln!("WARNING: {reason}.");
-    eprintln!("WARNING: only the digests in its header are checked, and anyone could have written that header.");
+    upkg_cli::errln!("WARNING: {reason}.");
+    upkg_cli::errln!("WARNING: only the digests in its header are checked, and anyone could have written that header.");
 }
 
 fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
@@ -286,6 +294,6 @@ fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    upkg_cli::outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -191,8 +191,8 @@ pub fn log_of(error: &anyhow::Error) -> Option<&LogPlace> {
 /// Prints where an attempt's log is (or why there is none) on standard error.
 pub fn print_log(log: &LogPlace) {
     match log {
-        LogPlace::Written(path) => eprintln!("log: {}", path.display()),
-        LogPlace::NotWritten(reason) => eprintln!("note: {reason}"),
+        LogPlace::Written(path) => upkg_cli::errln!("log: {}", path.display()),
+        LogPlace::NotWritten(reason) => upkg_cli::errln!("note: {reason}"),
     }
 }
 
@@ -232,13 +232,13 @@ struct ErrorDocument {
 pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
     let outcome = outcome_of(error);
     let message = format!("{error:#}");
-    eprintln!("error: {message}");
+    upkg_cli::errln!("error: {message}");
     if let Some(log) = log_of(error) {
         print_log(log);
     }
     let hint = hint(error);
     if let Some(hint) = &hint {
-        eprintln!("hint: {hint}");
+        upkg_cli::errln!("hint: {hint}");
     }
     if json {
         let error = ErrorDocument { class: failure_class(error), message, hint, log: LogFields::of(log_of(error)) };
@@ -248,7 +248,7 @@ pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
             "exit_code": outcome.code(),
             "error": error,
         });
-        println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+        upkg_cli::outln!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
     }
     outcome.exit_code()
 }

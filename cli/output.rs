@@ -1,0 +1,59 @@
+//! Writing to standard output and standard error without ever stopping the
+//! program on a closed pipe. `println!` panics when the reader has gone (`pkgrun
+//! PKG --list | head`), and a panic aborts: in the middle of an install that would
+//! be a kill. Here a broken standard output ends all further output quietly, as in
+//! ripgrep, and the program goes on to its own exit code; errors writing to
+//! standard error are ignored (there is nowhere left to report them).
+
+use std::fmt;
+use std::io::{ErrorKind, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to standard output, unless its reader has gone.
+pub fn stdout(args: fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if error.kind() == ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        } else {
+            // Another error (a full disk behind a redirection) is not quiet.
+            let _ = writeln!(std::io::stderr(), "error: writing to standard output: {error}");
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether standard output's reader has gone (or writing to it failed).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Writes to standard error, ignoring errors.
+pub fn stderr(args: fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// `print!` that survives a closed pipe.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` that survives a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` that survives a closed pipe.
+#[macro_export]
+macro_rules! errln {
+    () => { $crate::output::stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
