@@ -46,6 +46,9 @@ pub struct ActionArgs {
     /// List every entry with its size, version and digest.
     #[arg(long, group = "action")]
     pub list: bool,
+    /// Print the package's licence (EULA), the text an install asks to accept.
+    #[arg(long, alias = "eula", group = "action")]
+    pub licence: bool,
     /// Verify everything (signature, catalog, every payload byte) without writing anything.
     #[arg(long, group = "action")]
     pub check: bool,

@@ -114,6 +114,23 @@ fn options(args: &InstallArgs, eula_accepted: bool) -> InstallOptions {
     }
 }
 
+/// `--licence`: prints the licence text (verified: it is read through the catalog).
+pub fn print_licence(package: &Package) -> Result<Outcome> {
+    match eula_text(package)? {
+        Some(text) => {
+            upkg_cli::out!("{}", text);
+            if !text.ends_with('\n') {
+                upkg_cli::outln!();
+            }
+            Ok(Outcome::Success)
+        }
+        None => {
+            upkg_cli::errln!("pkgrun: {} has no licence (EULA): nothing to accept", package.header().package.id);
+            Ok(Outcome::Success)
+        }
+    }
+}
+
 /// The licence text, read from the package without expanding it.
 fn eula_text(package: &Package) -> Result<Option<String>> {
     let header = package.header();
@@ -144,7 +161,7 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
         // Refused by the installer on each target, so that every attempt's log says so.
         if !cli.output.quiet {
             upkg_cli::errln!(
-                "pkgrun: this package has a licence (EULA) that must be accepted: read it with --info and the package's .package/EULA file, then pass --accept-eula"
+                "pkgrun: this package has a licence (EULA) that must be accepted: read it with `pkgrun PKG --licence`, then pass --accept-eula"
             );
         }
         return Ok(false);

@@ -62,7 +62,9 @@ fn arguments() -> Vec<OsString> {
     args
 }
 
-/// This executable's path, if a package is appended to it.
+/// This executable's path, if a package is appended to it: it ends with a
+/// package trailer, or holds bytes after its own ELF image (a package damaged or
+/// cut short, which opening it then names, rather than "no package given").
 fn self_package() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let file = std::fs::File::open(&exe).ok()?;
@@ -70,7 +72,33 @@ fn self_package() -> Option<PathBuf> {
     let magic = upkg_format::trailer::MAGIC;
     let mut end = [0u8; 8];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut end, len.checked_sub(8)?).ok()?;
-    (end == magic).then_some(exe)
+    (end == magic || elf_image_end(&file).is_some_and(|image| len > image)).then_some(exe)
+}
+
+/// Where a 64-bit little-endian ELF file's own bytes end: after its section header
+/// table or its last segment, whichever is further (what a linker writes; a package
+/// is appended after it). Hand-written: three fields of the ELF header and the
+/// program headers are all that is needed, not worth an ELF crate in the stub.
+fn elf_image_end(file: &std::fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |at: usize| u64::from(u16::from_le_bytes([header[at], header[at + 1]]));
+    let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    let (phoff, shoff) = (u64_at(0x20), u64_at(0x28));
+    let (phentsize, phnum, shentsize, shnum) = (u16_at(0x36), u16_at(0x38), u16_at(0x3a), u16_at(0x3c));
+    let mut end = shoff + shentsize * shnum;
+    for index in 0..phnum {
+        let mut entry = [0u8; 56];
+        file.read_exact_at(&mut entry, phoff + index * phentsize).ok()?;
+        let offset = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
+        let size = u64::from_le_bytes(entry[32..40].try_into().expect("8 bytes"));
+        end = end.max(offset + size);
+    }
+    Some(end)
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
@@ -143,6 +171,9 @@ fn run(cli: Cli) -> Result<Outcome> {
             upkg_cli::out!("{}", inspect::list_text(package.header()));
         }
         return Ok(Outcome::Success);
+    }
+    if action.licence {
+        return installing::print_licence(&package);
     }
     if let Some(dir) = &action.estimate {
         return estimate(&package, dir, json);

@@ -313,3 +313,19 @@ fn tampered_member_is_refused_even_when_untrusted_or_unsigned_is_allowed() {
         assert!(!Path::new(&context.path("out")).exists());
     }
 }
+
+/// A self-extracting package cut short names the damage (exit 3), instead of
+/// taking itself for a bare pkgrun ("no package given", exit 2).
+#[test]
+fn a_truncated_self_extracting_package_names_the_damage() {
+    let context = TestContext::new();
+    context.small_tree("src");
+    let package = context.build("src", "whole.run", &BuildOptions::default().stub(common::Stub::Pkgrun));
+    let bytes = std::fs::read(&package).unwrap();
+    context.write_file("cut.run", &bytes[..bytes.len() - 100], 0o755);
+    let mut command = std::process::Command::new(context.path("cut.run"));
+    command.current_dir(context.path("")).env("PKGRUN_TRUSTED_KEYS", &context.trusted_keys).arg("--info");
+    let output = run(&mut command);
+    output.assert_code(exit::INVALID).assert_stderr_contains("the file does not end with the upkg magic");
+    assert!(!output.stderr.contains("no package given"), "{}", output.render());
+}

@@ -266,3 +266,16 @@ fn a_refused_uninstall_is_logged() {
     assert_eq!(attempts[1]["operation"], "uninstall");
     assert_eq!(attempts[1]["verdict"], "refused");
 }
+
+/// An unattended install of a licensed package points to `--licence`, which
+/// prints the licence text; a package without one says so.
+#[test]
+fn the_licence_hint_names_a_command_that_shows_it() {
+    let ctx = TestContext::new();
+    let package = licensed(&ctx);
+    let refused = run(&mut install(&ctx, &package, "t", &["--passive"]));
+    refused.assert_stderr_contains("read it with `pkgrun PKG --licence`");
+    let shown = run(&mut pkgrun(&ctx).args([package.as_str(), "--licence"]));
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, "Testing only.\n");
+}
