@@ -275,7 +275,7 @@ fn the_licence_hint_names_a_command_that_shows_it() {
     let package = licensed(&ctx);
     let refused = run(&mut install(&ctx, &package, "t", &["--passive"]));
     refused.assert_stderr_contains("read it with `pkgrun PKG --licence`");
-    let shown = run(&mut pkgrun(&ctx).args([package.as_str(), "--licence"]));
+    let shown = run(pkgrun(&ctx).args([package.as_str(), "--licence"]));
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert_eq!(shown.stdout, "Testing only.\n");
 }
