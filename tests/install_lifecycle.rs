@@ -114,9 +114,10 @@ fn fresh_instance_is_created_registered_and_removed() {
     let ctx = TestContext::new();
     let release =
         release(&ctx, "rel", "1.0", 100, &[exe("bin/tool", b"#!/bin/sh\necho 1.0\n"), file("etc/tool.conf", b"a=1\n")]);
-    // The parent must exist; the target itself is created.
+    // The parent must exist; the target itself is created. A missing parent is a
+    // usage error, as for `-x` (README, "Exit codes").
     let no_parent = run(&mut install(&ctx, &release, "new/instance", &["-q"]));
-    no_parent.assert_code(exit::FAILURE);
+    no_parent.assert_code(exit::USAGE);
     no_parent.assert_stderr_contains("parent directory does not exist");
     ctx.mkdir("new", 0o755);
     install_ok(&ctx, &release, "new/instance", &["-q"]);

@@ -821,10 +821,11 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf> {
     let name = absolute
         .file_name()
         .filter(|n| *n != "..")
-        .ok_or_else(|| InstallError::Refused(format!("{} cannot be a target", target.display())))?
+        .ok_or_else(|| InstallError::InvalidRequest(format!("{} cannot be a target", target.display())))?
         .to_owned();
-    let parent =
-        absolute.parent().ok_or_else(|| InstallError::Refused(format!("{} cannot be a target", target.display())))?;
+    let parent = absolute
+        .parent()
+        .ok_or_else(|| InstallError::InvalidRequest(format!("{} cannot be a target", target.display())))?;
     let parent = parent.canonicalize().map_err(|e| {
         let reason = if e.kind() == std::io::ErrorKind::NotFound {
             "the target's parent directory does not exist (create it first: pkgrun creates the target, not its parents)"
@@ -832,7 +833,7 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf> {
         } else {
             format!("the target's parent directory: {e}")
         };
-        InstallError::Refused(format!("{}: {reason}", parent.display()))
+        InstallError::InvalidRequest(format!("{}: {reason}", parent.display()))
     })?;
     Ok(parent.join(name))
 }
