@@ -197,16 +197,21 @@ fn leave_free(fs: &Path, bytes: Option<u64>, inodes: Option<u64>) {
     if let (Some(left), Some(filler)) = (bytes, filler) {
         let (now, _) = free(fs);
         assert!(now > left, "the filesystem has only {now} bytes free");
-        // Extent blocks come on top of what is allocated: approach the wanted space.
+        // Extent blocks come on top of what is allocated, and come and go as the
+        // file grows or shrinks: grow or cut the filler until the wanted space is left.
         let mut len = 0;
-        loop {
+        for _ in 0..64 {
             let (now, _) = free(fs);
-            if now <= left {
+            if now > left {
+                let more = if now - left > 1 << 20 { now - left - (64 << 10) } else { now - left };
+                rustix::fs::fallocate(&filler, rustix::fs::FallocateFlags::empty(), len, more).unwrap();
+                len += more;
+            } else if now < left {
+                len -= (left - now).min(len);
+                filler.set_len(len).unwrap();
+            } else {
                 break;
             }
-            let more = if now - left > 1 << 20 { now - left - (64 << 10) } else { now - left };
-            rustix::fs::fallocate(&filler, rustix::fs::FallocateFlags::empty(), len, more).unwrap();
-            len += more;
             filler.sync_all().unwrap();
         }
         assert_eq!(free(fs).0, left, "the filler left the wanted space");
