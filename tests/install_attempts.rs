@@ -24,18 +24,22 @@ fn everything_but_logs(ctx: &TestContext, target: &str) -> (Vec<String>, Vec<u8>
 fn licensed(ctx: &TestContext) -> String {
     ctx.write_file("eula/LICENSE.txt", b"Testing only.\n", 0o644);
     let files = [file("a.txt", b"2\n")];
-    build_spec(
+    let package = build_spec(
         ctx,
         &Spec { src: "eula", id: "licensed", version: "2.0", build: 2, applies: "", files: &files, extra: "" },
     );
-    let manifest = std::fs::read_to_string(ctx.path("eula/package.toml")).unwrap().replacen(
-        "build = 2\n",
-        "build = 2\neula = \"LICENSE.txt\"\n",
-        1,
-    );
-    ctx.write_file("eula/package.toml", manifest.as_bytes(), 0o644);
-    ctx.build("eula", "eula.upkg", &common::BuildOptions::codec("zstd").stub(common::Stub::Fake));
-    "eula.upkg".into()
+    rebuild_with_package_key(ctx, "eula", 2, "eula = \"LICENSE.txt\"", &package);
+    package
+}
+
+/// Rebuilds the test package of `src` (build number `build`) into `out` with `key`
+/// added to its `[package]` table, which [`Spec`] has no field for.
+fn rebuild_with_package_key(ctx: &TestContext, src: &str, build: u64, key: &str, out: &str) {
+    let path = ctx.path(format!("{src}/package.toml"));
+    let line = format!("build = {build}\n");
+    let manifest = std::fs::read_to_string(&path).unwrap().replacen(&line, &format!("{line}{key}\n"), 1);
+    ctx.write_file(format!("{src}/package.toml"), manifest.as_bytes(), 0o644);
+    ctx.build(src, out, &common::BuildOptions::codec("zstd").stub(common::Stub::Fake));
 }
 
 /// Refusals on an instance (licence declined, downgrade, already installed) each
@@ -153,13 +157,7 @@ fn status_shows_a_pending_restart() {
     install_ok(&ctx, &v1, "t", &["-q"]);
     let files = [file("a.txt", b"2\n")];
     let up = update(&ctx, "reboot", "reboot", "2.0", 2, &files);
-    let manifest = std::fs::read_to_string(ctx.path("reboot/package.toml")).unwrap().replacen(
-        "build = 2\n",
-        "build = 2\nrestart = \"always\"\n",
-        1,
-    );
-    ctx.write_file("reboot/package.toml", manifest.as_bytes(), 0o644);
-    ctx.build("reboot", &up, &common::BuildOptions::codec("zstd").stub(common::Stub::Fake));
+    rebuild_with_package_key(&ctx, "reboot", 2, "restart = \"always\"", &up);
     run(&mut install(&ctx, &up, "t", &["-q"])).assert_code(RESTART_REQUIRED);
     let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).json();
     assert_eq!(status["restart_pending"]["package"], "reboot", "{status}");

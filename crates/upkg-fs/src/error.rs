@@ -84,15 +84,21 @@ impl FsError {
 
     /// Whether the filesystem is full: no free blocks (`ENOSPC`) or quota exceeded (`EDQUOT`).
     pub fn is_no_space(&self) -> bool {
-        self.io_error().and_then(io::Error::raw_os_error).is_some_and(|code| {
-            code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error()
-        })
+        self.io_error().is_some_and(is_no_space)
     }
 
     /// Whether the entry exists already (a create or a rename that must not replace).
     pub fn is_exists(&self) -> bool {
         self.io_kind() == Some(io::ErrorKind::AlreadyExists)
     }
+}
+
+/// Whether an I/O error says the filesystem is full: no free blocks (`ENOSPC`) or
+/// quota exceeded (`EDQUOT`).
+pub fn is_no_space(error: &io::Error) -> bool {
+    error.raw_os_error().is_some_and(|code| {
+        code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error()
+    })
 }
 
 /// Result type of the layer.

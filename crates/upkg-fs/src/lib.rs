@@ -27,7 +27,7 @@ mod workers;
 pub use dir::disable_openat2_for_tests;
 pub use dir::{Dir, LockKind, Rename, Restrictions, hash_reader};
 pub use entry::{Entry, EntryKind, Inode};
-pub use error::{FsError, Result};
+pub use error::{FsError, Result, is_no_space};
 pub use file::{AppendFile, LockFile, Locking, NewFile};
 pub use flush::Flusher;
 pub use space::FreeSpace;

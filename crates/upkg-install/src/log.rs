@@ -427,8 +427,7 @@ impl AttemptLog {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self.file.write_all(bytes) {
             Err(e)
-                if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
-                    && self.reserves.as_ref().is_some_and(crate::target::release_reserves) =>
+                if upkg_fs::is_no_space(&e) && self.reserves.as_ref().is_some_and(crate::target::release_reserves) =>
             {
                 self.file.write_all(bytes)
             }

@@ -286,57 +286,45 @@ pub(crate) fn begin<'s, 'a>(
     let before = state_dir.load_state()?;
     let txid = util::new_txid();
     let logs = state_dir.logs()?;
-    let free_name = || crate::log::free_name(&logs, &intent.package_id, intent.package_build, intent.action);
-    let mut log_name = free_name()?;
-    let mut script_env = intent.script_env.clone();
-    script_env.push(("PKGRUN_LOG".into(), logs.join(&log_name).display().to_string()));
+    let reserves = state_dir.dir.try_clone()?;
     let layout = state_dir.tx(&txid);
-    let journal = Journal {
+    let mut journal = Journal {
         format: journal::JOURNAL_FORMAT,
         txid: txid.clone(),
         action: intent.action,
-        package_id: intent.package_id.clone(),
+        package_id: intent.package_id,
         package_build: intent.package_build,
-        log: log_name.clone(),
+        log: String::new(),
         stage: Stage::Preparing,
         ops: Vec::new(),
-        services: intent
-            .services
-            .iter()
-            .map(|service| ServiceRecord { service: service.clone(), was_running: None })
-            .collect(),
+        services: intent.services.into_iter().map(|service| ServiceRecord { service, was_running: None }).collect(),
         services_state: ServicesState::Untouched,
         undo_scripts: Vec::new(),
         undo_armed: false,
-        script_env,
+        script_env: intent.script_env,
         script_timeout: intent.script_timeout,
         remove_on_commit: Vec::new(),
         remove_on_undo: vec![layout.whole()],
     };
-    let mut journal = journal;
+    journal.script_env.push(("PKGRUN_LOG".into(), String::new()));
     // The journal names the log before it exists; a refused attempt (which writes
     // its log without the lock) may take the name meanwhile: then the next one.
     loop {
+        journal.log = crate::log::free_name(&logs, &journal.package_id, journal.package_build, journal.action)?;
+        if let Some(entry) = journal.script_env.iter_mut().find(|(k, _)| k == "PKGRUN_LOG") {
+            entry.1 = logs.join(&journal.log).display().to_string();
+        }
         state_dir.save_journal(&journal)?;
-        match logs.create_file(&log_name, 0o644) {
-            Ok(file) => {
-                drop(file);
-                break;
-            }
-            Err(e) if e.is_exists() => {
-                log_name = free_name()?;
-                journal.log = log_name.clone();
-                if let Some(entry) = journal.script_env.iter_mut().find(|(k, _)| k == "PKGRUN_LOG") {
-                    entry.1 = logs.join(&log_name).display().to_string();
-                }
-            }
+        match logs.create_file(&journal.log, 0o644) {
+            Ok(file) => break drop(file),
+            Err(e) if e.is_exists() => {}
             Err(e) => {
                 let _ = state_dir.remove_journal();
                 return Err(state_error(e));
             }
         }
     }
-    let log = match AttemptLog::open(&logs, &log_name, journal.action, log_copy) {
+    let mut log = match AttemptLog::open(&logs, &journal.log, journal.action, log_copy) {
         Ok(log) => log,
         Err(error) => {
             // Nothing else exists yet: the journal goes (or the next run finds it).
@@ -344,8 +332,7 @@ pub(crate) fn begin<'s, 'a>(
             return Err(error);
         }
     };
-    let mut log = log;
-    log.release_reserves_of(state_dir.dir.try_clone()?);
+    log.release_reserves_of(reserves);
     let mut tx = Transaction { ctx, session, journal, log, before, applied: 0 };
     tx.log.line(&format!("pkgrun {} log of transaction {txid}", env!("CARGO_PKG_VERSION")));
     tx.log.line(&crate::log::attempt_line(tx.journal.action, &tx.journal.package_id, tx.journal.package_build));
