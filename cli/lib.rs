@@ -1,7 +1,17 @@
 //! What the two command-line tools share: presentation helpers (sizes, dates,
-//! progress bars). Argument parsing stays in each binary; the work is done by the
-//! library crates.
+//! progress bars) and output that survives a closed pipe. Argument parsing stays
+//! in each binary; the work is done by the library crates.
 
-pub mod human;
-pub mod output;
-pub mod progress;
+mod output;
+mod progress;
+mod text;
+
+/// Numbers, sizes and times as people read them.
+pub mod human {
+    pub use crate::text::{bytes, count, thousands, utc};
+}
+
+pub use output::stdout_closed;
+#[doc(hidden)] // Used by the `out!`, `outln!` and `errln!` macros.
+pub use output::{stderr as write_stderr, stdout as write_stdout};
+pub use progress::Progress;

@@ -41,19 +41,19 @@ pub fn stderr(args: fmt::Arguments<'_>) {
 /// `print!` that survives a closed pipe.
 #[macro_export]
 macro_rules! out {
-    ($($arg:tt)*) => { $crate::output::stdout(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
 }
 
 /// `println!` that survives a closed pipe.
 #[macro_export]
 macro_rules! outln {
-    () => { $crate::output::stdout(format_args!("\n")) };
-    ($($arg:tt)*) => { $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*))) };
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
 /// `eprintln!` that survives a closed pipe.
 #[macro_export]
 macro_rules! errln {
-    () => { $crate::output::stderr(format_args!("\n")) };
-    ($($arg:tt)*) => { $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*))) };
+    () => { $crate::write_stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
 }

@@ -23,8 +23,8 @@ use upkg_build::{BuildError, BuildOptions};
 use upkg_format::{Codec, FailureClass, SecretKey};
 
 use args::{BuildArgs, Cli, CodecArg, Command, KeygenArgs};
+use upkg_cli::Progress;
 use upkg_cli::human;
-use upkg_cli::progress::Progress;
 
 /// Exit codes (see the module documentation and the README).
 mod exit {
@@ -124,7 +124,7 @@ fn keygen(args: KeygenArgs) -> Result<()> {
     if passphrase.is_some() {
         upkg_cli::errln!("Deriving a key from the passphrase (scrypt, about a second)...");
     }
-    let pair = upkg_build::keys::generate(&args.name, passphrase.as_deref(), args.force)?;
+    let pair = upkg_build::generate_key_pair(&args.name, passphrase.as_deref(), args.force)?;
     upkg_cli::errln!("Secret key: {} (keep it secret)", pair.secret.display());
     upkg_cli::errln!("Public key: {} (key id {})", pair.public.display(), pair.public_key.key_id);
     upkg_cli::errln!(

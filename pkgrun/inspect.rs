@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 use upkg_cli::human;
-use upkg_format::header::{Kind, Role};
-use upkg_format::package::Layout;
+use upkg_format::Layout;
 use upkg_format::{FileEntry, Header, Package, Signer};
+use upkg_format::{Kind, Role};
 
 /// The `--info --json` document.
 #[derive(Serialize)]
@@ -12,9 +12,9 @@ pub struct InfoJson<'a> {
     /// The package file or directory.
     pub path: &'a std::path::Path,
     /// Format version.
-    pub format: upkg_format::header::FormatVersion,
+    pub format: upkg_format::FormatVersion,
     /// Identity and behaviour, as in the header.
-    pub package: &'a upkg_format::header::PackageInfo,
+    pub package: &'a upkg_format::PackageInfo,
     /// Who signed it.
     pub signer: &'a Signer,
     /// Payload codec.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 use upkg_cli::human;
-use upkg_format::{Package, payload};
+use upkg_format::Package;
 use upkg_install::Plan;
 use upkg_install::{Context, InstallError, InstallOptions, InstallOutcome, Planned};
 
@@ -140,7 +140,7 @@ fn eula_text(package: &Package) -> Result<Option<String>> {
             let index =
                 header.files.iter().position(|e| &e.path == path).expect("validated: the EULA is in the catalog");
             let mut out = Vec::new();
-            payload::read_file(file, header, index, &mut out)?;
+            upkg_format::read_payload_file(file, header, index, &mut out)?;
             out
         }
         Package::Tree(tree) => std::fs::read(tree.root().join(path))?,
@@ -429,7 +429,7 @@ fn plan_text(plan: &Plan) -> String {
     }
     for script in &plan.scripts {
         let when = match script.role {
-            upkg_format::header::ScriptRole::PostInstallUndo => " (only if the install is rolled back)",
+            upkg_format::ScriptRole::PostInstallUndo => " (only if the install is rolled back)",
             _ => "",
         };
         out.push_str(&format!("  Script: {} runs {}{when}\n", script.role, script.path));

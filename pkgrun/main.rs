@@ -19,9 +19,9 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use upkg_cli::Progress;
 use upkg_cli::human;
-use upkg_cli::progress::Progress;
-use upkg_format::trust::{self, TrustPolicy};
+use upkg_format::TrustPolicy;
 use upkg_format::{Package, Signer, TrustStore};
 use upkg_unpack::{Durability, WriteOptions};
 
@@ -69,7 +69,7 @@ fn self_package() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let file = std::fs::File::open(&exe).ok()?;
     let len = file.metadata().ok()?.len();
-    let magic = upkg_format::trailer::MAGIC;
+    let magic = upkg_format::TRAILER_MAGIC;
     let mut end = [0u8; 8];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut end, len.checked_sub(8)?).ok()?;
     (end == magic || elf_image_end(&file).is_some_and(|image| len > image)).then_some(exe)
@@ -154,7 +154,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         .into());
     }
     let package = Package::open(&package_path)?;
-    let signer = trust::identify_signer(package.header_bytes(), package.signature(), &store)?;
+    let signer = upkg_format::identify_signer(package.header_bytes(), package.signature(), &store)?;
 
     if action.info {
         if json {
@@ -180,7 +180,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     }
 
     // Everything below uses the package's contents: the signer must be accepted.
-    let accepted = trust::enforce(&signer, policy)?;
+    let accepted = upkg_format::enforce_trust(&signer, policy)?;
     warn_if_unverified(&signer);
     if !action.check {
         // Also refused here, before a plan or a licence prompt; the libraries that

@@ -199,7 +199,7 @@ fn forge_state_dir_package(context: &TestContext) {
     header.payload.size = compressed.len() as u64;
     let mut forged = bytes[..layout.payload.0 as usize].to_vec();
     forged.extend_from_slice(&compressed);
-    forged.extend(upkg_format::write::finish_bytes_unvalidated(&header, Some(&load_test_key())));
+    forged.extend(upkg_format::finish_bytes_unvalidated(&header, Some(&load_test_key())));
     context.write_file("forged.upkg", &forged, 0o644);
 }
 

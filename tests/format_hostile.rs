@@ -17,9 +17,9 @@ use std::fs;
 use std::io::Read as _;
 
 use common::{BuildOptions, TEST_PUB, TestContext, exit, is_empty_dir, load_test_key, paths_under, run, trailer_of};
-use upkg_format::header::{FileEntry, Header, Kind, Mode, Policy};
-use upkg_format::trailer::Trailer;
+use upkg_format::Trailer;
 use upkg_format::{Digest, Version};
+use upkg_format::{FileEntry, Header, Kind, Mode, Policy};
 
 /// The tree the hostile headers start from: a file, an empty file, a directory
 /// with a file, a link to that directory and a link inside it pointing up.
@@ -227,7 +227,7 @@ fn tar_record_naming_another_path_is_refused_despite_valid_digests() {
     header.payload.size = compressed.len() as u64;
     let mut forged = good[..layout.payload.0 as usize].to_vec();
     forged.extend_from_slice(&compressed);
-    forged.extend(upkg_format::write::finish_bytes_unvalidated(&header, Some(&load_test_key())));
+    forged.extend(upkg_format::finish_bytes_unvalidated(&header, Some(&load_test_key())));
     context.write_file("forged.run", &forged, 0o644);
     // It is framed and signed correctly: only the payload check can refuse it.
     let info = run(&mut context.pkgrun_trusted("forged.run", &["--info"]));

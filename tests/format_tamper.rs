@@ -194,7 +194,7 @@ fn flipped_byte_in_header_signature_or_trailer_is_refused() {
 fn consistent_trailer_with_lying_fields_is_refused() {
     let context = TestContext::new();
     let good = good_package(&context, "zstd");
-    let edited = |edit: &dyn Fn(&mut upkg_format::trailer::Trailer)| {
+    let edited = |edit: &dyn Fn(&mut upkg_format::Trailer)| {
         let mut bytes = good.clone();
         let mut trailer = trailer_of(&bytes);
         edit(&mut trailer);

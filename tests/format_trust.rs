@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 
 use common::{BuildOptions, Signing, TEST_KEY_ID, TEST_PUB, TestContext, assert_same_tree, exit, run, trailer_of};
-use upkg_format::trailer::Trailer;
+use upkg_format::Trailer;
 use upkg_format::{Digest, PublicKey, SecretKey};
 
 fn signed_and_unsigned(context: &TestContext) {
@@ -207,9 +207,9 @@ fn special_bits_need_a_verified_signer_in_the_tool_and_in_the_libraries() {
     // The libraries, driven directly with an accepted but unverified signer.
     let package = upkg_format::Package::open(&context.path("signed.run")).unwrap();
     let store = upkg_format::TrustStore::new();
-    let signer = upkg_format::trust::identify_signer(package.header_bytes(), package.signature(), &store).unwrap();
+    let signer = upkg_format::identify_signer(package.header_bytes(), package.signature(), &store).unwrap();
     let policy = upkg_format::TrustPolicy { allow_untrusted: true, allow_unsigned: false };
-    let accepted = upkg_format::trust::enforce(&signer, policy).unwrap();
+    let accepted = upkg_format::enforce_trust(&signer, policy).unwrap();
     let upkg_format::Package::File(file) = package else { panic!("a package file") };
     let options = upkg_unpack::WriteOptions {
         threads: 1,

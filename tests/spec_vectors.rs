@@ -24,11 +24,11 @@ use std::process::Command;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use upkg_build::BuildOptions;
-use upkg_format::header::{FormatVersion, Member, PackageInfo, Payload};
-use upkg_format::trailer::{FORMAT_MINOR, TRAILER_LEN, Trailer};
-use upkg_format::trust::{self, TrustPolicy};
-use upkg_format::write::{self, EntryData};
+use upkg_format::EntryData;
+use upkg_format::TrustPolicy;
 use upkg_format::{Codec, Digest, FileEntry, Header, Kind, Mode, Package, Policy, SecretKey, TrustStore};
+use upkg_format::{FORMAT_MINOR, TRAILER_LEN, Trailer};
+use upkg_format::{FormatVersion, Member, PackageInfo, Payload};
 
 /// Every vector's build time: 2025-01-01T00:00:00Z.
 const CREATED: u64 = 1_735_689_600;
@@ -307,7 +307,7 @@ impl Parts {
     /// package is correctly signed and framed whatever the header says.
     fn resign(&self, header: &Header, key: &SecretKey) -> Vec<u8> {
         let mut out = [&self.stub[..], &self.payload].concat();
-        out.extend_from_slice(&write::finish_bytes_unvalidated(header, Some(key)));
+        out.extend_from_slice(&upkg_format::finish_bytes_unvalidated(header, Some(key)));
         out
     }
 
@@ -367,7 +367,7 @@ fn assemble(mut package: PackageInfo, files: Vec<(FileEntry, &[u8])>, remove: &[
     package.remove = remove.iter().map(|s| (*s).to_owned()).collect();
     let (mut entries, data): (Vec<FileEntry>, Vec<Vec<u8>>) =
         files.into_iter().map(|(entry, contents)| (entry, contents.to_vec())).unzip();
-    let plan = write::plan_payload(&entries, codec, MEMBER_SIZE).unwrap();
+    let plan = upkg_format::plan_payload(&entries, codec, MEMBER_SIZE).unwrap();
     for ((entry, placement), contents) in entries.iter_mut().zip(&plan.placement).zip(&data) {
         let (offset, member) = placement.expect("tar places every entry");
         entry.offset = Some(offset);
@@ -381,7 +381,8 @@ fn assemble(mut package: PackageInfo, files: Vec<(FileEntry, &[u8])>, remove: &[
     let mut payload = Vec::new();
     let mut members = Vec::new();
     for member in &plan.members {
-        let encoded = write::encode_member(codec, codec.default_level(), CREATED, &entries, member, &contents).unwrap();
+        let encoded =
+            upkg_format::encode_member(codec, codec.default_level(), CREATED, &entries, member, &contents).unwrap();
         members.push(Member {
             offset: payload.len() as u64,
             size: encoded.bytes.len() as u64,
@@ -406,7 +407,7 @@ fn assemble(mut package: PackageInfo, files: Vec<(FileEntry, &[u8])>, remove: &[
         },
         files: entries,
     };
-    payload.extend_from_slice(&write::finish_bytes_unvalidated(&header, Some(key)));
+    payload.extend_from_slice(&upkg_format::finish_bytes_unvalidated(&header, Some(key)));
     payload
 }
 
@@ -962,8 +963,8 @@ fn rust_reader(path: &Path, store: &TrustStore) -> String {
         Ok(p) => p,
         Err(e) => return class_name(e.class()),
     };
-    let outcome = trust::identify_signer(package.header_bytes(), package.signature(), store)
-        .and_then(|signer| trust::enforce(&signer, TrustPolicy::default()).map(drop));
+    let outcome = upkg_format::identify_signer(package.header_bytes(), package.signature(), store)
+        .and_then(|signer| upkg_format::enforce_trust(&signer, TrustPolicy::default()).map(drop));
     if let Err(e) = outcome {
         return class_name(e.class());
     }

@@ -24,8 +24,8 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
-use upkg_format::trailer::{TRAILER_LEN, Trailer};
 use upkg_format::{Header, SecretKey};
+use upkg_format::{TRAILER_LEN, Trailer};
 
 /// `SOURCE_DATE_EPOCH` of every build unless a test says otherwise: 2023-11-14 22:13:20 UTC.
 pub const SOURCE_DATE_EPOCH: u64 = 1_700_000_000;
@@ -650,7 +650,7 @@ impl TestContext {
         edit(&mut header);
         let bytes = fs::read(&good).expect("read the good package");
         let mut out = bytes[..layout.header.0 as usize].to_vec();
-        out.extend(upkg_format::write::finish_bytes_unvalidated(&header, Some(&load_test_key())));
+        out.extend(upkg_format::finish_bytes_unvalidated(&header, Some(&load_test_key())));
         self.write_file(name, &out, 0o644)
     }
 

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, mpsc};
 
 use sha2::{Digest as _, Sha256};
-use upkg_format::header::{Applicability, FormatVersion, Member, Part, Payload, Role, ScriptRole, Scripts, Service};
-use upkg_format::write::{self, EntryData, PayloadPlan, Piece};
+use upkg_format::{Applicability, FormatVersion, Member, Part, Payload, Role, ScriptRole, Scripts, Service};
 use upkg_format::{Codec, Digest, FileEntry, Header, Kind, Mode, SecretKey};
+use upkg_format::{EntryData, PayloadPlan, Piece};
 
 use crate::error::BuildError;
 use crate::manifest::LoadedManifest;
@@ -54,7 +54,7 @@ impl BuildOptions {
             level: None,
             stub: None,
             key: None,
-            member_size: write::DEFAULT_MEMBER_SIZE,
+            member_size: upkg_format::DEFAULT_MEMBER_SIZE,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             created: 0,
         }
@@ -91,26 +91,28 @@ pub fn build(
             levels.end()
         )));
     }
-    if options.member_size < write::MEMBER_SIZE_UNIT || !options.member_size.is_multiple_of(write::MEMBER_SIZE_UNIT) {
+    if options.member_size < upkg_format::MEMBER_SIZE_UNIT
+        || !options.member_size.is_multiple_of(upkg_format::MEMBER_SIZE_UNIT)
+    {
         return Err(BuildError::Options(format!(
             "member size {} must be a positive multiple of {} bytes",
             options.member_size,
-            write::MEMBER_SIZE_UNIT
+            upkg_format::MEMBER_SIZE_UNIT
         )));
     }
-    if options.member_size > write::MAX_PLANNED_MEMBER_SIZE {
+    if options.member_size > upkg_format::MAX_PLANNED_MEMBER_SIZE {
         // Readers refuse compressed members over 64 MiB: a larger member of
         // incompressible data would make a package no reader accepts.
         return Err(BuildError::Options(format!(
             "member size {} is larger than the {} bytes a package's members may hold",
             options.member_size,
-            write::MAX_PLANNED_MEMBER_SIZE
+            upkg_format::MAX_PLANNED_MEMBER_SIZE
         )));
     }
     let loaded = LoadedManifest::load(manifest)?;
     let sources = sources::resolve(&loaded)?;
     let mut files: Vec<FileEntry> = sources.iter().map(catalog_entry).collect();
-    let plan = write::plan_payload(&files, codec, options.member_size)?;
+    let plan = upkg_format::plan_payload(&files, codec, options.member_size)?;
     for (entry, placement) in files.iter_mut().zip(&plan.placement) {
         if let Some((offset, member)) = placement {
             entry.offset = Some(*offset);
@@ -121,7 +123,7 @@ pub fn build(
         Some(path) => Some(read_stub_metadata(path)?),
         None => None,
     };
-    let directory_len = (codec == Codec::Cab).then(|| write::cab_directory_len(&files, &plan));
+    let directory_len = (codec == Codec::Cab).then(|| upkg_format::cab_directory_len(&files, &plan));
 
     // Check the header's rules with placeholder digests before writing anything.
     let package = package_info(&loaded, options.created);
@@ -200,13 +202,13 @@ pub fn build(
     }
     if let Some(len) = directory_len {
         header.payload.directory = Some(Part { size: len, sha256: Digest([0; 32]) });
-        let directory = write::cab_directory(&header);
+        let directory = upkg_format::cab_directory(&header);
         debug_assert_eq!(directory.len() as u64, len);
         temp.as_file().write_all_at(&directory, payload_offset).map_err(out_io)?;
         header.payload.directory = Some(Part { size: len, sha256: Digest::of(&directory) });
     }
 
-    let tail = write::finish_bytes(&header, options.key.as_ref())?;
+    let tail = upkg_format::finish_bytes(&header, options.key.as_ref())?;
     let file = temp.as_file_mut();
     file.seek(SeekFrom::End(0)).map_err(out_io)?;
     file.write_all(&tail).map_err(out_io)?;
@@ -237,14 +239,12 @@ fn catalog_entry(source: &SourceEntry) -> FileEntry {
     }
 }
 
-fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::PackageInfo {
+fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::PackageInfo {
     let m = &loaded.manifest;
     let script = |role: ScriptRole| {
-        m.scripts
-            .get(role)
-            .map(|v| format!("{}/scripts/{role}{}", upkg_format::paths::PACKAGE_DIR, extension(v.get_ref())))
+        m.scripts.get(role).map(|v| format!("{}/scripts/{role}{}", upkg_format::PACKAGE_DIR, extension(v.get_ref())))
     };
-    upkg_format::header::PackageInfo {
+    upkg_format::PackageInfo {
         id: m.package.id.get_ref().clone(),
         title: m.package.title.clone(),
         version: m.package.version.clone(),
@@ -253,11 +253,7 @@ fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::header::P
         article: m.package.article.clone(),
         url: m.package.url.clone(),
         created,
-        eula: m
-            .package
-            .eula
-            .as_ref()
-            .map(|e| format!("{}/EULA{}", upkg_format::paths::PACKAGE_DIR, extension(e.get_ref()))),
+        eula: m.package.eula.as_ref().map(|e| format!("{}/EULA{}", upkg_format::PACKAGE_DIR, extension(e.get_ref()))),
         applies_to: Applicability {
             product: m.applies_to.product.get_ref().clone(),
             versions: m.applies_to.versions.clone(),
@@ -337,7 +333,7 @@ fn read_stub_metadata(path: &Path) -> Result<(PathBuf, u64), BuildError> {
         return Err(stub_error("it is not a non-empty regular file".into()));
     }
     let len = metadata.len();
-    let magic = upkg_format::trailer::MAGIC;
+    let magic = upkg_format::TRAILER_MAGIC;
     if len >= magic.len() as u64 {
         let mut end = [0u8; 8];
         file.read_exact_at(&mut end, len - 8).map_err(|e| stub_error(e.to_string()))?;
@@ -349,7 +345,7 @@ fn read_stub_metadata(path: &Path) -> Result<(PathBuf, u64), BuildError> {
 }
 
 fn copy_stub(path: &Path, len: u64, out: &mut File) -> Result<Digest, BuildError> {
-    let mut reader = upkg_format::digest::HashingReader::new(
+    let mut reader = upkg_format::HashingReader::new(
         File::open(path).map_err(|e| BuildError::Io { path: path.to_owned(), source: e })?,
     );
     let copied =
@@ -505,7 +501,7 @@ impl EntryData for SourceData<'_> {
             // The whole file in one member: hash while copying.
             let mut hasher = Sha256::new();
             let mut reader = &file;
-            upkg_format::buffer::with_copy_buffer(|buf| {
+            upkg_format::with_copy_buffer(|buf| {
                 let mut left = size;
                 while left > 0 {
                     let want = buf.len().min(left as usize);
@@ -529,7 +525,7 @@ impl EntryData for SourceData<'_> {
         // been hashed, and streamed through this thread's copy buffer (the slow part,
         // compressing, still runs in parallel afterwards).
         let mut hasher = self.take_turn(index, range.start)?;
-        let copied = upkg_format::buffer::with_copy_buffer(|buf| {
+        let copied = upkg_format::with_copy_buffer(|buf| {
             let mut offset = range.start;
             while offset < range.end {
                 let want = buf.len().min((range.end - offset) as usize);
@@ -568,13 +564,13 @@ fn encode_all(
     encoding: Encoding,
     data: &SourceData<'_>,
     threads: usize,
-    mut sink: impl FnMut(usize, write::EncodedMember) -> Result<(), BuildError>,
+    mut sink: impl FnMut(usize, upkg_format::EncodedMember) -> Result<(), BuildError>,
 ) -> Result<(), BuildError> {
     let count = plan.members.len();
     let window = threads * 2;
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let (sender, receiver) = mpsc::channel::<(usize, io::Result<write::EncodedMember>)>();
+        let (sender, receiver) = mpsc::channel::<(usize, io::Result<upkg_format::EncodedMember>)>();
         for _ in 0..threads.min(count.max(1)) {
             let sender = sender.clone();
             let next = &next;
@@ -593,7 +589,7 @@ fn encode_all(
                             break;
                         }
                     }
-                    let result = write::encode_member(
+                    let result = upkg_format::encode_member(
                         encoding.codec,
                         encoding.level,
                         encoding.created,

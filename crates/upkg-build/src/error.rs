@@ -136,7 +136,7 @@ impl BuildError {
             BuildError::Manifest { .. } | BuildError::Options(_) => FailureClass::Usage,
             BuildError::Source { .. } | BuildError::SourceOutside(_) | BuildError::Stub { .. } => FailureClass::Usage,
             BuildError::Format(e) => e.class(),
-            BuildError::Io { source, .. } => upkg_format::error::io_class(source),
+            BuildError::Io { source, .. } => upkg_format::io_class(source),
         }
     }
 }

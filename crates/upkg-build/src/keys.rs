@@ -23,7 +23,7 @@ pub struct KeyPairFiles {
 
 /// Generates a key pair and writes `NAME.key` and `NAME.pub`. Refuses to overwrite
 /// either file unless `force`: losing a signing key is not undoable.
-pub fn generate(name: &Path, passphrase: Option<&[u8]>, force: bool) -> Result<KeyPairFiles, BuildError> {
+pub fn generate_key_pair(name: &Path, passphrase: Option<&[u8]>, force: bool) -> Result<KeyPairFiles, BuildError> {
     let secret_path = with_suffix(name, "key");
     let public_path = with_suffix(name, "pub");
     if !force {
@@ -72,12 +72,12 @@ mod tests {
     fn writes_a_private_secret_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let name = dir.path().join("release");
-        let pair = generate(&name, None, false).unwrap();
+        let pair = generate_key_pair(&name, None, false).unwrap();
         let mode = std::fs::metadata(&pair.secret).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&pair.secret).unwrap();
         assert_eq!(SecretKey::from_file(&text, None).unwrap().public_key(), pair.public_key);
-        assert!(generate(&name, None, false).is_err());
-        assert!(generate(&name, None, true).is_ok());
+        assert!(generate_key_pair(&name, None, false).is_err());
+        assert!(generate_key_pair(&name, None, true).is_ok());
     }
 }

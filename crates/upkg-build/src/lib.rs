@@ -8,11 +8,12 @@
 //! The byte format itself lives in `upkg-format`; this crate only decides what
 //! goes into a package and drives the writer.
 
-pub mod build;
-pub mod error;
-pub mod keys;
-pub mod manifest;
-pub mod sources;
+mod build;
+mod error;
+mod keys;
+mod manifest;
+mod sources;
 
 pub use build::{BuildOptions, BuildOutput, build};
 pub use error::{BuildError, Outside, SourceOutside};
+pub use keys::{KeyPairFiles, generate_key_pair};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
-use upkg_format::header::{Policy, Restart, ScriptRole};
-use upkg_format::paths::{self, STATE_DIR};
+use upkg_format::STATE_DIR;
+use upkg_format::{Policy, Restart, ScriptRole};
 use upkg_format::{Version, VersionReq};
 
 use crate::error::BuildError;
@@ -246,7 +246,7 @@ impl LoadedManifest {
     fn check(&self) -> Result<(), BuildError> {
         let m = &self.manifest;
         let id_rule = |value: &Spanned<String>, what: &str| {
-            upkg_format::header::check_identifier(what, value.get_ref()).map_err(|_| {
+            upkg_format::check_identifier(what, value.get_ref()).map_err(|_| {
                 self.error_at(
                     value.span(),
                     format!("{what} {:?} must be 1 to 128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", value.get_ref()),
@@ -272,7 +272,7 @@ impl LoadedManifest {
         for (index, rule) in m.files.iter().enumerate() {
             let dest = rule.dest.get_ref();
             let top = dest.trim_start_matches("./").split('/').next().unwrap_or_default();
-            if paths::is_state_path(top) {
+            if upkg_format::is_state_path(top) {
                 return Err(self.error_at(
                     rule.dest.span(),
                     format!("dest `{dest}` (files rule {}) is in {STATE_DIR}/, {RESERVED}", index + 1),
@@ -282,13 +282,13 @@ impl LoadedManifest {
         for (index, rule) in m.remove.iter().enumerate() {
             let path = rule.path.get_ref();
             let at = |reason: String| self.error_at(rule.path.span(), reason);
-            if paths::is_state_path(path) {
+            if upkg_format::is_state_path(path) {
                 return Err(at(format!(
                     "[[remove]] path `{path}` (remove rule {}) is in {STATE_DIR}/, {RESERVED}",
                     index + 1
                 )));
             }
-            paths::check_entry_path(path).map_err(|reason| {
+            upkg_format::check_entry_path(path).map_err(|reason| {
                 at(format!("[[remove]] path `{path}` (remove rule {}) is not allowed: {reason}", index + 1))
             })?;
         }

@@ -11,9 +11,9 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::GlobBuilder;
 use toml::Spanned;
-use upkg_format::header::{Kind, Policy, ScriptRole};
-use upkg_format::paths::{self, PACKAGE_DIR};
-use upkg_format::{Version, header};
+use upkg_format::PACKAGE_DIR;
+use upkg_format::Version;
+use upkg_format::{Kind, Policy, ScriptRole};
 
 use crate::error::{BuildError, Outside, SourceOutside};
 use crate::manifest::{FilesRule, LoadedManifest, parse_mode};
@@ -82,10 +82,10 @@ pub fn resolve(loaded: &LoadedManifest) -> Result<Vec<SourceEntry>, BuildError> 
     // Every parent directory is an entry of its own.
     let paths: Vec<String> = entries.keys().cloned().collect();
     for path in paths {
-        let mut parent = paths::parent(&path);
+        let mut parent = upkg_format::parent_path(&path);
         while let Some(dir) = parent {
             entries.entry(dir.to_owned()).or_insert_with(|| (implied_dir(dir), "an implied parent directory".into()));
-            parent = paths::parent(dir);
+            parent = upkg_format::parent_path(dir);
         }
     }
     let entries: Vec<SourceEntry> = entries.into_values().map(|(entry, _)| entry).collect();
@@ -345,10 +345,10 @@ fn add_tree(source: &Path, dest: &str, settings: &RuleSettings, out: &mut Vec<So
 
 fn entry_for(source: &Path, path: String, settings: &RuleSettings) -> Result<SourceEntry, BuildError> {
     let source_error = |reason: String| BuildError::Source { path: source.to_owned(), reason };
-    if let Err(reason) = paths::check_entry_path(&path) {
+    if let Err(reason) = upkg_format::check_entry_path(&path) {
         return Err(source_error(format!("its destination {path:?} is not allowed: {reason}")));
     }
-    if header::is_package_path(&path) {
+    if upkg_format::is_package_path(&path) {
         return Err(source_error(format!(
             "its destination {path:?} is inside {PACKAGE_DIR}/, which holds the package's own files"
         )));
@@ -400,7 +400,7 @@ fn check_links(entries: &[SourceEntry]) -> Result<(), BuildError> {
         entries.iter().filter_map(|e| e.target.as_deref().map(|t| (e.path.as_str(), t))).collect();
     let lookup = |path: &str| links.get(path).map(|t| (*t).to_owned());
     for (path, target) in &links {
-        paths::resolve_link_target(path, target, &lookup).map_err(|reason| BuildError::Source {
+        upkg_format::resolve_link_target(path, target, &lookup).map_err(|reason| BuildError::Source {
             path: PathBuf::from(path),
             reason: format!("a symbolic link in the package must stay inside it: {reason}"),
         })?;
@@ -418,7 +418,7 @@ fn normalize_dest(dest: &str) -> Result<String, String> {
     if trimmed.is_empty() || trimmed == "." {
         return Ok(String::new());
     }
-    paths::check_entry_path(trimmed).map_err(|reason| format!("dest {dest:?} is not allowed: {reason}"))?;
+    upkg_format::check_entry_path(trimmed).map_err(|reason| format!("dest {dest:?} is not allowed: {reason}"))?;
     Ok(trimmed.to_owned())
 }
 

@@ -555,7 +555,7 @@ impl Header {
                 return bad(format!("catalog is not sorted, or lists {:?} twice", entry.path));
             }
             previous = Some(&entry.path);
-            if let Some(parent) = paths::parent(&entry.path) {
+            if let Some(parent) = paths::parent_path(&entry.path) {
                 match kinds.get(parent) {
                     Some(p) if p.kind == Kind::Dir => {}
                     Some(_) => {

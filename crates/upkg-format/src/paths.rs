@@ -67,7 +67,7 @@ pub fn is_state_path(path: &str) -> bool {
 }
 
 /// The parent of a catalog path, or `None` at the top level.
-pub fn parent(path: &str) -> Option<&str> {
+pub fn parent_path(path: &str) -> Option<&str> {
     path.rfind('/').map(|index| &path[..index])
 }
 

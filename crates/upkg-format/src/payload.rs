@@ -42,7 +42,7 @@ pub struct Unit {
 }
 
 /// The units of a (validated) header, in payload order.
-pub fn units(header: &Header) -> Vec<Unit> {
+pub fn payload_units(header: &Header) -> Vec<Unit> {
     let members = &header.payload.members;
     let mut units: Vec<Unit> = Vec::new();
     match header.payload.codec {
@@ -101,7 +101,7 @@ fn unit_index_by_member(units: &[Unit], member_count: usize) -> Vec<usize> {
 
 /// Checks the cabinet's header and tables: their digest, then that they are
 /// exactly what the catalog implies. Does nothing for tar payloads.
-pub fn verify_directory(package: &PackageFile, header: &Header) -> Result<()> {
+pub fn verify_payload_directory(package: &PackageFile, header: &Header) -> Result<()> {
     let Some(directory) = &header.payload.directory else { return Ok(()) };
     let offset = package.layout().payload.offset;
     let mut bytes = vec![0u8; directory.size as usize];
@@ -228,7 +228,7 @@ fn read_entry_bytes(
 }
 
 /// Reads one regular file's contents into `out`, decoding only the members that hold it.
-pub fn read_file(package: &PackageFile, header: &Header, index: usize, out: &mut dyn Write) -> Result<()> {
+pub fn read_payload_file(package: &PackageFile, header: &Header, index: usize, out: &mut dyn Write) -> Result<()> {
     let entry = &header.files[index];
     if entry.kind != Kind::File {
         return Err(Error::malformed("catalog", None, format!("{:?} is not a regular file", entry.path)));
@@ -589,6 +589,6 @@ fn io_to_error(error: io::Error) -> Error {
 
 /// Converts an error from reading a file's contents in [`walk_unit`]'s `visit`
 /// back into the format error it carries (a digest mismatch, a damaged member).
-pub fn read_error(error: io::Error) -> Error {
+pub fn payload_read_error(error: io::Error) -> Error {
     io_to_error(error)
 }

@@ -12,7 +12,7 @@ pub const TRAILER_LEN: usize = 96;
 
 /// The last eight bytes of every package. The high byte and the CR LF / SUB / LF
 /// sequence catch text-mode transfers, like PNG's signature.
-pub const MAGIC: [u8; 8] = *b"\x89UPKG\r\n\x1a";
+pub const TRAILER_MAGIC: [u8; 8] = *b"\x89UPKG\r\n\x1a";
 
 /// Format major version written and read by this crate.
 pub const FORMAT_MAJOR: u16 = 1;
@@ -89,7 +89,7 @@ impl Trailer {
         out[OFF_MAJOR..OFF_MAJOR + 2].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
         out[OFF_MINOR..OFF_MINOR + 2].copy_from_slice(&self.minor.to_le_bytes());
         out[OFF_TRAILER_LEN..OFF_TRAILER_LEN + 4].copy_from_slice(&(TRAILER_LEN as u32).to_le_bytes());
-        out[OFF_MAGIC..].copy_from_slice(&MAGIC);
+        out[OFF_MAGIC..].copy_from_slice(&TRAILER_MAGIC);
         let crc = crc_of(&out);
         out[OFF_CRC32..OFF_CRC32 + 4].copy_from_slice(&crc.to_le_bytes());
         out
@@ -104,7 +104,7 @@ impl Trailer {
     pub fn decode(bytes: &[u8; TRAILER_LEN], file_len: u64) -> Result<Trailer> {
         let file_offset = file_len - TRAILER_LEN as u64;
         let at = |field: usize| Some(file_offset + field as u64);
-        if bytes[OFF_MAGIC..] != MAGIC {
+        if bytes[OFF_MAGIC..] != TRAILER_MAGIC {
             return Err(Error::malformed(
                 "trailer",
                 at(OFF_MAGIC),

@@ -129,7 +129,7 @@ pub fn identify_signer(header_bytes: &[u8], signature: Option<&SignatureBlock>, 
 
 /// Applies the policy: an error for an untrusted or unsigned package that is not
 /// allowed, otherwise the acceptance that extraction and installation require.
-pub fn enforce(signer: &Signer, policy: TrustPolicy) -> Result<Accepted> {
+pub fn enforce_trust(signer: &Signer, policy: TrustPolicy) -> Result<Accepted> {
     match signer {
         Signer::Trusted { .. } => {}
         Signer::Untrusted { .. } if policy.allow_untrusted => {}
@@ -140,7 +140,7 @@ pub fn enforce(signer: &Signer, policy: TrustPolicy) -> Result<Accepted> {
     Ok(Accepted { signer: signer.clone() })
 }
 
-/// A signer accepted under a trust policy, made only by [`enforce`]. The
+/// A signer accepted under a trust policy, made only by [`enforce_trust`]. The
 /// libraries that write a package's files (`upkg_unpack::expand`,
 /// `upkg_install::install`) take one, so every caller goes through the trust
 /// decision and the rules that depend on it.

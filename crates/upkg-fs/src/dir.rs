@@ -21,7 +21,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 use upkg_format::Digest;
-use upkg_format::buffer::with_copy_buffer;
+use upkg_format::with_copy_buffer;
 
 use crate::entry::{Entry, EntryKind, Inode};
 use crate::error::{FsError, Result};

@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::header::{Kind, Mode};
 use upkg_format::{Digest, Version};
+use upkg_format::{Kind, Mode};
 use upkg_fs::{Dir, EntryKind, FsError};
 
 use crate::error::{InstallError, Result};
@@ -210,7 +210,7 @@ fn check_product(product: &str) -> Result<()> {
             "the product id is empty: give the id its packages apply to (`pkgrun PKG --info` shows it)".into(),
         ));
     }
-    upkg_format::header::check_identifier("product id", product).map_err(|_| {
+    upkg_format::check_identifier("product id", product).map_err(|_| {
         InstallError::InvalidRequest(format!(
             "product id {product:?} is not one a package can name: 1 to 128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
         ))

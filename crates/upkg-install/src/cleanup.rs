@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Result;
-use upkg_format::header::Kind;
+use upkg_format::Kind;
 
 use crate::state::{InstalledPackage, State};
 use crate::target::StateDir;

@@ -170,8 +170,8 @@ impl InstallError {
             }
             InstallError::RolledBackWithProblems { error, .. } | InstallError::Logged { error, .. } => error.class(),
             InstallError::InvalidRequest(_) => FailureClass::Usage,
-            InstallError::Io { source, .. } => upkg_format::error::io_class(source),
-            InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
+            InstallError::Io { source, .. } => upkg_format::io_class(source),
+            InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::io_class),
             _ => FailureClass::Io,
         }
     }

@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::header::Kind;
-use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
+use upkg_format::Kind;
 use upkg_format::{Accepted, Header, Package, ScriptRole};
+use upkg_format::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
 use upkg_fs::{Dir, Flusher};
 use upkg_unpack::{Durability, WriteOptions};
 

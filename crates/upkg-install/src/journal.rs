@@ -24,7 +24,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use upkg_format::header::Service;
+use upkg_format::Service;
 use upkg_format::{Digest, ScriptRole};
 use upkg_fs::{Dir, Entry, EntryKind, FsError, Inode, Rename};
 

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::header::{Kind, Policy, Restart, ScriptRole};
-use upkg_format::{FileEntry, Header, Version, paths};
+use upkg_format::{FileEntry, Header, Version};
+use upkg_format::{Kind, Policy, Restart, ScriptRole};
 use upkg_fs::{Dir, EntryKind, FreeSpace, FsError};
 
 use crate::error::{InstallError, Result};
@@ -328,7 +328,7 @@ pub(crate) fn plan(
     // The reader already refuses these (spec 5.1); the installer does not rely on
     // it: nothing a package lists, to write or to remove, may reach the state directory.
     let mut listed = product_entries.iter().map(|(_, e)| &e.path).chain(&header.package.remove);
-    if let Some(path) = listed.find(|path| paths::is_state_path(path)) {
+    if let Some(path) = listed.find(|path| upkg_format::is_state_path(path)) {
         return Err(InstallError::Format(upkg_format::Error::UnsafePath {
             path: path.clone(),
             reason: format!("{STATE_DIR}/ is reserved for the installer's state"),
@@ -618,7 +618,7 @@ pub struct PlannedService {
 }
 
 impl PlannedService {
-    fn of(service: &upkg_format::header::Service) -> PlannedService {
+    fn of(service: &upkg_format::Service) -> PlannedService {
         let control = match &service.unit {
             Some(unit) => format!("systemd unit {unit}"),
             None => format!(

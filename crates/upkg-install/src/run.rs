@@ -86,7 +86,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions, WaitStatus};
-use upkg_format::header::Service;
+use upkg_format::Service;
 
 /// The hidden first argument that makes the executable act as a script supervisor
 /// (see [`supervise`]). Internal: not a command for people.

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use upkg_format::header::{Kind, Mode};
 use upkg_format::{Digest, Version};
+use upkg_format::{Kind, Mode};
 
 /// Version of the state file format.
 pub const STATE_FORMAT: u32 = 1;
@@ -94,7 +94,7 @@ impl State {
         // by pkgrun, and uninstall or repair must not act on it.
         let changes = state.packages.iter().flat_map(|p| p.changes.iter().map(|c| &c.path));
         for path in state.files.keys().chain(changes) {
-            upkg_format::paths::check_entry_path(path).map_err(|reason| format!("it records {path:?}: {reason}"))?;
+            upkg_format::check_entry_path(path).map_err(|reason| format!("it records {path:?}: {reason}"))?;
         }
         Ok(state)
     }

@@ -35,7 +35,7 @@ use crate::state::State;
 
 /// Name of the state directory inside a target (reserved by the format: no
 /// package may list or remove a path there).
-pub const STATE_DIR: &str = upkg_format::paths::STATE_DIR;
+pub const STATE_DIR: &str = upkg_format::STATE_DIR;
 /// The state file: replacing it is the commit point of every transaction.
 const STATE_FILE: &str = "state.json";
 const JOURNAL_FILE: &str = "journal.json";

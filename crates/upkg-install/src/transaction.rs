@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use upkg_format::ScriptRole;
-use upkg_format::header::Service;
+use upkg_format::Service;
 use upkg_unpack::Durability;
 
 use crate::error::{InstallError, LogPlace, Result};
@@ -781,7 +781,7 @@ fn sweep_orphans(state_dir: &StateDir) -> Result<()> {
 /// `PKGRUN_LOG` and `PKGRUN_TRANSACTION`).
 pub(crate) fn script_env(
     target: &Path,
-    package: &upkg_format::header::PackageInfo,
+    package: &upkg_format::PackageInfo,
     product: &str,
     product_version: &str,
     action: Action,

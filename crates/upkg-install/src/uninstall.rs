@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::paths::EXPANDED_HEADER;
+use upkg_format::EXPANDED_HEADER;
 use upkg_format::{Package, ScriptRole};
 use upkg_fs::EntryKind;
 

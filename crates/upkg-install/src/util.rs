@@ -14,7 +14,7 @@ pub(crate) fn now() -> u64 {
 
 /// A Unix time as `2026-11-21T07:05:58Z`.
 pub(crate) fn iso8601(unix: u64) -> String {
-    let (year, month, day) = upkg_format::cabfmt::civil_from_days((unix / 86_400) as i64);
+    let (year, month, day) = upkg_format::civil_from_days((unix / 86_400) as i64);
     let secs = unix % 86_400;
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }

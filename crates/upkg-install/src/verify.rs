@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use upkg_format::EXPANDED_HEADER;
+use upkg_format::Kind;
 use upkg_format::Policy;
-use upkg_format::header::Kind;
-use upkg_format::paths::EXPANDED_HEADER;
 use upkg_fs::{Dir, EntryKind, FsError};
 
 use crate::error::{InstallError, Result};

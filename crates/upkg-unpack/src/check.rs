@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
-use upkg_format::buffer::with_copy_buffer;
-use upkg_format::header::Kind;
-use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
-use upkg_format::payload::{self, Unit};
+use upkg_format::Kind;
+use upkg_format::Unit;
+use upkg_format::with_copy_buffer;
+use upkg_format::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
 use upkg_format::{Error, ExpandedTree, Package, PackageFile};
 
 use crate::error::{TreeProblem, UnpackError};
@@ -44,8 +44,8 @@ pub fn check_file(
 ) -> Result<CheckReport, UnpackError> {
     let header = package.header();
     package.verify_stub()?;
-    payload::verify_directory(package, header)?;
-    let units = payload::units(header);
+    upkg_format::verify_payload_directory(package, header)?;
+    let units = upkg_format::payload_units(header);
     let all: Vec<&Unit> = units.iter().collect();
     let files = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
@@ -53,7 +53,7 @@ pub fn check_file(
         let mut visit = |_: usize, data: &mut dyn Read| -> Result<(), Error> {
             with_copy_buffer(|buf| {
                 loop {
-                    let n = data.read(buf).map_err(payload::read_error)?;
+                    let n = data.read(buf).map_err(upkg_format::payload_read_error)?;
                     if n == 0 {
                         return Ok(());
                     }
@@ -64,7 +64,7 @@ pub fn check_file(
             files.fetch_add(1, Ordering::Relaxed);
             Ok(())
         };
-        payload::walk_unit(package, header, unit, &mut visit).map_err(UnpackError::Format)
+        upkg_format::walk_unit(package, header, unit, &mut visit).map_err(UnpackError::Format)
     })?;
     // Empty files of a cabinet without data are visited too (in the folder `units`
     // gives such a cabinet), so `files` already counts every regular file.
@@ -145,8 +145,8 @@ pub fn check_tree(
     for item in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let item = item.map_err(|e| UnpackError::io(root, e.into()))?;
         let relative = item.path().strip_prefix(root).expect("below root").to_string_lossy().into_owned();
-        let expected = listed.contains(relative.as_str())
-            || (relative == upkg_format::paths::PACKAGE_DIR && item.file_type().is_dir());
+        let expected =
+            listed.contains(relative.as_str()) || (relative == upkg_format::PACKAGE_DIR && item.file_type().is_dir());
         if !expected {
             report(&relative, "unexpected", "not in the catalog".into());
         }

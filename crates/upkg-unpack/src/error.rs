@@ -101,8 +101,8 @@ impl UnpackError {
             UnpackError::DestinationNotEmpty { .. } | UnpackError::Destination { .. } => FailureClass::Usage,
             UnpackError::InsufficientSpace { .. } => FailureClass::InsufficientSpace,
             UnpackError::TreeMismatch { .. } => FailureClass::DigestMismatch,
-            UnpackError::Io { source, .. } => upkg_format::error::io_class(source),
-            UnpackError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::error::io_class),
+            UnpackError::Io { source, .. } => upkg_format::io_class(source),
+            UnpackError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::io_class),
         }
     }
 

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR};
 use upkg_format::{Accepted, Package, PackageFile};
+use upkg_format::{EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR};
 use upkg_fs::{Dir, Flusher, Rename};
 
 use crate::error::UnpackError;
@@ -112,7 +112,7 @@ pub fn preflight(package: &PackageFile, dest: &Path) -> Result<SpaceEstimate, Un
 }
 
 /// Expands `package` into `dest` (which must not exist, or be an empty directory),
-/// for the signer `accepted` by the trust decision ([`upkg_format::trust::enforce`]).
+/// for the signer `accepted` by the trust decision ([`upkg_format::enforce_trust`]).
 pub fn expand(
     package: PackageFile,
     dest: &Path,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use upkg_format::Header;
-use upkg_format::header::Kind;
+use upkg_format::Kind;
 
 pub use upkg_fs::FreeSpace;
 
@@ -79,7 +79,7 @@ pub fn estimate(
     let free = FreeSpace::of_path(destination)?;
     // The expanded tree also keeps the header and signature, in .package/ (one more directory if the package has none).
     let mut extra = vec![header_len, signature_len];
-    if header.find(upkg_format::paths::PACKAGE_DIR).is_none() {
+    if header.find(upkg_format::PACKAGE_DIR).is_none() {
         extra.push(free.block_size);
     }
     let (needed, needed_inodes) = needed(header, free.block_size, &extra, &|_| true);

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
-use upkg_format::buffer::with_copy_buffer;
-use upkg_format::header::Kind;
-use upkg_format::payload::{self, Unit};
+use upkg_format::Kind;
+use upkg_format::Unit;
+use upkg_format::with_copy_buffer;
 use upkg_format::{Digest, Error, Header, Package, PackageFile};
 use upkg_fs::{Dir, NewFile, thread_pool};
 
@@ -175,7 +175,7 @@ fn create_dirs(
             continue;
         }
         let dir =
-            if entry.kind == Kind::Dir { Some(entry.path.as_str()) } else { upkg_format::paths::parent(&entry.path) };
+            if entry.kind == Kind::Dir { Some(entry.path.as_str()) } else { upkg_format::parent_path(&entry.path) };
         let Some(dir) = dir else { continue };
         // Parents come first in the sorted catalog, but a selection may skip them.
         let mut chain = Vec::new();
@@ -185,7 +185,7 @@ fn create_dirs(
                 break;
             }
             chain.push(d);
-            next = upkg_format::paths::parent(d);
+            next = upkg_format::parent_path(d);
         }
         for d in chain.into_iter().rev() {
             let catalog = header.find(d).filter(|e| e.kind == Kind::Dir);
@@ -232,7 +232,7 @@ fn copy_data(data: &mut dyn Read, out: &mut NewFile, progress: &(dyn Fn(u64) + S
                 Ok(0) => return Ok(total),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(payload::read_error(e).into()),
+                Err(e) => return Err(upkg_format::payload_read_error(e).into()),
             };
             out.write_all(&buf[..n]).map_err(|e| UnpackError::io(out.path(), e))?;
             total += n as u64;
@@ -279,8 +279,8 @@ fn write_from_file(
     options: &WriteOptions<'_>,
     counters: &Counters,
 ) -> Result<(), UnpackError> {
-    payload::verify_directory(package, header)?;
-    let units = payload::units(header);
+    upkg_format::verify_payload_directory(package, header)?;
+    let units = upkg_format::payload_units(header);
     let wanted: Vec<&Unit> =
         units.iter().filter(|u| options.verify_all || u.entries.iter().any(|&i| select(i))).collect();
     for_each_unit(&wanted, options.threads, &|unit| {
@@ -299,7 +299,7 @@ fn write_from_file(
             })();
             result.map_err(into_format_error)
         };
-        payload::walk_unit(package, header, unit, &mut visit).map_err(from_format_error)
+        upkg_format::walk_unit(package, header, unit, &mut visit).map_err(from_format_error)
     })?;
     // Empty files of a cabinet without data have no member, but they are in the one
     // folder `units` gives such a cabinet, so the walk above has written them already.

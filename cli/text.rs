@@ -38,7 +38,7 @@ pub fn utc(unix: u64) -> String {
     if unix == 0 {
         return "not recorded (SOURCE_DATE_EPOCH was not set)".to_owned();
     }
-    let (year, month, day) = upkg_format::cabfmt::civil_from_days((unix / 86_400) as i64);
+    let (year, month, day) = upkg_format::civil_from_days((unix / 86_400) as i64);
     let secs = unix % 86_400;
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs / 60 % 60, secs % 60)
 }
