@@ -321,9 +321,13 @@ def package_info(runner: Runner, pkg: Path) -> dict:
     text = runner.run_untimed([runner.vars["PKGRUN"], str(pkg), "--trust", runner.vars["PUB"], "--info", "--json"],
                               f"pkgrun --info --json {pkg.name}", capture=True)
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as e:
         raise BenchError(f"pkgrun --info --json {pkg} printed invalid JSON ({e}):\n{text[:2000]}") from None
+    if not document.get("ok") or document.get("command") != "info":
+        raise BenchError(f"pkgrun --info --json {pkg} did not succeed:\n{text[:2000]}")
+    # The envelope (docs/JSON.md): what --info found is its data.
+    return document["data"]
 
 
 def cut_payload(info: dict, pkg: Path, dest: Path) -> None:

@@ -1,47 +1,95 @@
-//! A progress bar on standard error when it is a terminal, counted in bytes.
-//! Nothing is drawn with `--quiet`, with `--json`, or when standard error is not a
-//! terminal, so scripts and logs see no control characters.
+//! Progress bars on standard error: one bar at a time, counted in bytes (with a
+//! rate and time left) or in operations. Whether they are drawn at all is the
+//! settings' decision (a terminal, not `--quiet`, not `--json`), so scripts and
+//! logs never see control characters.
 
-use std::io::IsTerminal;
+use std::sync::Mutex;
 
-/// A byte-counting progress bar that may be disabled.
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// What a bar counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes: shown with a rate and the time left.
+    Bytes,
+    /// Operations (files renamed, backed up, restored).
+    Operations,
+}
+
+/// Progress bars that may be disabled; safe to drive from several threads.
 pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Progress {
-    /// A bar for `total` bytes (a spinner when the total is unknown), labelled `what`.
-    pub fn new(enabled: bool, total: Option<u64>, what: &str) -> Self {
-        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let (bar, template) = match total {
-                Some(total) => (
-                    indicatif::ProgressBar::new(total),
-                    format!("{what} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}} left)"),
-                ),
-                None => {
-                    (indicatif::ProgressBar::new_spinner(), format!("{{spinner}} {what} {{bytes}} ({{bytes_per_sec}})"))
-                }
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(&template)
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Progress { bar }
+    /// Bars drawn only when `enabled`.
+    pub fn new(enabled: bool) -> Self {
+        Progress { enabled, bar: Mutex::new(None) }
     }
 
-    /// Counts `bytes` more.
-    pub fn add(&self, bytes: u64) {
-        if let Some(bar) = &self.bar {
-            bar.inc(bytes);
+    /// A bar labelled `what` for `total` units (a spinner when the total is unknown).
+    pub fn start(&self, what: &str, unit: Unit, total: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let (bar, template) = match (total, unit) {
+            (Some(total), Unit::Bytes) => (
+                ProgressBar::new(total),
+                format!("{what:<10} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}} left)"),
+            ),
+            (Some(total), Unit::Operations) => {
+                (ProgressBar::new(total), format!("{what:<10} {{bar:30}} {{pos}}/{{len}} operations ({{eta}} left)"))
+            }
+            (None, Unit::Bytes) => {
+                (ProgressBar::new_spinner(), format!("{{spinner}} {what} {{bytes}} ({{bytes_per_sec}})"))
+            }
+            (None, Unit::Operations) => (ProgressBar::new_spinner(), format!("{{spinner}} {what} {{pos}} operations")),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        let mut current = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(previous) = current.replace(bar) {
+            previous.finish_and_clear();
+        }
+    }
+
+    /// Counts `n` more units on the current bar.
+    pub fn add(&self, n: u64) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.inc(n);
+        }
+    }
+
+    /// Prints a line on standard error above the bar (or plainly without one).
+    pub fn println(&self, line: &str) {
+        match self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(bar) => bar.suspend(|| crate::write_stderr(format_args!("{line}\n"))),
+            None => crate::write_stderr(format_args!("{line}\n")),
+        }
+    }
+
+    /// An installer's progress event.
+    pub fn install_event(&self, event: upkg_install::Progress) {
+        match event {
+            upkg_install::Progress::Start { stage, total } => {
+                let unit = if stage.counts_bytes() { Unit::Bytes } else { Unit::Operations };
+                self.start(stage.label(), unit, Some(total));
+            }
+            upkg_install::Progress::Advance(n) => self.add(n),
         }
     }
 
     /// Removes the bar.
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

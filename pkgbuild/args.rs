@@ -11,6 +11,14 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Print one JSON document on standard output (docs/JSON.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// Subcommands.
@@ -63,8 +71,8 @@ pub struct BuildArgs {
     /// Build an unsigned package (pkgrun refuses it unless told --allow-unsigned).
     #[arg(long)]
     pub unsigned: bool,
-    /// Read the secret key's passphrase from this file (its first line).
-    #[arg(long, value_name = "FILE", env = "PKGBUILD_PASSPHRASE_FILE")]
+    /// Read the secret key's passphrase from this file (its first line) [default: $PKGBUILD_PASSPHRASE_FILE].
+    #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Payload codec.
     #[arg(long, value_enum, default_value = "zstd")]
@@ -84,10 +92,4 @@ pub struct BuildArgs {
     /// Compression threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Print a JSON summary on standard output.
-    #[arg(long)]
-    pub json: bool,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    pub quiet: bool,
 }

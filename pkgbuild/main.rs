@@ -1,56 +1,91 @@
 //! `pkgbuild`: builds signed self-extracting packages and generates signing keys.
 //!
-//! A thin layer over `upkg-build`: arguments are turned into library options
-//! here (environment included), the result is printed, and every failure maps to
-//! one documented exit code:
+//! A thin layer over `upkg-build`, in three stages: clap parses the arguments
+//! (`args`), the settings step turns them and the environment into what the run
+//! needs (`settings`), and the run calls the library and reports. Every failure
+//! maps to one documented exit code, and `--json` prints one document
+//! (`upkg-json`):
 //!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | success |
-//! | 1 | failure (I/O, unexpected) |
-//! | 2 | bad usage or bad input (options, manifest, sources, codec limits) |
-//! | 3 | key problem (unreadable key, wrong passphrase) |
+//! | code | outcome | meaning |
+//! |---|---|---|
+//! | 0 | `success` | success |
+//! | 1 | `failure` | failure (I/O, unexpected) |
+//! | 2 | `usage` | bad usage or bad input (options, manifest, sources, codec limits) |
+//! | 3 | `key-problem` | key problem (unreadable key, wrong passphrase) |
 
 mod args;
+mod settings;
 
-use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
-use upkg_build::{BuildError, BuildOptions};
-use upkg_format::{Codec, FailureClass, SecretKey};
+use upkg_build::{BuildError, BuildProgress};
+use upkg_cli::{Finished, Progress, Unit, human};
+use upkg_format::{FailureClass, SecretKey};
+use upkg_json::{BuildData, BuildSigner, Data, ErrorReport, KeygenData, Outcome, PackageId, Reason, Tool};
 
-use args::{BuildArgs, Cli, CodecArg, Command, KeygenArgs};
-use upkg_cli::Progress;
-use upkg_cli::human;
-
-/// Exit codes (see the module documentation and the README).
-mod exit {
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const KEY: u8 = 3;
-}
+use args::Cli;
+use settings::{Command, Environment, Passphrase, Settings};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Keygen(args) => keygen(args),
-        Command::Build(args) => build(args),
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return upkg_cli::command_line_error(Tool::Pkgbuild, &error, args.iter().any(|a| a == "--json")),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            upkg_cli::errln!("error: {error:#}");
-            let code = exit_code(&error);
-            if let Some(hint) = hint(&error) {
-                upkg_cli::errln!("hint: {hint}");
-            }
-            ExitCode::from(code)
-        }
+    let data = settings::data_of(&cli);
+    let json = cli.json;
+    Settings::resolve(cli, &Environment::capture())
+        .map_err(anyhow::Error::from)
+        .and_then(run)
+        .unwrap_or_else(|error| {
+            let report = error_report(&error);
+            upkg_cli::print_error(&report, "");
+            Finished { data, outcome: outcome_of(&error), error: Some(report) }
+        })
+        .exit(Tool::Pkgbuild, json)
+}
+
+fn run(settings: Settings) -> Result<Finished> {
+    let Settings { json, quiet, progress, command } = settings;
+    let output = Output { json, quiet, progress };
+    match command {
+        Command::Keygen { name, passphrase, force } => keygen(output, &name, &passphrase, force),
+        Command::Build { source, output: out, key, options } => build(output, &source, &out, key, *options),
     }
 }
+
+/// How to report.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    json: bool,
+    quiet: bool,
+    progress: bool,
+}
+
+/// An error in how the tool was invoked (outcome `usage`).
+#[derive(Debug)]
+pub struct UsageError {
+    reason: Reason,
+    message: String,
+}
+
+impl UsageError {
+    /// A usage error.
+    pub fn new(reason: Reason, message: impl Into<String>) -> UsageError {
+        UsageError { reason, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn class_of(error: &anyhow::Error) -> Option<FailureClass> {
     error.chain().find_map(|cause| {
@@ -61,173 +96,161 @@ fn class_of(error: &anyhow::Error) -> Option<FailureClass> {
     })
 }
 
-fn exit_code(error: &anyhow::Error) -> u8 {
+fn outcome_of(error: &anyhow::Error) -> Outcome {
+    if error.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+        return Outcome::Usage;
+    }
     match class_of(error) {
         Some(FailureClass::Usage | FailureClass::Limit | FailureClass::Malformed | FailureClass::UnsafePath) => {
-            exit::USAGE
+            Outcome::Usage
         }
-        Some(FailureClass::Key) => exit::KEY,
-        _ if error.downcast_ref::<UsageError>().is_some() => exit::USAGE,
-        _ => exit::FAILURE,
+        Some(FailureClass::Key) => Outcome::KeyProblem,
+        _ => Outcome::Failure,
     }
 }
 
-fn hint(error: &anyhow::Error) -> Option<&'static str> {
-    match class_of(error) {
-        Some(FailureClass::Limit) => Some(
-            "a Microsoft cabinet holds at most 65,535 files of under 2 GiB, 2 GiB in all: build with --codec zstd or --codec gzip",
-        ),
-        _ => None,
-    }
+fn reason_of(error: &anyhow::Error) -> Reason {
+    error
+        .chain()
+        .find_map(|cause| {
+            cause
+                .downcast_ref::<UsageError>()
+                .map(|e| e.reason)
+                .or_else(|| cause.downcast_ref::<BuildError>().map(Reason::of_build))
+                .or_else(|| cause.downcast_ref::<upkg_format::Error>().map(Reason::of_format))
+        })
+        .unwrap_or(Reason::Io)
 }
 
-/// An error in how the tool was invoked.
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+fn hint(reason: Reason) -> Option<&'static str> {
+    Some(match reason {
+        Reason::Limit => {
+            "a Microsoft cabinet holds at most 65,535 files of under 2 GiB, 2 GiB in all: build with --codec zstd or --codec gzip"
+        }
+        Reason::SourceOutside => "move or copy the file into the manifest's directory, and name it from there",
+        Reason::Key => "check the key file and its passphrase (--passphrase-file FILE, or $PKGBUILD_PASSPHRASE_FILE)",
+        _ => return None,
+    })
 }
 
-impl std::error::Error for UsageError {}
+fn error_report(error: &anyhow::Error) -> ErrorReport {
+    let reason = reason_of(error);
+    ErrorReport {
+        reason,
+        class: class_of(error),
+        message: format!("{error:#}"),
+        hint: hint(reason).map(str::to_owned),
+        log: None,
+    }
+}
 
 fn read_passphrase_file(path: &Path) -> Result<Vec<u8>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading the passphrase from {}", path.display()))?;
     let line = text.lines().next().unwrap_or_default();
     if line.is_empty() {
-        return Err(UsageError(format!("{} holds an empty passphrase", path.display())).into());
+        return Err(UsageError::new(Reason::Usage, format!("{} holds an empty passphrase", path.display())).into());
     }
     Ok(line.as_bytes().to_vec())
 }
 
-fn keygen(args: KeygenArgs) -> Result<()> {
-    let passphrase = if args.no_passphrase {
-        None
-    } else if let Some(file) = &args.passphrase_file {
-        Some(read_passphrase_file(file)?)
-    } else if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("Passphrase for the new secret key: ")?;
-        let second = rpassword::prompt_password("The same passphrase again: ")?;
-        if first != second {
-            bail!(UsageError("the two passphrases differ".into()));
+fn keygen(settings: Output, name: &Path, passphrase: &Passphrase, force: bool) -> Result<Finished> {
+    let passphrase = match passphrase {
+        Passphrase::None => None,
+        Passphrase::File(file) => Some(read_passphrase_file(file)?),
+        Passphrase::Prompt => {
+            let first = rpassword::prompt_password("Passphrase for the new secret key: ")?;
+            let second = rpassword::prompt_password("The same passphrase again: ")?;
+            if first != second {
+                return Err(UsageError::new(Reason::Usage, "the two passphrases differ").into());
+            }
+            if first.is_empty() {
+                return Err(UsageError::new(
+                    Reason::Usage,
+                    "empty passphrase: use --no-passphrase for an unprotected key",
+                )
+                .into());
+            }
+            Some(first.into_bytes())
         }
-        if first.is_empty() {
-            bail!(UsageError("empty passphrase: use --no-passphrase for an unprotected key".into()));
-        }
-        Some(first.into_bytes())
-    } else {
-        bail!(UsageError("no terminal to ask for a passphrase: use --passphrase-file FILE, or --no-passphrase".into()));
+        Passphrase::Unavailable => unreachable!("refused by the settings step"),
     };
-    if passphrase.is_some() {
-        upkg_cli::errln!("Deriving a key from the passphrase (scrypt, about a second)...");
+    let talk = !settings.json && !settings.quiet;
+    if passphrase.is_some() && talk {
+        upkg_cli::errln!("Deriving a key from the passphrase (scrypt, a few seconds)...");
     }
-    let pair = upkg_build::generate_key_pair(&args.name, passphrase.as_deref(), args.force)?;
-    upkg_cli::errln!("Secret key: {} (keep it secret)", pair.secret.display());
-    upkg_cli::errln!("Public key: {} (key id {})", pair.public.display(), pair.public_key.key_id);
-    upkg_cli::errln!(
-        "Give the public key to pkgrun with --trust {}, or copy it into its trusted-keys directory.",
-        pair.public.display()
-    );
-    upkg_cli::errln!(
-        "Check a package's header with minisign: minisign -Vm header.json -P {}",
-        pair.public_key.to_base64()
-    );
-    Ok(())
+    let pair = upkg_build::generate_key_pair(name, passphrase.as_deref(), force)?;
+    if talk {
+        upkg_cli::errln!("Secret key: {} (keep it secret)", pair.secret.display());
+        upkg_cli::errln!("Public key: {} (key id {})", pair.public.display(), pair.public_key.key_id);
+        upkg_cli::errln!(
+            "Give the public key to pkgrun with --trust {}, or copy it into its trusted-keys directory.",
+            pair.public.display()
+        );
+        upkg_cli::errln!(
+            "Check a package's header with minisign: minisign -Vm header.json -P {}",
+            pair.public_key.to_base64()
+        );
+    }
+    Ok(Finished::success(Data::Keygen(Some(Box::new(KeygenData {
+        secret_key: pair.secret.clone(),
+        public_key: pair.public.clone(),
+        key_id: pair.public_key.key_id.to_string(),
+        protected: passphrase.is_some(),
+    })))))
 }
 
-fn load_secret_key(path: &Path, passphrase_file: Option<&Path>) -> Result<SecretKey> {
+fn load_secret_key(settings: Output, path: &Path, passphrase: &Passphrase) -> Result<SecretKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the secret key {}", path.display()))?;
     let key_error = |reason: String| upkg_format::Error::Key { path: path.to_owned(), reason };
     let encrypted = SecretKey::file_is_encrypted(&text).map_err(|e| key_error(e.to_string()))?;
-    let passphrase = if !encrypted {
-        None
-    } else if let Some(file) = passphrase_file {
-        Some(read_passphrase_file(file)?)
-    } else if std::io::stdin().is_terminal() {
-        Some(rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))?.into_bytes())
-    } else {
-        return Err(key_error(
-            "the key is protected by a passphrase and there is no terminal to ask for it: use --passphrase-file FILE"
-                .into(),
-        )
-        .into());
+    let passphrase = match (encrypted, passphrase) {
+        (false, _) => None,
+        (true, Passphrase::File(file)) => Some(read_passphrase_file(file)?),
+        (true, Passphrase::Prompt) => {
+            Some(rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))?.into_bytes())
+        }
+        (true, Passphrase::None | Passphrase::Unavailable) => {
+            return Err(key_error(
+                "the key is protected by a passphrase and there is no terminal to ask for it: use --passphrase-file FILE"
+                    .into(),
+            )
+            .into());
+        }
     };
+    // Deriving the key from the passphrase (scrypt) takes seconds: say so.
+    if passphrase.is_some() && !settings.json && !settings.quiet {
+        upkg_cli::errln!("Decrypting the secret key {} (scrypt, a few seconds)...", path.display());
+    }
     SecretKey::from_file(&text, passphrase.as_deref()).map_err(|e| key_error(e.to_string()).into())
 }
 
-/// The stub to use: `--stub`, else the `pkgrun` beside this executable, else none with `--no-stub`.
-fn resolve_stub(args: &BuildArgs) -> Result<Option<PathBuf>> {
-    if args.no_stub {
-        return Ok(None);
-    }
-    if let Some(stub) = &args.stub {
-        return Ok(Some(stub.clone()));
-    }
-    let exe = std::env::current_exe().context("finding pkgbuild's own location")?;
-    let dir = exe.parent().ok_or_else(|| anyhow!("pkgbuild's location has no parent directory"))?;
-    Ok(Some(dir.join("pkgrun")))
-}
-
-/// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for a build's timestamp.
-fn source_date_epoch() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(value) => value.trim().parse().map_err(|_| {
-            UsageError(format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds since 1970")).into()
-        }),
-        Err(_) => Ok(0),
-    }
-}
-
-fn build(args: BuildArgs) -> Result<()> {
-    let codec = match args.codec {
-        CodecArg::Zstd => Codec::TarZstd,
-        CodecArg::Gzip => Codec::TarGzip,
-        CodecArg::Cab => Codec::Cab,
-    };
-    let mut options = BuildOptions::new(codec);
-    options.level = args.level;
-    options.stub = resolve_stub(&args)?;
-    options.created = source_date_epoch()?;
-    if let Some(size) = args.member_size {
-        options.member_size = size;
-    }
-    if let Some(threads) = args.threads {
-        options.threads = threads.max(1);
-    }
-    options.key = match &args.key {
-        Some(path) => Some(load_secret_key(path, args.passphrase_file.as_deref())?),
+fn build(
+    settings: Output,
+    source: &Path,
+    output: &Path,
+    key: Option<(std::path::PathBuf, Passphrase)>,
+    mut options: upkg_build::BuildOptions,
+) -> Result<Finished> {
+    options.key = match key {
+        Some((path, passphrase)) => Some(load_secret_key(settings, &path, &passphrase)?),
         None => None,
     };
-    let signer = options.key.as_ref().map(|k| k.key_id());
-    let progress = Progress::new(!args.quiet && !args.json, None, "compressing");
-    let output = upkg_build::build(&args.source, &args.output, &options, &|n| progress.add(n))?;
+    let signer = match &options.key {
+        Some(key) => BuildSigner::Signed { key_id: key.key_id().to_string() },
+        None => BuildSigner::Unsigned,
+    };
+    let progress = Progress::new(settings.progress);
+    let output = upkg_build::build(source, output, &options, &|event| match event {
+        BuildProgress::Start { total } => progress.start("compressing", Unit::Bytes, Some(total)),
+        BuildProgress::Encoded(n) => progress.add(n),
+    })?;
     progress.finish();
     let header = &output.header;
-    if args.json {
-        let summary = serde_json::json!({
-            "output": output.path,
-            "size": output.size,
-            "id": header.package.id,
-            "version": header.package.version,
-            "build": header.package.build,
-            "codec": header.payload.codec,
-            "level": header.payload.level,
-            "entries": header.files.len(),
-            "files": header.files.iter().filter(|e| e.kind == upkg_format::Kind::File).count(),
-            "expanded_size": header.expanded_size(),
-            "payload_size": header.payload.size,
-            "members": header.payload.members.len(),
-            "stub": header.stub.is_some(),
-            "signed_by": signer.map(|k| k.to_string()),
-        });
-        upkg_cli::outln!("{}", serde_json::to_string_pretty(&summary)?);
-    } else if !args.quiet {
-        let signed = match signer {
-            Some(key) => format!("signed by key {key}"),
-            None => "UNSIGNED".to_owned(),
+    if !settings.json && !settings.quiet {
+        let signed = match &signer {
+            BuildSigner::Signed { key_id } => format!("signed by key {key_id}"),
+            BuildSigner::Unsigned => "UNSIGNED".to_owned(),
         };
         upkg_cli::errln!(
             "Built {}: {} {} (build {}), {}, {} expanded, {} as {} in {}, {}; {} in all.",
@@ -244,5 +267,18 @@ fn build(args: BuildArgs) -> Result<()> {
             human::bytes(output.size)
         );
     }
-    Ok(())
+    Ok(Finished::success(Data::Build(Some(Box::new(BuildData {
+        output: output.path.clone(),
+        size: output.size,
+        package: PackageId::of(header),
+        codec: header.payload.codec,
+        level: header.payload.level,
+        entries: header.files.len(),
+        files: header.files.iter().filter(|e| e.kind == upkg_format::Kind::File).count(),
+        expanded_size: header.expanded_size(),
+        payload_size: header.payload.size,
+        members: header.payload.members.len(),
+        stub: header.stub.is_some(),
+        signer,
+    })))))
 }

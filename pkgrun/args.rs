@@ -69,8 +69,8 @@ pub struct TrustArgs {
     /// Trust this public key (minisign .pub format); may be repeated.
     #[arg(long, value_name = "KEY.pub")]
     pub trust: Vec<PathBuf>,
-    /// Directory of trusted *.pub keys [default: /etc/pkgrun/trusted-keys].
-    #[arg(long, value_name = "DIR", env = "PKGRUN_TRUSTED_KEYS")]
+    /// Directory of trusted *.pub keys [default: $PKGRUN_TRUSTED_KEYS, else /etc/pkgrun/trusted-keys].
+    #[arg(long, value_name = "DIR")]
     pub trusted_keys: Option<PathBuf>,
     /// Accept a package signed by an unknown key: only its digests are checked.
     #[arg(long)]

@@ -1,76 +1,25 @@
 //! `--info` and `--list`: what a package is and what it holds, as text or JSON.
 
-use serde::Serialize;
 use upkg_cli::human;
-use upkg_format::Layout;
-use upkg_format::{FileEntry, Header, Package, Signer};
-use upkg_format::{Kind, Role};
+use upkg_format::{FileEntry, Header, Kind, Package, Role, Signer};
+use upkg_json::{EntryCounts, InfoData, Sizes};
 
-/// The `--info --json` document.
-#[derive(Serialize)]
-pub struct InfoJson<'a> {
-    /// The package file or directory.
-    pub path: &'a std::path::Path,
-    /// Format version.
-    pub format: upkg_format::FormatVersion,
-    /// Identity and behaviour, as in the header.
-    pub package: &'a upkg_format::PackageInfo,
-    /// Who signed it.
-    pub signer: &'a Signer,
-    /// Payload codec.
-    pub codec: upkg_format::Codec,
-    /// Compression level.
-    pub level: i32,
-    /// Payload members.
-    pub members: usize,
-    /// Entry counts.
-    pub entries: Counts,
-    /// Sizes in bytes.
-    pub sizes: Sizes,
-    /// Byte ranges of each part of the file (absent for an expanded tree).
-    pub layout: Option<Layout>,
-}
-
-/// Entry counts by kind.
-#[derive(Serialize)]
-pub struct Counts {
-    /// Regular files.
-    pub files: usize,
-    /// Directories.
-    pub dirs: usize,
-    /// Symbolic links.
-    pub symlinks: usize,
-}
-
-/// Sizes of a package.
-#[derive(Serialize)]
-pub struct Sizes {
-    /// Total size of regular files.
-    pub expanded: u64,
-    /// Size of the payload.
-    pub payload: u64,
-    /// Size of the stub (0 without one).
-    pub stub: u64,
-    /// Size of the package file (absent for an expanded tree).
-    pub file: Option<u64>,
-}
-
-fn counts(header: &Header) -> Counts {
+fn counts(header: &Header) -> EntryCounts {
     let count = |kind| header.files.iter().filter(|e| e.kind == kind).count();
-    Counts { files: count(Kind::File), dirs: count(Kind::Dir), symlinks: count(Kind::Symlink) }
+    EntryCounts { files: count(Kind::File), dirs: count(Kind::Dir), symlinks: count(Kind::Symlink) }
 }
 
-/// Builds the `--info --json` document.
-pub fn info_json<'a>(package: &'a Package, signer: &'a Signer) -> InfoJson<'a> {
+/// The `--info` data.
+pub fn info_data(package: &Package, signer: Signer) -> InfoData {
     let header = package.header();
     let layout = match package {
         Package::File(file) => Some(file.layout()),
         Package::Tree(_) => None,
     };
-    InfoJson {
-        path: package.path(),
+    InfoData {
+        path: package.path().to_owned(),
         format: header.format,
-        package: &header.package,
+        package: header.package.clone(),
         signer,
         codec: header.payload.codec,
         level: header.payload.level,

@@ -1,134 +1,114 @@
 //! Installing, planning, and the commands on installed targets: `uninstall`,
-//! `status`, `verify`, `repair`, `adopt`. Output goes to standard output (data) and
-//! standard error (progress, warnings); `--json` prints one document.
+//! `status`, `verify`, `repair`, `cleanup`, `adopt`, `logs`, `instances`. Text for
+//! people goes to standard output (data) and standard error (progress, warnings)
+//! unless `--json`; every command returns its typed data for the JSON document.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde::Serialize;
 use upkg_cli::human;
 use upkg_format::Package;
-use upkg_install::Plan;
-use upkg_install::{Context, InstallError, InstallOptions, InstallOutcome, Planned};
+use upkg_install::{AdoptOptions, InstallOutcome, InstanceName, Plan, Planned};
+use upkg_json::{
+    Data, ErrorReport, ForgetData, InstallResult, InstanceCondition, InstanceListing, InstancesData, LicenceData,
+    LogRef, Outcome, PackageId, PlanResult, Reason, TargetResult, TargetsData,
+};
 
-use upkg_install::registry::{self, InstanceName};
-
-use crate::args::{AdoptArgs, Cli, InstallArgs, InstancesAction, InstancesArgs, TargetArgs};
-use crate::outcome::{self, Outcome, OutcomeError, UsageError};
-
-/// Where the instance registry is when `PKGRUN_REGISTRY` is not set.
-const DEFAULT_REGISTRY: &str = upkg_install::registry::DEFAULT_REGISTRY;
-
-/// The registry path: `PKGRUN_REGISTRY`, or the system default.
-pub fn registry_path() -> PathBuf {
-    std::env::var_os("PKGRUN_REGISTRY").map_or_else(|| PathBuf::from(DEFAULT_REGISTRY), PathBuf::from)
-}
-
-/// An instance name given on the command line.
-fn instance_name(name: &str) -> Result<InstanceName> {
-    name.parse::<InstanceName>().map_err(|reason| UsageError(format!("--instance: {reason}")).into())
-}
+use crate::Run;
+use crate::outcome::{self, OutcomeError, UsageError};
+use crate::settings::{InstallSettings, TargetRef, Targets};
+use upkg_cli::Finished;
 
 /// The directory a target command acts on: `--target DIR`, or the registered `--instance NAME`.
-pub fn target_of(args: &TargetArgs) -> Result<PathBuf> {
-    match (&args.target, &args.instance) {
-        (Some(target), _) => Ok(target.clone()),
-        (None, Some(name)) => Ok(registry::resolve(&registry_path(), &instance_name(name)?)?),
-        (None, None) => Err(UsageError("give the target with --target DIR or --instance NAME".into()).into()),
+fn resolve_target(run: &Run<'_>, target: &TargetRef) -> Result<PathBuf> {
+    match target {
+        TargetRef::Dir(dir) => Ok(dir.clone()),
+        TargetRef::Instance(name) => Ok(run.settings.registry.resolve(name)?),
     }
 }
 
 /// The name `--target DIR --instance NAME` gives the instance, checked before
 /// anything changes (a name already used for another directory is refused).
-fn naming(targets: &[PathBuf], name: Option<&str>) -> Result<Option<(PathBuf, InstanceName)>> {
-    let (Some(name), [target]) = (name, targets) else {
-        if name.is_some() && targets.len() > 1 {
-            return Err(UsageError("--instance NAME names one instance: give one --target DIR with it".into()).into());
-        }
-        return Ok(None);
-    };
-    let name = instance_name(name)?;
+fn naming(run: &Run<'_>, target: &Path, name: Option<&InstanceName>) -> Result<Option<(PathBuf, InstanceName)>> {
+    let Some(name) = name else { return Ok(None) };
     let absolute = upkg_install::absolute_target(target)?;
-    registry::check_name(&registry_path(), &absolute, &name)?;
-    Ok(Some((absolute, name)))
+    run.settings.registry.check_name(&absolute, name)?;
+    Ok(Some((absolute, name.clone())))
 }
 
 /// Registers the name an install or adopt gave its instance (a warning if it cannot).
-fn register_name(ctx: &Context<'_>, naming: Option<&(PathBuf, InstanceName)>) {
+fn register_name(run: &Run<'_>, naming: Option<&(PathBuf, InstanceName)>) {
     if let Some((target, name)) = naming
-        && let Err(e) = registry::register(&registry_path(), target, Some(name))
+        && let Err(e) = run.settings.registry.register(target, Some(name))
     {
-        (ctx.notify)(&format!("warning: could not name the instance {name}: {}", upkg_install::describe(&e)));
+        run.notify(&format!("warning: could not name the instance {name}: {}", upkg_install::describe(&e)));
     }
 }
 
 /// The targets to act on: `--target` values, the registered `--instance`, or every
 /// registered instance with `--all-instances`.
-fn targets(args: &InstallArgs) -> Result<Vec<PathBuf>> {
-    if !args.target.is_empty() {
-        return Ok(args.target.clone());
-    }
-    let registry = registry_path();
-    if let Some(name) = &args.instance {
-        return Ok(vec![registry::resolve(&registry, &instance_name(name)?)?]);
-    }
-    let registered = registry::targets(&registry)?;
-    if args.all_instances {
-        if registered.is_empty() {
-            return Err(OutcomeError(
-                Outcome::NotApplicable,
-                format!("--all-instances: no instance is registered in {}", registry.display()),
-            )
-            .into());
+fn targets(run: &Run<'_>, targets: &Targets) -> Result<Vec<PathBuf>> {
+    let registry = &run.settings.registry;
+    match targets {
+        Targets::Dirs(dirs) => Ok(dirs.clone()),
+        Targets::Instance(name) => Ok(vec![registry.resolve(name)?]),
+        Targets::AllInstances => {
+            let registered = registry.targets()?;
+            if registered.is_empty() {
+                return Err(OutcomeError {
+                    outcome: Outcome::NotApplicable,
+                    reason: Reason::NoTarget,
+                    message: format!("--all-instances: no instance is registered in {}", registry.path().display()),
+                }
+                .into());
+            }
+            Ok(registered)
         }
-        return Ok(registered);
-    }
-    if registered.is_empty() {
-        return Err(OutcomeError(
-            Outcome::NotApplicable,
-            format!(
-                "no target given, and no instance is registered in {}: give the instance's directory with --target DIR",
-                registry.display()
-            ),
-        )
-        .into());
-    }
-    let list: Vec<String> = registered.iter().map(|t| t.display().to_string()).collect();
-    Err(UsageError(format!(
-        "no target given: use --target DIR, or --all-instances for the registered instances ({})",
-        list.join(", ")
-    ))
-    .into())
-}
-
-fn options(args: &InstallArgs, eula_accepted: bool) -> InstallOptions {
-    InstallOptions {
-        no_backup: args.no_backup,
-        repair_copy: !args.no_repair_copy,
-        allow_downgrade: args.allow_downgrade,
-        force: args.force,
-        fail_if_in_use: args.fail_if_in_use,
-        skip_space_check: args.skip_space_check,
-        eula_accepted,
+        Targets::NoneGiven => {
+            let registered = registry.targets()?;
+            if registered.is_empty() {
+                return Err(OutcomeError {
+                    outcome: Outcome::NotApplicable,
+                    reason: Reason::NoTarget,
+                    message: format!(
+                        "no target given, and no instance is registered in {}: give the instance's directory with --target DIR",
+                        registry.path().display()
+                    ),
+                }
+                .into());
+            }
+            let list: Vec<String> = registered.iter().map(|t| t.display().to_string()).collect();
+            Err(UsageError::new(
+                Reason::NoTarget,
+                format!(
+                    "no target given: use --target DIR, or --all-instances for the registered instances ({})",
+                    list.join(", ")
+                ),
+            )
+            .into())
+        }
     }
 }
 
 /// `--licence`: prints the licence text (verified: it is read through the catalog).
-pub fn print_licence(package: &Package) -> Result<Outcome> {
-    match eula_text(package)? {
-        Some(text) => {
-            upkg_cli::out!("{}", text);
-            if !text.ends_with('\n') {
-                upkg_cli::outln!();
+pub fn licence(run: &Run<'_>, package: &Package) -> Result<Finished> {
+    let text = eula_text(package)?;
+    if !run.settings.output.json {
+        match &text {
+            Some(text) => {
+                upkg_cli::out!("{}", text);
+                if !text.ends_with('\n') {
+                    upkg_cli::outln!();
+                }
             }
-            Ok(Outcome::Success)
-        }
-        None => {
-            upkg_cli::errln!("pkgrun: {} has no licence (EULA): nothing to accept", package.header().package.id);
-            Ok(Outcome::Success)
+            None => {
+                upkg_cli::errln!("pkgrun: {} has no licence (EULA): nothing to accept", package.header().package.id)
+            }
         }
     }
+    let path = package.header().package.eula.clone();
+    Ok(Finished::success(Data::Licence(Some(Box::new(LicenceData { path, text })))))
 }
 
 /// The licence text, read from the package without expanding it.
@@ -149,17 +129,16 @@ fn eula_text(package: &Package) -> Result<Option<String>> {
 }
 
 /// Whether the licence is accepted: `--accept-eula`, or a yes at the terminal.
-/// Quiet, passive and non-interactive runs without `--accept-eula` do not accept
-/// it (the install is then cancelled on every target, and logged).
-fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
+/// Quiet, passive, JSON and non-interactive runs without `--accept-eula` do not
+/// accept it (the install is then cancelled on every target, and logged).
+fn accept_eula(run: &Run<'_>, package: &Package, install: &InstallSettings) -> Result<bool> {
     let Some(text) = eula_text(package)? else { return Ok(true) };
-    if cli.install.accept_eula {
+    if install.accept_eula {
         return Ok(true);
     }
-    let unattended = cli.output.quiet || cli.output.passive || cli.output.json;
-    if unattended || !std::io::stdin().is_terminal() {
+    if !run.settings.output.prompts {
         // Refused by the installer on each target, so that every attempt's log says so.
-        if !cli.output.quiet {
+        if !run.settings.output.quiet {
             upkg_cli::errln!(
                 "pkgrun: this package has a licence (EULA) that must be accepted: read it with `pkgrun PKG --licence`, then pass --accept-eula"
             );
@@ -175,178 +154,208 @@ fn accept_eula(package: &Package, cli: &Cli) -> Result<bool> {
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
-/// One target's result, for `--json` and the summary.
-#[derive(Serialize)]
-struct TargetResult {
-    target: PathBuf,
-    outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    /// A failure's log (or why there is none).
-    #[serde(flatten)]
-    failure_log: outcome::LogFields,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    report: Option<InstallOutcome>,
+/// The overall outcome of per-target outcomes: the worst one, except that with
+/// `--all-instances` instances that do not qualify are only reported when another does.
+fn overall<R>(results: &[TargetResult<R>], all_instances: bool) -> Outcome {
+    let any_applicable = results.iter().any(|r| r.outcome != Outcome::NotApplicable);
+    let skip_not_applicable = all_instances && any_applicable;
+    results
+        .iter()
+        .map(|r| r.outcome)
+        .filter(|o| !(skip_not_applicable && *o == Outcome::NotApplicable))
+        .max()
+        .unwrap_or(Outcome::Success)
+}
+
+/// The document's error for per-target results ending with `overall`: the first
+/// target that ended so, and how many did not succeed.
+fn overall_error<R>(
+    results: &[TargetResult<R>],
+    overall: Outcome,
+    error_of: impl Fn(&R) -> Option<&ErrorReport>,
+) -> Option<ErrorReport> {
+    if overall.is_success() {
+        return None;
+    }
+    let worst = results.iter().find(|r| r.outcome == overall)?;
+    let mut report = error_of(&worst.result)?.clone();
+    let failed = results.iter().filter(|r| !r.outcome.is_success()).count();
+    if results.len() > 1 {
+        report.message = format!(
+            "{failed} of {} targets did not succeed; {}: {}",
+            results.len(),
+            worst.target.display(),
+            report.message
+        );
+        report.log = None;
+    }
+    Some(report)
 }
 
 /// Installs the package on every target.
-pub fn install(cli: &Cli, package: &Package, accepted: &upkg_format::Accepted, ctx: &Context<'_>) -> Result<Outcome> {
-    let targets = targets(&cli.install)?;
-    let naming = if cli.install.target.is_empty() { None } else { naming(&targets, cli.install.instance.as_deref())? };
-    let eula_accepted = accept_eula(package, cli)?;
-    let options = options(&cli.install, eula_accepted);
+pub fn install(
+    run: &Run<'_>,
+    package: &Package,
+    accepted: &upkg_format::Accepted,
+    install: &InstallSettings,
+) -> Result<Finished> {
+    let targets = targets(run, &install.targets)?;
+    let naming = match (&install.targets, targets.as_slice()) {
+        (Targets::Dirs(_), [target]) => naming(run, target, install.name.as_ref())?,
+        _ => None,
+    };
+    let mut options = install.options;
+    options.eula_accepted = accept_eula(run, package, install)?;
     let header = package.header();
     let mut results = Vec::new();
-    let mut any_applicable = false;
     for target in &targets {
-        (ctx.notify)(&format!(
+        run.notify(&format!(
             "installing {} {} (build {}) on {}",
             header.package.id,
             header.package.version,
             header.package.build,
             target.display()
         ));
-        let result = upkg_install::install(ctx, package, accepted, target, options);
-        let mut failure_log = outcome::LogFields::default();
-        let (outcome, error, report) = match result {
+        let (outcome, result) = match upkg_install::install(&run.ctx, package, accepted, target, options) {
             Ok(InstallOutcome::AlreadyInstalled { target, recovered, log }) => {
-                any_applicable = true;
-                (ctx.notify)(&format!(
+                run.notify(&format!(
                     "{}: build {} is already installed: nothing to do (use --force to reinstall)",
                     target.display(),
                     header.package.build
                 ));
-                register_name(ctx, naming.as_ref());
-                (Outcome::Success, None, Some(InstallOutcome::AlreadyInstalled { target, recovered, log }))
+                register_name(run, naming.as_ref());
+                (Outcome::Success, InstallResult::AlreadyInstalled { recovered, log: LogRef::from(&log) })
             }
             Ok(InstallOutcome::Installed(report)) => {
-                any_applicable = true;
                 let outcome = if report.restart_required { Outcome::SuccessRestartRequired } else { Outcome::Success };
-                (ctx.notify)(&format!("{}: installed; log: {}", report.target.display(), report.log.display()));
+                run.notify(&format!("{}: installed; log: {}", report.target.display(), report.log.display()));
                 for file in &report.plan.in_use {
                     let who: Vec<String> =
                         file.processes.iter().map(|p| format!("{} (pid {})", p.name, p.pid)).collect();
-                    (ctx.notify)(&format!(
+                    run.notify(&format!(
                         "in use, replaced on disk, old copy still running: {} ({})",
                         file.path,
                         who.join(", ")
                     ));
                 }
                 if report.restart_required {
-                    (ctx.notify)(if cli.install.norestart {
+                    run.notify(if install.norestart {
                         "a restart is required to finish the update (--norestart: not restarting)"
                     } else {
                         "a restart is required to finish the update: pkgrun never restarts the machine itself"
                     });
                 }
-                register_name(ctx, naming.as_ref());
-                (outcome, None, Some(InstallOutcome::Installed(report)))
+                register_name(run, naming.as_ref());
+                (outcome, InstallResult::Installed { report })
             }
-            Err(error) => {
-                let outcome = outcome::of_install_error(&error);
-                if outcome != Outcome::NotApplicable {
-                    any_applicable = true;
-                }
-                failure_log = outcome::LogFields::of(error.log());
-                (outcome, Some(error_text(&error)), None)
-            }
+            Err(error) => (
+                outcome::of_install_error(&error),
+                InstallResult::Failed { error: outcome::install_error_report(&error) },
+            ),
         };
-        results.push(TargetResult { target: target.clone(), outcome, error, failure_log, report });
+        results.push(TargetResult { target: target.clone(), outcome, result });
     }
-    finish(cli, results, any_applicable, header)
+    let all_instances = matches!(install.targets, Targets::AllInstances);
+    let overall = overall(&results, all_instances);
+    print_failures(run, &results, all_instances, header, |r| match r {
+        InstallResult::Failed { error } => Some(error),
+        _ => None,
+    });
+    let error = overall_error(&results, overall, |r| match r {
+        InstallResult::Failed { error } => Some(error),
+        _ => None,
+    });
+    let data = Data::Install(Some(Box::new(TargetsData { package: PackageId::of(header), targets: results })));
+    Ok(Finished { data, outcome: overall, error })
 }
 
-fn error_text(error: &InstallError) -> String {
-    upkg_install::describe(error)
-}
-
-/// Reports per-target results and decides the overall outcome: the worst one, except
-/// that with `--all-instances` instances that do not qualify are only reported.
-fn finish(
-    cli: &Cli,
-    results: Vec<TargetResult>,
-    any_applicable: bool,
+/// Prints what failed on each target, and which instances do not qualify.
+fn print_failures<R>(
+    run: &Run<'_>,
+    results: &[TargetResult<R>],
+    all_instances: bool,
     header: &upkg_format::Header,
-) -> Result<Outcome> {
-    let skip_not_applicable = cli.install.all_instances && any_applicable;
-    let mut overall = Outcome::Success;
+    error_of: impl Fn(&R) -> Option<&ErrorReport>,
+) {
+    if run.settings.output.json {
+        return;
+    }
+    let any_applicable = results.iter().any(|r| r.outcome != Outcome::NotApplicable);
     let mut not_applicable = Vec::new();
-    let log_text = |fields: &outcome::LogFields| match (&fields.log, &fields.no_log) {
-        (Some(log), _) => format!("log: {}", log.display()),
-        (None, Some(reason)) => format!("note: {reason}"),
-        (None, None) => String::new(),
-    };
-    for result in &results {
+    for result in results {
+        let Some(error) = error_of(&result.result) else { continue };
         if result.outcome == Outcome::NotApplicable {
-            let log = log_text(&result.failure_log);
-            let log = if log.is_empty() { log } else { format!("\n    {log}") };
-            not_applicable.push(format!("  {}{log}", result.error.clone().unwrap_or_default()));
-            if skip_not_applicable {
-                continue;
-            }
-        }
-        overall = overall.max(result.outcome);
-    }
-    if cli.output.json {
-        upkg_cli::outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "ok": overall <= Outcome::SuccessRestartRequired,
-                "outcome": overall,
-                "exit_code": overall.code(),
-                "targets": results,
-            }))?
-        );
-    } else {
-        for result in &results {
-            if let Some(error) = &result.error
-                && result.outcome != Outcome::NotApplicable
-            {
-                upkg_cli::errln!("error: {}: {error}", result.target.display());
-                let log = log_text(&result.failure_log);
-                if !log.is_empty() {
-                    upkg_cli::errln!("{log}");
-                }
-                let as_anyhow = anyhow::Error::new(OutcomeError(result.outcome, error.clone()));
-                if let Some(hint) = outcome::hint(&as_anyhow) {
-                    upkg_cli::errln!("hint: {hint}");
-                }
-            }
-        }
-        if !not_applicable.is_empty() {
-            let lead = if any_applicable {
-                "these instances do not qualify for this update and were left alone:".to_owned()
-            } else {
-                format!("no instance of {} qualifies for this update:", header.package.applies_to.product)
+            let log = match &error.log {
+                Some(LogRef::Written { path }) => format!("\n    log: {}", path.display()),
+                Some(LogRef::NotWritten { why }) => format!("\n    note: {why}"),
+                None => String::new(),
             };
-            upkg_cli::errln!(
-                "{}{lead}\n{}",
-                if any_applicable { "note: " } else { "error: " },
-                not_applicable.join("\n")
-            );
+            not_applicable.push(format!("  {}{log}", error.message));
+        } else {
+            upkg_cli::print_error(error, &format!("{}: ", result.target.display()));
         }
     }
-    Ok(overall)
+    if !not_applicable.is_empty() {
+        let reported_only = all_instances && any_applicable;
+        let lead = if any_applicable {
+            "these instances do not qualify for this update and were left alone:".to_owned()
+        } else {
+            format!("no instance of {} qualifies for this update:", header.package.applies_to.product)
+        };
+        upkg_cli::errln!(
+            "{}{lead}\n{}",
+            if reported_only || any_applicable { "note: " } else { "error: " },
+            not_applicable.join("\n")
+        );
+    }
 }
 
 /// `--plan`: what installing would do on every target, changing nothing.
-pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> {
-    let targets = targets(&cli.install)?;
-    let options = options(&cli.install, true);
-    let mut documents = Vec::new();
-    let mut overall = Outcome::Success;
+pub fn plan(run: &Run<'_>, package: &Package, install: &InstallSettings) -> Result<Finished> {
+    let targets = targets(run, &install.targets)?;
+    let mut options = install.options;
+    options.eula_accepted = true;
+    let mut results = Vec::new();
     let mut text = String::new();
     for target in &targets {
-        match upkg_install::plan_install(ctx, package, target, options) {
+        let (outcome, result) = match upkg_install::plan_install(&run.ctx, package, target, options) {
             Ok(Planned::Plan(plan)) => {
-                if !plan.obstacles.is_empty() {
-                    overall = overall.max(Outcome::Failure);
-                }
-                if !plan.space.fits {
-                    overall = overall.max(Outcome::InsufficientSpace);
-                }
                 text.push_str(&plan_text(&plan));
-                documents.push(serde_json::json!({ "target": target, "outcome": "plan", "plan": plan }));
+                if !plan.obstacles.is_empty() {
+                    let reason = Reason::CannotInstall;
+                    let error = ErrorReport {
+                        reason,
+                        class: None,
+                        message: format!(
+                            "the install cannot succeed on {}:\n  {}",
+                            plan.target.display(),
+                            plan.obstacles.join("\n  ")
+                        ),
+                        hint: outcome::hint(reason).map(str::to_owned),
+                        log: None,
+                    };
+                    (Outcome::Failure, PlanResult::Blocked { plan, error })
+                } else if !plan.space.fits {
+                    let s = &plan.space;
+                    let reason =
+                        if s.needed > s.available { Reason::InsufficientSpace } else { Reason::InsufficientInodes };
+                    let error = ErrorReport {
+                        reason,
+                        class: Some(upkg_format::FailureClass::InsufficientSpace),
+                        message: format!(
+                            "the install needs {} bytes and {} inodes on the filesystem of {}, which has {} bytes free",
+                            s.needed,
+                            s.inodes,
+                            s.filesystem.display(),
+                            s.available
+                        ),
+                        hint: outcome::hint(reason).map(str::to_owned),
+                        log: None,
+                    };
+                    (Outcome::InsufficientSpace, PlanResult::Blocked { plan, error })
+                } else {
+                    (Outcome::Success, PlanResult::Planned { plan })
+                }
             }
             Ok(Planned::AlreadyInstalled) => {
                 text.push_str(&format!(
@@ -354,29 +363,31 @@ pub fn plan(cli: &Cli, package: &Package, ctx: &Context<'_>) -> Result<Outcome> 
                     target.display(),
                     package.header().package.build
                 ));
-                documents.push(serde_json::json!({ "target": target, "outcome": "already-installed" }));
+                (Outcome::Success, PlanResult::AlreadyInstalled)
             }
             Err(error) => {
-                let outcome = outcome::of_install_error(&error);
-                overall = overall.max(outcome);
                 // Errors go to standard error, as every tool's do; the plans to standard output.
-                if !cli.output.json {
-                    upkg_cli::errln!("error: target {}: {}", target.display(), error_text(&error));
+                let report = outcome::install_error_report(&error);
+                if !run.settings.output.json {
+                    upkg_cli::print_error(&report, &format!("target {}: ", target.display()));
                 }
-                documents
-                    .push(serde_json::json!({ "target": target, "outcome": outcome, "error": error_text(&error) }));
+                (outcome::of_install_error(&error), PlanResult::Failed { error: report })
             }
-        }
+        };
+        results.push(TargetResult { target: target.clone(), outcome, result });
     }
-    if cli.output.json {
-        upkg_cli::outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "targets": documents, "exit_code": overall.code() }))?
-        );
-    } else {
+    let all_instances = matches!(install.targets, Targets::AllInstances);
+    let overall = overall(&results, all_instances);
+    if !run.settings.output.json {
         upkg_cli::out!("{text}");
     }
-    Ok(overall)
+
+    let error = overall_error(&results, overall, |r| match r {
+        PlanResult::Failed { error } | PlanResult::Blocked { error, .. } => Some(error),
+        _ => None,
+    });
+    let data = Data::Plan(Some(Box::new(TargetsData { package: PackageId::of(package.header()), targets: results })));
+    Ok(Finished { data, outcome: overall, error })
 }
 
 fn plan_text(plan: &Plan) -> String {
@@ -449,18 +460,11 @@ fn plan_text(plan: &Plan) -> String {
     out
 }
 
-/// Prints a target command's `--json` document: its outcome and its report.
-fn print_report(outcome: Outcome, report: &impl serde::Serialize) -> Result<()> {
-    upkg_cli::outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))?);
-    Ok(())
-}
-
 /// `pkgrun uninstall ID --target DIR`.
-pub fn uninstall(cli: &Cli, id: &str, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let report = upkg_install::uninstall(ctx, target, id)?;
-    if cli.output.json {
-        print_report(Outcome::Success, &report)?;
-    } else if !cli.output.quiet {
+pub fn uninstall(run: &Run<'_>, id: &str, target: &TargetRef) -> Result<Finished> {
+    let target = resolve_target(run, target)?;
+    let report = upkg_install::uninstall(&run.ctx, &target, id)?;
+    if !run.settings.output.json && !run.settings.output.quiet {
         upkg_cli::errln!(
             "Uninstalled {} (build {}) from {}: the product is at version {} again. Log: {}",
             report.package,
@@ -470,15 +474,15 @@ pub fn uninstall(cli: &Cli, id: &str, target: &Path, ctx: &Context<'_>) -> Resul
             report.log.display()
         );
     }
-    Ok(Outcome::Success)
+    Ok(Finished::success(Data::Uninstall(Some(Box::new(report)))))
 }
 
 /// `pkgrun status --target DIR`.
-pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let status = upkg_install::status(ctx, target)?;
-    if cli.output.json {
-        upkg_cli::outln!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(Outcome::Success);
+pub fn status(run: &Run<'_>, target: &TargetRef) -> Result<Finished> {
+    let target = resolve_target(run, target)?;
+    let status = upkg_install::status(&run.ctx, &target)?;
+    if run.settings.output.json {
+        return Ok(Finished::success(Data::Status(Some(Box::new(status)))));
     }
     upkg_cli::outln!("Target:    {}", status.target.display());
     upkg_cli::outln!("Product:   {} {}", status.product, status.version);
@@ -542,7 +546,7 @@ pub fn status(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         Some(bytes) => upkg_cli::outln!("State:     {} in {}", human::bytes(bytes), upkg_install::STATE_DIR),
         None => upkg_cli::outln!("State:     unknown size (this user cannot read all of {})", upkg_install::STATE_DIR),
     }
-    Ok(Outcome::Success)
+    Ok(Finished::success(Data::Status(Some(Box::new(status)))))
 }
 
 /// An attempt's package, with its build when it has one.
@@ -554,109 +558,86 @@ fn failure_subject(attempt: &upkg_install::Attempt) -> String {
 }
 
 /// `pkgrun logs --target DIR`: one line per attempt, oldest first.
-pub fn logs(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let report = upkg_install::logs(ctx, target)?;
-    if cli.output.json {
-        print_report(Outcome::Success, &report)?;
-        return Ok(Outcome::Success);
-    }
-    if report.attempts.is_empty() && !cli.output.quiet {
-        upkg_cli::errln!("No attempt is logged on {}.", report.target.display());
-    }
-    for attempt in &report.attempts {
-        let reason = attempt.reason.as_ref().map_or_else(String::new, |r| format!(": {r}"));
-        upkg_cli::outln!(
-            "{}  {:<9} {:<32} {}{reason}\n    {}",
-            attempt.started.as_deref().unwrap_or("unknown-time"),
-            attempt.operation.env_name(),
-            failure_subject(attempt),
-            attempt.verdict.name().to_uppercase(),
-            attempt.log.display()
-        );
-    }
-    Ok(Outcome::Success)
-}
-
-/// One registered instance, as `pkgrun instances` lists it.
-#[derive(Serialize)]
-struct InstanceListing {
-    name: Option<InstanceName>,
-    target: PathBuf,
-    /// `ok`, `missing` (no such directory) or `not-an-instance` (no installed product there).
-    condition: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    product: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problem: Option<String>,
-}
-
-/// `pkgrun instances [forget NAME|DIR]`.
-pub fn instances(cli: &Cli, args: &InstancesArgs) -> Result<Outcome> {
-    let registry = registry_path();
-    if let Some(InstancesAction::Forget { instance }) = &args.action {
-        let entry = registry::forget(&registry, instance)?;
-        if cli.output.json {
-            print_report(Outcome::Success, &entry)?;
-        } else if !cli.output.quiet {
-            let name = entry.name.as_ref().map_or_else(String::new, |n| format!(" ({n})"));
-            upkg_cli::errln!(
-                "Forgot {}{name}: it is no longer in {}; the directory was left as it is.",
-                entry.target.display(),
-                registry.display()
+pub fn logs(run: &Run<'_>, target: &TargetRef) -> Result<Finished> {
+    let target = resolve_target(run, target)?;
+    let report = upkg_install::logs(&run.ctx, &target)?;
+    if !run.settings.output.json {
+        if report.attempts.is_empty() && !run.settings.output.quiet {
+            upkg_cli::errln!("No attempt is logged on {}.", report.target.display());
+        }
+        for attempt in &report.attempts {
+            let reason = attempt.reason.as_ref().map_or_else(String::new, |r| format!(": {r}"));
+            upkg_cli::outln!(
+                "{}  {:<9} {:<32} {}{reason}\n    {}",
+                attempt.started.as_deref().unwrap_or("unknown-time"),
+                attempt.operation.env_name(),
+                failure_subject(attempt),
+                attempt.verdict.name().to_uppercase(),
+                attempt.log.display()
             );
         }
-        return Ok(Outcome::Success);
     }
+    Ok(Finished::success(Data::Logs(Some(Box::new(report)))))
+}
+
+/// `pkgrun instances`: every registered instance and what its directory holds now.
+pub fn instances(run: &Run<'_>) -> Result<Finished> {
+    let registry = &run.settings.registry;
     let mut listings = Vec::new();
-    for entry in registry::read(&registry)? {
-        let mut listing = InstanceListing {
-            name: entry.name,
-            target: entry.target,
-            condition: "ok",
-            product: None,
-            version: None,
-            problem: None,
-        };
-        match std::fs::symlink_metadata(&listing.target) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => listing.condition = "missing",
-            _ => match upkg_install::status(&quiet_context(), &listing.target) {
-                Ok(status) => {
-                    listing.product = Some(status.product);
-                    listing.version = Some(status.version);
-                }
-                Err(e) => {
-                    listing.condition = "not-an-instance";
-                    listing.problem = Some(upkg_install::describe(&e));
-                }
+    for entry in registry.entries()? {
+        let condition = match std::fs::symlink_metadata(&entry.target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => InstanceCondition::Missing,
+            _ => match upkg_install::status(&quiet_context(), &entry.target) {
+                Ok(status) => InstanceCondition::Ok { product: status.product, version: status.version },
+                Err(e) => InstanceCondition::NotAnInstance { problem: upkg_install::describe(&e) },
             },
-        }
-        listings.push(listing);
-    }
-    if cli.output.json {
-        print_report(Outcome::Success, &serde_json::json!({ "registry": registry, "instances": listings }))?;
-        return Ok(Outcome::Success);
-    }
-    if listings.is_empty() && !cli.output.quiet {
-        upkg_cli::errln!("No instance is registered in {}.", registry.display());
-    }
-    for l in &listings {
-        let name = l.name.as_ref().map_or("-", InstanceName::as_str);
-        let what = match l.condition {
-            "ok" => format!("{} {}", l.product.as_deref().unwrap_or(""), l.version.as_deref().unwrap_or("")),
-            "missing" => "MISSING: the directory does not exist (`pkgrun instances forget` removes the entry)".into(),
-            _ => format!("NOT AN INSTANCE: {}", l.problem.as_deref().unwrap_or("")),
         };
-        upkg_cli::outln!("{name:<16} {:<40} {what}", l.target.display());
+        listings.push(InstanceListing {
+            name: entry.name.as_ref().map(|n| n.as_str().to_owned()),
+            target: entry.target,
+            condition,
+        });
     }
-    Ok(Outcome::Success)
+    if !run.settings.output.json {
+        if listings.is_empty() && !run.settings.output.quiet {
+            upkg_cli::errln!("No instance is registered in {}.", registry.path().display());
+        }
+        for listing in &listings {
+            let what = match &listing.condition {
+                InstanceCondition::Ok { product, version } => format!("{product} {version}"),
+                InstanceCondition::Missing => {
+                    "MISSING: the directory does not exist (`pkgrun instances forget` removes the entry)".into()
+                }
+                InstanceCondition::NotAnInstance { problem } => format!("NOT AN INSTANCE: {problem}"),
+            };
+            let name = listing.name.as_deref().unwrap_or("-");
+            upkg_cli::outln!("{name:<16} {:<40} {what}", listing.target.display());
+        }
+    }
+    let data = InstancesData { registry: registry.path().to_owned(), instances: listings };
+    Ok(Finished::success(Data::Instances(Some(Box::new(data)))))
+}
+
+/// `pkgrun instances forget NAME|DIR`.
+pub fn forget_instance(run: &Run<'_>, key: &str) -> Result<Finished> {
+    let registry = &run.settings.registry;
+    let entry = registry.forget(key)?;
+    if !run.settings.output.json && !run.settings.output.quiet {
+        let name = entry.name.as_ref().map_or_else(String::new, |n| format!(" ({n})"));
+        upkg_cli::errln!(
+            "Forgot {}{name}: it is no longer in {}; the directory was left as it is.",
+            entry.target.display(),
+            registry.path().display()
+        );
+    }
+    let data = ForgetData { registry: registry.path().to_owned(), forgotten: entry };
+    Ok(Finished::success(Data::InstancesForget(Some(Box::new(data)))))
 }
 
 /// A context for reading instances while listing them: no progress, no copies.
-fn quiet_context() -> Context<'static> {
+fn quiet_context() -> upkg_install::Context<'static> {
     static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    Context {
+    upkg_install::Context {
         threads: 1,
         durability: upkg_unpack::Durability::None,
         log_copy: None,
@@ -668,11 +649,10 @@ fn quiet_context() -> Context<'static> {
 }
 
 /// `pkgrun cleanup --target DIR`.
-pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let report = upkg_install::cleanup(ctx, target)?;
-    if cli.output.json {
-        print_report(Outcome::Success, &report)?;
-    } else if !cli.output.quiet {
+pub fn cleanup(run: &Run<'_>, target: &TargetRef) -> Result<Finished> {
+    let target = resolve_target(run, target)?;
+    let report = upkg_install::cleanup(&run.ctx, &target)?;
+    if !run.settings.output.json && !run.settings.output.quiet {
         if report.cleaned.is_empty() {
             upkg_cli::outln!(
                 "Nothing to clean up: no installed package is superseded by a later one ({} in {}).",
@@ -698,19 +678,32 @@ pub fn cleanup(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             );
         }
     }
-    Ok(Outcome::Success)
+    Ok(Finished::success(Data::Cleanup(Some(Box::new(report)))))
 }
 
 /// `pkgrun verify --target DIR`: exit 0 when every owned entry is as installed or
 /// differs only by the administrator's changes (policy `add`, a removed `if-present`
 /// file), 1 otherwise.
-pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let report = upkg_install::verify(ctx, target)?;
-    let outcome = if report.problems.is_empty() { Outcome::Success } else { Outcome::Failure };
-    if cli.output.json {
-        print_report(outcome, &report)?;
-        return Ok(outcome);
+pub fn verify(run: &Run<'_>, target: &TargetRef) -> Result<Finished> {
+    let target = resolve_target(run, target)?;
+    let report = upkg_install::verify(&run.ctx, &target)?;
+    let (outcome, error) = if report.problems.is_empty() {
+        (Outcome::Success, None)
+    } else {
+        let message = format!("{} of {} entries differ from what was installed", report.problems.len(), report.checked);
+        (
+            Outcome::Failure,
+            Some(plain_error(Reason::FilesDiffer, message, Some("pkgrun repair --target DIR restores them"))),
+        )
+    };
+    if !run.settings.output.json {
+        print_verify(run, &target, &report);
     }
+    Ok(Finished { data: Data::Verify(Some(Box::new(report))), outcome, error })
+}
+
+fn print_verify(run: &Run<'_>, target: &Path, report: &upkg_install::VerifyReport) {
+    let quiet = run.settings.output.quiet;
     for problem in &report.problems {
         upkg_cli::outln!(
             "{:<12} {} (from {} build {}): {}",
@@ -722,7 +715,7 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
         );
     }
     // Quiet: only what fails the check.
-    for change in report.administrator_changes.iter().filter(|_| !cli.output.quiet) {
+    for change in report.administrator_changes.iter().filter(|_| !quiet) {
         upkg_cli::outln!("{}", administrator_change(change));
     }
     let kept = report.administrator_changes.len();
@@ -746,7 +739,7 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
                 upkg_install::BASELINE_PACKAGE
             );
         }
-    } else if cli.output.quiet {
+    } else if quiet {
         // A healthy target: nothing to say.
     } else if kept == 0 {
         upkg_cli::outln!("OK: all {} entries are as installed.", human::thousands(report.checked as u64));
@@ -758,7 +751,11 @@ pub fn verify(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
             human::count(kept as u64, "change is", "changes are"),
         );
     }
-    Ok(outcome)
+}
+
+/// An error report that is not an error of a library (a result that is not a success).
+fn plain_error(reason: Reason, message: String, hint: Option<&str>) -> ErrorReport {
+    ErrorReport { reason, class: None, message, hint: hint.map(str::to_owned), log: None }
 }
 
 /// One line for an administrator's change: its class, path, policy and package.
@@ -775,51 +772,50 @@ fn administrator_change(change: &upkg_install::Problem) -> String {
 }
 
 /// `pkgrun repair --target DIR`.
-pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let report = upkg_install::repair(ctx, target)?;
-    let outcome = if report.unrepairable.is_empty() { Outcome::Success } else { Outcome::Failure };
-    if cli.output.json {
-        print_report(outcome, &report)?;
-        return Ok(outcome);
-    }
-    // Quiet: only what could not be repaired.
-    for path in report.repaired.iter().filter(|_| !cli.output.quiet) {
-        upkg_cli::outln!("repaired      {path}");
-    }
-    for problem in &report.unrepairable {
-        upkg_cli::outln!("not repaired  {}: {}", problem.path, problem.detail);
-    }
-    for change in report.administrator_changes.iter().filter(|_| !cli.output.quiet) {
-        let policy = change.policy.map_or_else(|| "none".to_owned(), |p| p.to_string());
-        let what = if change.problem == upkg_install::ProblemKind::Missing { "removed" } else { change.problem.name() };
-        upkg_cli::outln!("kept          {} (administrator's, policy {policy}): {what}", change.path);
-    }
-    if let Some(backup) = report.backup.as_ref().filter(|_| !cli.output.quiet) {
-        upkg_cli::outln!("backup        {} (what the repair replaced or removed)", backup.display());
-    }
-    if report.repaired.is_empty() && report.unrepairable.is_empty() && !cli.output.quiet {
-        if report.administrator_changes.is_empty() {
-            upkg_cli::outln!("Nothing to repair: all entries are as installed.");
-        } else {
-            upkg_cli::outln!("Nothing to repair: the other entries are as installed.");
+pub fn repair(run: &Run<'_>, target: &TargetRef) -> Result<Finished> {
+    let target = resolve_target(run, target)?;
+    let report = upkg_install::repair(&run.ctx, &target)?;
+    let (outcome, error) = if report.unrepairable.is_empty() {
+        (Outcome::Success, None)
+    } else {
+        let message = format!("{} entries could not be repaired", report.unrepairable.len());
+        (Outcome::Failure, Some(plain_error(Reason::NotRepaired, message, None)))
+    };
+    if !run.settings.output.json {
+        let quiet = run.settings.output.quiet;
+        // Quiet: only what could not be repaired.
+        for path in report.repaired.iter().filter(|_| !quiet) {
+            upkg_cli::outln!("repaired      {path}");
+        }
+        for problem in &report.unrepairable {
+            upkg_cli::outln!("not repaired  {}: {}", problem.path, problem.detail);
+        }
+        for change in report.administrator_changes.iter().filter(|_| !quiet) {
+            let policy = change.policy.map_or_else(|| "none".to_owned(), |p| p.to_string());
+            let what =
+                if change.problem == upkg_install::ProblemKind::Missing { "removed" } else { change.problem.name() };
+            upkg_cli::outln!("kept          {} (administrator's, policy {policy}): {what}", change.path);
+        }
+        if let Some(backup) = report.backup.as_ref().filter(|_| !quiet) {
+            upkg_cli::outln!("backup        {} (what the repair replaced or removed)", backup.display());
+        }
+        if report.repaired.is_empty() && report.unrepairable.is_empty() && !quiet {
+            if report.administrator_changes.is_empty() {
+                upkg_cli::outln!("Nothing to repair: all entries are as installed.");
+            } else {
+                upkg_cli::outln!("Nothing to repair: the other entries are as installed.");
+            }
         }
     }
-    Ok(outcome)
+    Ok(Finished { data: Data::Repair(Some(Box::new(report))), outcome, error })
 }
 
 /// `pkgrun adopt --target DIR --product ID --version V`.
-pub fn adopt(cli: &Cli, args: &AdoptArgs, ctx: &Context<'_>) -> Result<Outcome> {
-    let version = args
-        .version
-        .parse::<upkg_format::Version>()
-        .map_err(|e| UsageError(format!("--version: {e} (give the installed product version, like 2.1.0)")))?;
-    let options = upkg_install::AdoptOptions { product: args.product.clone(), version };
-    let naming = naming(std::slice::from_ref(&args.target), args.instance.as_deref())?;
-    let report = upkg_install::adopt(ctx, &args.target, options)?;
-    register_name(ctx, naming.as_ref());
-    if cli.output.json {
-        print_report(Outcome::Success, &report)?;
-    } else if !cli.output.quiet {
+pub fn adopt(run: &Run<'_>, target: &Path, name: Option<&InstanceName>, options: &AdoptOptions) -> Result<Finished> {
+    let naming = naming(run, target, name)?;
+    let report = upkg_install::adopt(&run.ctx, target, options.clone())?;
+    register_name(run, naming.as_ref());
+    if !run.settings.output.json && !run.settings.output.quiet {
         upkg_cli::errln!(
             "adopted {} as {} {}: {}, {}, {}",
             report.target.display(),
@@ -830,5 +826,5 @@ pub fn adopt(cli: &Cli, args: &AdoptArgs, ctx: &Context<'_>) -> Result<Outcome> 
             human::count(report.links, "link", "links")
         );
     }
-    Ok(Outcome::Success)
+    Ok(Finished::success(Data::Adopt(Some(Box::new(report)))))
 }

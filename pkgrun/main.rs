@@ -1,15 +1,18 @@
 //! `pkgrun`: the runner, and the stub inside every self-extracting package.
 //!
 //! Run as `pkgrun PKG ...`, or as a package (`./update.run ...`): when its own
-//! executable ends with a package trailer it acts on itself. Arguments are turned
-//! into library calls here; every outcome maps to one exit code (README, "Exit
-//! codes"). None of the inspection, check or extraction modes runs any code from
-//! the package.
+//! executable ends with a package trailer it acts on itself. In three stages:
+//! clap parses the arguments (`args`), the settings step turns them and the
+//! environment into what the run needs (`settings`), and the run calls the
+//! libraries and reports; every outcome maps to one exit code (README, "Exit
+//! codes"), and `--json` prints one document (`upkg-json`). None of the
+//! inspection, check or extraction modes runs any code from the package.
 
 mod args;
 mod inspect;
 mod installing;
 mod outcome;
+mod settings;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,19 +20,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use clap::Parser;
-use upkg_cli::Progress;
-use upkg_cli::human;
-use upkg_format::TrustPolicy;
+use upkg_cli::{Finished, Progress, Unit, human};
 use upkg_format::{Package, Signer, TrustStore};
-use upkg_unpack::{Durability, WriteOptions};
+use upkg_json::{CheckData, Data, ErrorReport, EstimateData, ListData, Outcome, PackageForm, PackageId, Reason, Tool};
+use upkg_unpack::WriteOptions;
 
-use args::{Cli, Command, TrustArgs};
-use outcome::{Outcome, UsageError};
-
-/// Where trusted keys are looked for when `PKGRUN_TRUSTED_KEYS` and `--trusted-keys` are not set.
-const DEFAULT_TRUSTED_KEYS: &str = "/etc/pkgrun/trusted-keys";
+use args::Cli;
+use outcome::UsageError;
+use settings::{Command, Environment, PackageAction, Settings, TrustSettings};
 
 fn main() -> ExitCode {
     // Internal, not a command for people: `pkgrun __supervise-script PARENT_PID --
@@ -40,17 +40,26 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == upkg_install::SUPERVISE_ARG) {
         return upkg_install::supervise(&args[2..]);
     }
-    let cli = Cli::parse_from(arguments());
+    let args = arguments(args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return upkg_cli::command_line_error(Tool::Pkgrun, &error, args.iter().any(|a| a == "--json")),
+    };
+    let data = settings::data_of(&cli);
     let json = cli.output.json;
-    match run(cli) {
-        Ok(outcome) => outcome.exit_code(),
-        Err(error) => outcome::report_error(&error, json),
-    }
+    Settings::resolve(cli, &Environment::capture())
+        .map_err(anyhow::Error::from)
+        .and_then(|settings| run(&settings))
+        .unwrap_or_else(|error| {
+            let report = outcome::error_report(&error);
+            upkg_cli::print_error(&report, "");
+            Finished { data, outcome: outcome::outcome_of(&error), error: Some(report) }
+        })
+        .exit(Tool::Pkgrun, json)
 }
 
 /// The command line, with this executable inserted as the package when it is one.
-fn arguments() -> Vec<OsString> {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
+fn arguments(mut args: Vec<OsString>) -> Vec<OsString> {
     if let Some(exe) = self_package() {
         const SUBCOMMANDS: [&str; 9] =
             ["uninstall", "status", "verify", "repair", "cleanup", "adopt", "logs", "instances", "help"];
@@ -101,169 +110,186 @@ fn elf_image_end(file: &std::fs::File) -> Option<u64> {
     Some(end)
 }
 
-fn run(cli: Cli) -> Result<Outcome> {
+/// What every command shares: the settings, the installer's context, the progress bars.
+pub struct Run<'a> {
+    /// The settings.
+    pub settings: &'a Settings,
+    /// The installer's context.
+    pub ctx: upkg_install::Context<'a>,
+    /// The progress bars (drawn only when the settings say so).
+    pub progress: &'a Progress,
+}
+
+impl Run<'_> {
+    /// Tells people something, on standard error, unless quiet.
+    pub fn notify(&self, message: &str) {
+        (self.ctx.notify)(message);
+    }
+}
+
+fn run(settings: &Settings) -> Result<Finished> {
     // Ctrl-C and termination requests cancel: a transaction rolls back at its next step.
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, Arc::clone(&cancel)).context("installing the signal handlers")?;
     }
-    let threads = cli.output.threads.unwrap_or_else(upkg_fs::default_threads).max(1);
-    let quiet = cli.output.quiet;
+    let progress = Progress::new(settings.output.progress);
+    let quiet = settings.output.quiet;
     let notify = |message: &str| {
         if !quiet {
-            upkg_cli::errln!("pkgrun: {message}");
+            progress.println(&format!("pkgrun: {message}"));
         }
     };
-    let registry = installing::registry_path();
-    let ctx = upkg_install::Context {
-        threads,
-        durability: durability(&cli),
-        log_copy: cli.install.log.as_deref(),
-        cancel: &cancel,
-        notify: &notify,
-        progress: &|_| {},
-        registry: Some(&registry),
+    let on_progress = |event| progress.install_event(event);
+    let run = Run {
+        settings,
+        ctx: upkg_install::Context {
+            threads: settings.threads,
+            durability: settings.durability,
+            log_copy: settings.log_copy.as_deref(),
+            cancel: &cancel,
+            notify: &notify,
+            progress: &on_progress,
+            registry: Some(settings.registry.path()),
+        },
+        progress: &progress,
     };
-    if let Some(command) = &cli.command {
-        return match command {
-            Command::Uninstall(args) => installing::uninstall(&cli, &args.id, &installing::target_of(&args.on)?, &ctx),
-            Command::Status(args) => installing::status(&cli, &installing::target_of(args)?, &ctx),
-            Command::Verify(args) => installing::verify(&cli, &installing::target_of(args)?, &ctx),
-            Command::Repair(args) => installing::repair(&cli, &installing::target_of(args)?, &ctx),
-            Command::Cleanup(args) => installing::cleanup(&cli, &installing::target_of(args)?, &ctx),
-            Command::Adopt(args) => installing::adopt(&cli, args, &ctx),
-            Command::Logs(args) => installing::logs(&cli, &installing::target_of(args)?, &ctx),
-            Command::Instances(args) => installing::instances(&cli, args),
-        };
-    }
-    let Some(package_path) = cli.package.clone() else {
-        return Err(UsageError("no package given: run `pkgrun PKG --info`, or see `pkgrun --help`".into()).into());
+    let finished = match &settings.command {
+        Command::Package { path, trust, action } => package_command(&run, path, trust, action),
+        Command::Uninstall { id, target } => installing::uninstall(&run, id, target),
+        Command::Status(target) => installing::status(&run, target),
+        Command::Verify(target) => installing::verify(&run, target),
+        Command::Repair(target) => installing::repair(&run, target),
+        Command::Cleanup(target) => installing::cleanup(&run, target),
+        Command::Logs(target) => installing::logs(&run, target),
+        Command::Adopt { target, name, options } => installing::adopt(&run, target, name.as_ref(), options),
+        Command::Instances => installing::instances(&run),
+        Command::ForgetInstance(key) => installing::forget_instance(&run, key),
     };
-    let store = trust_store(&cli.trust)?;
-    let policy = TrustPolicy { allow_untrusted: cli.trust.allow_untrusted, allow_unsigned: cli.trust.allow_unsigned };
-    let json = cli.output.json;
-    let action = &cli.action;
+    progress.finish();
+    finished
+}
 
-    if let Err(e) = std::fs::metadata(&package_path)
+/// Everything done with a package file or expanded directory.
+fn package_command(run: &Run<'_>, path: &Path, trust: &TrustSettings, action: &PackageAction) -> Result<Finished> {
+    let json = run.settings.output.json;
+    if let Err(e) = std::fs::metadata(path)
         && e.kind() == std::io::ErrorKind::NotFound
     {
-        return Err(UsageError(format!(
-            "{}: no such package file or expanded package directory",
-            package_path.display()
-        ))
+        return Err(UsageError::new(
+            Reason::PackageNotFound,
+            format!("{}: no such package file or expanded package directory", path.display()),
+        )
         .into());
     }
-    let package = Package::open(&package_path)?;
+    let package = Package::open(path)?;
+    let store = trust_store(trust)?;
     let signer = upkg_format::identify_signer(package.header_bytes(), package.signature(), &store)?;
-
-    if action.info {
-        if json {
-            print_json(&inspect::info_json(&package, &signer))?;
-        } else {
-            upkg_cli::out!("{}", inspect::info_text(&package, &signer));
+    match action {
+        PackageAction::Info => {
+            if !json {
+                upkg_cli::out!("{}", inspect::info_text(&package, &signer));
+            }
+            return Ok(Finished::success(Data::Info(Some(Box::new(inspect::info_data(&package, signer))))));
         }
-        return Ok(Outcome::Success);
-    }
-    if action.list {
-        if json {
-            print_json(&serde_json::json!({ "files": package.header().files }))?;
-        } else {
-            upkg_cli::out!("{}", inspect::list_text(package.header()));
+        PackageAction::List => {
+            if !json {
+                upkg_cli::out!("{}", inspect::list_text(package.header()));
+            }
+            return Ok(Finished::success(Data::List(Some(Box::new(ListData {
+                files: package.header().files.clone(),
+            })))));
         }
-        return Ok(Outcome::Success);
-    }
-    if action.licence {
-        return installing::print_licence(&package);
-    }
-    if let Some(dir) = &action.estimate {
-        return estimate(&package, dir, json);
+        PackageAction::Licence => return installing::licence(run, &package),
+        PackageAction::Estimate(dir) => return estimate(run, &package, dir),
+        _ => {}
     }
 
     // Everything below uses the package's contents: the signer must be accepted.
-    let accepted = upkg_format::enforce_trust(&signer, policy)?;
+    let accepted = upkg_format::enforce_trust(&signer, trust.policy)?;
     warn_if_unverified(&signer);
-    if !action.check {
+    if !matches!(action, PackageAction::Check) {
         // Also refused here, before a plan or a licence prompt; the libraries that
         // write files refuse it on their own.
         accepted.permits(package.header())?;
     }
-
-    if action.check {
-        let progress = Progress::new(!quiet && !json, Some(package.header().expanded_size()), "checking");
-        let report = upkg_unpack::check(&package, threads, &|n| progress.add(n))?;
-        progress.finish();
-        let header = package.header();
-        if json {
-            print_json(&serde_json::json!({
-                "ok": true,
-                "id": header.package.id,
-                "version": header.package.version,
-                "build": header.package.build,
-                "signer": signer,
-                "members": report.members,
-                "files": report.files,
-                "bytes": report.bytes,
-            }))?;
-        } else if !quiet {
-            let source = match &package {
-                Package::File(_) => human::count(report.members, "payload member", "payload members"),
-                Package::Tree(_) => "the expanded tree".to_owned(),
-            };
-            upkg_cli::outln!(
-                "OK: {} {} (build {}): signature {}; {} files, {}, verified in {source}.",
-                header.package.id,
-                header.package.version,
-                header.package.build,
-                short_signer(&signer),
-                report.files,
-                human::bytes(report.bytes),
-            );
+    match action {
+        PackageAction::Check => check(run, &package, signer),
+        PackageAction::Extract(dir) => extract(run, package, &accepted, dir),
+        PackageAction::Plan(install) => installing::plan(run, &package, install),
+        PackageAction::Install(install) => installing::install(run, &package, &accepted, install),
+        PackageAction::Info | PackageAction::List | PackageAction::Licence | PackageAction::Estimate(_) => {
+            unreachable!("handled above")
         }
-        return Ok(Outcome::Success);
     }
-    if let Some(dir) = &action.extract {
-        let Package::File(file) = package else {
-            return Err(UsageError(format!(
-                "{} is already an expanded package: copy it, or check it with --check",
-                package_path.display()
-            ))
-            .into());
+}
+
+fn check(run: &Run<'_>, package: &Package, signer: Signer) -> Result<Finished> {
+    let header = package.header();
+    run.progress.start("checking", Unit::Bytes, Some(header.expanded_size()));
+    let report = upkg_unpack::check(package, run.settings.threads, &|n| run.progress.add(n))?;
+    run.progress.finish();
+    let form = match package {
+        Package::File(_) => PackageForm::File,
+        Package::Tree(_) => PackageForm::ExpandedTree,
+    };
+    if !run.settings.output.json && !run.settings.output.quiet {
+        let source = match form {
+            PackageForm::File => human::count(report.members, "payload member", "payload members"),
+            PackageForm::ExpandedTree => "the expanded tree".to_owned(),
         };
-        let progress = Progress::new(!quiet && !json, Some(file.header().expanded_size()), "expanding");
-        let options =
-            WriteOptions { threads, durability: ctx.durability, progress: &|n| progress.add(n), verify_all: true };
-        let report = upkg_unpack::expand(file, dir, &accepted, &options)?;
-        progress.finish();
-        if json {
-            print_json(&report)?;
-        } else if !quiet {
-            upkg_cli::errln!(
-                "Expanded {}, {} and {}, {}, into {}.",
-                human::count(report.written.files, "file", "files"),
-                human::count(report.written.dirs, "directory", "directories"),
-                human::count(report.written.symlinks, "link", "links"),
-                human::bytes(report.written.bytes),
-                dir.display()
-            );
-            upkg_cli::errln!("Verify it later, or from another machine, with: pkgrun {} --check", dir.display());
-        }
-        return Ok(Outcome::Success);
+        upkg_cli::outln!(
+            "OK: {} {} (build {}): signature {}; {} files, {}, verified in {source}.",
+            header.package.id,
+            header.package.version,
+            header.package.build,
+            short_signer(&signer),
+            report.files,
+            human::bytes(report.bytes),
+        );
     }
-    if action.plan {
-        return installing::plan(&cli, &package, &ctx);
-    }
-    installing::install(&cli, &package, &accepted, &ctx)
+    Ok(Finished::success(Data::Check(Some(Box::new(CheckData {
+        package: PackageId::of(header),
+        form,
+        signer,
+        members: report.members,
+        files: report.files,
+        bytes: report.bytes,
+    })))))
 }
 
-fn durability(cli: &Cli) -> Durability {
-    match cli.output.durability {
-        args::DurabilityArg::Batched => Durability::Batched,
-        args::DurabilityArg::PerFile => Durability::PerFile,
-        args::DurabilityArg::None => Durability::None,
+fn extract(run: &Run<'_>, package: Package, accepted: &upkg_format::Accepted, dir: &Path) -> Result<Finished> {
+    let Package::File(file) = package else {
+        return Err(UsageError::new(
+            Reason::Usage,
+            format!("{} is already an expanded package: copy it, or check it with --check", package.path().display()),
+        )
+        .into());
+    };
+    run.progress.start("expanding", Unit::Bytes, Some(file.header().expanded_size()));
+    let options = WriteOptions {
+        threads: run.settings.threads,
+        durability: run.settings.durability,
+        progress: &|n| run.progress.add(n),
+        verify_all: true,
+    };
+    let report = upkg_unpack::expand(file, dir, accepted, &options)?;
+    run.progress.finish();
+    if !run.settings.output.json && !run.settings.output.quiet {
+        upkg_cli::errln!(
+            "Expanded {}, {} and {}, {}, into {}.",
+            human::count(report.written.files, "file", "files"),
+            human::count(report.written.dirs, "directory", "directories"),
+            human::count(report.written.symlinks, "link", "links"),
+            human::bytes(report.written.bytes),
+            dir.display()
+        );
+        upkg_cli::errln!("Verify it later, or from another machine, with: pkgrun {} --check", dir.display());
     }
+    Ok(Finished::success(Data::Extract(Some(Box::new(report)))))
 }
 
-fn estimate(package: &Package, dir: &Path, json: bool) -> Result<Outcome> {
+fn estimate(run: &Run<'_>, package: &Package, dir: &Path) -> Result<Finished> {
     let (header_len, signature_len) = match package {
         Package::File(file) => (file.layout().header.size, file.layout().signature.size),
         Package::Tree(_) => {
@@ -271,9 +297,7 @@ fn estimate(package: &Package, dir: &Path, json: bool) -> Result<Outcome> {
         }
     };
     let estimate = upkg_unpack::estimate(package.header(), header_len, signature_len, dir)?;
-    if json {
-        print_json(&serde_json::json!({ "path": dir, "estimate": estimate }))?;
-    } else {
+    if !run.settings.output.json {
         let inodes = estimate
             .free
             .available_inodes
@@ -292,7 +316,26 @@ fn estimate(package: &Package, dir: &Path, json: bool) -> Result<Outcome> {
         upkg_cli::outln!("Available:   {}, {inodes}", human::bytes(estimate.free.available));
         upkg_cli::outln!("Fits:        {}", if estimate.fits { "yes" } else { "NO" });
     }
-    if estimate.fits { Ok(Outcome::Success) } else { Ok(Outcome::InsufficientSpace) }
+    let error = (!estimate.fits).then(|| {
+        let reason = if estimate.needed > estimate.free.available {
+            Reason::InsufficientSpace
+        } else {
+            Reason::InsufficientInodes
+        };
+        ErrorReport {
+            reason,
+            class: Some(upkg_format::FailureClass::InsufficientSpace),
+            message: format!("expanding the package does not fit on the filesystem of {}", dir.display()),
+            hint: outcome::hint(reason).map(str::to_owned),
+            log: None,
+        }
+    });
+    let outcome = if estimate.fits { Outcome::Success } else { Outcome::InsufficientSpace };
+    Ok(Finished {
+        data: Data::Estimate(Some(Box::new(EstimateData { path: dir.to_owned(), estimate }))),
+        outcome,
+        error,
+    })
 }
 
 fn short_signer(signer: &Signer) -> String {
@@ -314,17 +357,13 @@ fn warn_if_unverified(signer: &Signer) {
     upkg_cli::errln!("WARNING: only the digests in its header are checked, and anyone could have written that header.");
 }
 
-fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
+fn trust_store(trust: &TrustSettings) -> Result<TrustStore> {
     let mut store = TrustStore::new();
-    let dir = args.trusted_keys.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_TRUSTED_KEYS));
-    store.add_dir(&dir).with_context(|| format!("reading trusted keys from {}", dir.display()))?;
-    for key in &args.trust {
+    store
+        .add_dir(&trust.directory)
+        .with_context(|| format!("reading trusted keys from {}", trust.directory.display()))?;
+    for key in &trust.keys {
         store.add_file(key)?;
     }
     Ok(store)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    upkg_cli::outln!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }

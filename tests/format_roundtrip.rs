@@ -92,7 +92,7 @@ fn degenerate_trees_round_trip_for_every_codec() {
             let check = run(&mut context.pkgrun_trusted(&out, &["--check", "--json"]));
             // Regression: a cabinet without data counted (and -x wrote) its empty files twice.
             let files = if src == "only-empty-file" { 1 } else { 0 };
-            assert_eq!(check.assert_success().json()["files"], files, "{out}");
+            assert_eq!(check.assert_success().data()["files"], files, "{out}");
             run(&mut context.pkgrun_trusted(&out, &["-x", &dest])).assert_success();
             assert_same_tree(&context.path(format!("{src}/root")), &context.path(&dest), PACKAGE_DIR);
         }
@@ -122,7 +122,7 @@ fn self_extracting_package_expands_itself() {
     let exe = context.path("pkg.run");
     assert_ne!(fs::metadata(&exe).unwrap().permissions().mode() & 0o111, 0, "a package with a stub is executable");
 
-    let info = run(context.program(&exe).args(["--info", "--json"])).assert_success().json();
+    let info = run(context.program(&exe).args(["--info", "--json"])).assert_success().data();
     assert_eq!(info["package"]["id"], "sample");
     run(context.program(&exe).args(["--check", "--trust", TEST_PUB])).assert_success();
     run(context.program(&exe).args(["-x", "out", "--trust", TEST_PUB])).assert_success();
@@ -200,7 +200,7 @@ fn expanded_tree_with_a_changed_header_or_no_signature_is_refused() {
     run(&mut context.pkgrun_trusted("pkg.run", &["-x", "changed"])).assert_success();
     run(&mut context.pkgrun_trusted("pkg.run", &["-x", "unsigned"])).assert_success();
     // The tree has no layout: it is not a file.
-    let info = run(&mut context.pkgrun_trusted("changed", &["--info", "--json"])).assert_success().json();
+    let info = run(&mut context.pkgrun_trusted("changed", &["--info", "--json"])).assert_success().data();
     assert_eq!(info["layout"], serde_json::Value::Null);
     assert_eq!(info["signer"]["status"], "trusted");
 

@@ -46,11 +46,12 @@ post-install = "scripts/post-install.sh"
 timeout = 60
 
 [[rollout]]
-role = "frontend"
+name = "frontend"
 description = "web front-ends behind the balancer"
 serial = "100%"
 
 [[rollout]]
+# `role` is the older spelling of `name`, still accepted.
 role = "backend"
 serial = "1"
 drain = true
@@ -137,7 +138,7 @@ fn estimate_json() {
     let context = TestContext::new();
     rich_package(&context);
     let output = run(&mut context.pkgrun_trusted("rich.run", &["--estimate", "dest", "--json"]));
-    assert_eq!(output.json()["estimate"]["block_size"], 4096, "this snapshot assumes 4 KiB blocks");
+    assert_eq!(output.data()["estimate"]["block_size"], 4096, "this snapshot assumes 4 KiB blocks");
     space_filters(&context).bind(|| insta::assert_snapshot!(output.render()));
 }
 
@@ -156,7 +157,7 @@ fn pkgbuild_json_summary() {
         upkg_snapshot!(context, &mut context.build_command("rich", "again.run", &BuildOptions::default().json()));
     // Regression: "files" once counted every entry; it counts regular files, as `pkgrun --info --json` does.
     let info = context.info_json("again.run");
-    assert_eq!(output.json()["files"], info["entries"]["files"]);
+    assert_eq!(output.data()["files"], info["entries"]["files"]);
 }
 
 #[test]

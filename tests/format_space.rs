@@ -24,7 +24,7 @@ fn package_larger_than_the_filesystem_is_refused_before_writing() {
 
     let estimate = run(&mut context.pkgrun_trusted("big.run", &["--estimate", "small-fs", "--json"]));
     estimate.assert_code(exit::NO_SPACE);
-    let json = estimate.json();
+    let json = estimate.data();
     assert_eq!(json["estimate"]["fits"], false, "{}", estimate.render());
     assert!(json["estimate"]["needed"].as_u64().unwrap() > 6 << 20);
     // The text form says so too, with the same exit code.
@@ -48,7 +48,7 @@ fn package_that_fits_expands_on_a_small_filesystem() {
     context.build("src", "pkg.run", &BuildOptions::codec("cab").member_size(32_768));
     let estimate = run(&mut context.pkgrun_trusted("pkg.run", &["--estimate", "small-fs/dest", "--json"]));
     estimate.assert_success();
-    assert_eq!(estimate.json()["estimate"]["fits"], true);
+    assert_eq!(estimate.data()["estimate"]["fits"], true);
     run(&mut context.pkgrun_trusted("pkg.run", &["-x", "small-fs/dest"])).assert_success();
     assert_same_tree(&source, &tmpfs.path.join("dest"), &[".package"]);
 }
@@ -67,7 +67,7 @@ fn package_with_more_entries_than_free_inodes_is_refused() {
     context.build("many", "many.run", &BuildOptions::default());
     let estimate = run(&mut context.pkgrun_trusted("many.run", &["--estimate", "few-inodes", "--json"]));
     estimate.assert_code(exit::NO_SPACE);
-    assert_eq!(estimate.json()["estimate"]["needed_inodes"], 43, "40 files, .package, its header and signature");
+    assert_eq!(estimate.data()["estimate"]["needed_inodes"], 43, "40 files, .package, its header and signature");
     run(&mut context.pkgrun_trusted("many.run", &["-x", "few-inodes/dest"])).assert_code(exit::NO_SPACE);
     assert_eq!(paths_under(&tmpfs.path), Vec::<String>::new());
 }

@@ -130,7 +130,7 @@ fn info_and_list_work_on_untrusted_and_unsigned_packages_and_show_the_status() {
         let output = run(&mut info);
         output.assert_success();
         assert!(output.stdout.contains(text), "{package}:\n{}", output.render());
-        let json = run(info.arg("--json")).assert_success().json();
+        let json = run(info.arg("--json")).assert_success().data();
         assert_eq!(json["signer"]["status"], status, "{package}");
         let list = run(context.pkgrun().args([package, "--list"]));
         list.assert_success();

@@ -68,7 +68,7 @@ fn adopted_acme_takes_the_service_pack_and_uninstalls_back_to_the_adopted_tree()
         "{}",
         status.render()
     );
-    let json = run(&mut on_target(&ctx, &["status", "--json"], "srv/acme")).json();
+    let json = run(&mut on_target(&ctx, &["status", "--json"], "srv/acme")).data();
     assert_eq!(json["adopted"]["files"], files);
     assert_eq!(json["adopted"]["directories"], dirs);
     assert_eq!(json["adopted"]["links"], links);
@@ -141,9 +141,9 @@ fn verify_reports_a_modified_adopted_file_and_repair_says_it_has_no_copy() {
     verify.assert_code(exit::FAILURE);
     assert!(verify.stdout.contains("modified     bin/tool (from adopted-baseline build 0)"), "{}", verify.render());
     assert!(verify.stdout.contains("repair cannot restore them"), "{}", verify.render());
-    let json = run(&mut on_target(&ctx, &["verify", "--json"], "t")).json();
-    assert_eq!(json["report"]["problems"][0]["path"], "bin/tool");
-    assert_eq!(json["report"]["problems"][0]["package"], "adopted-baseline");
+    let json = run(&mut on_target(&ctx, &["verify", "--json"], "t")).data();
+    assert_eq!(json["problems"][0]["path"], "bin/tool");
+    assert_eq!(json["problems"][0]["package"], "adopted-baseline");
 
     let repair = run(&mut on_target(&ctx, &["repair"], "t"));
     repair.assert_code(exit::FAILURE);
@@ -276,7 +276,7 @@ fn state_without_adoption_reads_and_stays_without_it() {
     let state = std::fs::read_to_string(ctx.path("t/.pkgrun/state.json")).unwrap();
     assert!(!state.contains("adopted"), "{state}");
     let status = run(&mut on_target(&ctx, &["status", "--json"], "t"));
-    assert!(status.json().get("adopted").is_none(), "{}", status.render());
+    assert!(status.data().get("adopted").is_none(), "{}", status.render());
 }
 
 fn settings(ctx: &TestContext) -> insta::Settings {

@@ -62,11 +62,15 @@ fn refusals_leave_logs_and_change_nothing() {
     let skipped = run(&mut install(&ctx, &v2, "t", &["--json"]));
     skipped.assert_code(0);
     let json = skipped.json();
-    let skipped_log = json["targets"][0]["report"]["log"]["written"].as_str().expect("a log").to_owned();
+    assert_eq!(json["data"]["targets"][0]["result"], "already-installed");
+    let skipped_log = json["data"]["targets"][0]["log"]["path"].as_str().expect("a log").to_owned();
     let not_applicable = run(&mut install(&ctx, &old, "t", &["--json"]));
     not_applicable.assert_code(NOT_APPLICABLE);
     let json = not_applicable.json();
-    let refused_log = json["targets"][0]["log"].as_str().expect("the failure names its log").to_owned();
+    assert_eq!(json["error"]["reason"], "not-applicable");
+    let refused_log =
+        json["data"]["targets"][0]["error"]["log"]["path"].as_str().expect("the failure names its log").to_owned();
+    assert_eq!(json["error"]["log"]["path"].as_str(), Some(refused_log.as_str()), "one target: its log is the error's");
 
     assert_eq!(everything_but_logs(&ctx, "t"), before, "a refusal changes nothing but the logs");
     let logs = logs(&ctx, "t");
@@ -84,7 +88,7 @@ fn refusals_leave_logs_and_change_nothing() {
     // `pkgrun logs` lists every attempt, oldest first, with its verdict.
     let listed = run(&mut on_target(&ctx, &["logs", "--json"], "t"));
     listed.assert_code(0);
-    let attempts = listed.json()["report"]["attempts"].as_array().unwrap().clone();
+    let attempts = listed.data()["attempts"].as_array().unwrap().clone();
     let verdicts: Vec<&str> = attempts.iter().map(|a| a["verdict"].as_str().unwrap()).collect();
     assert_eq!(verdicts, ["success", "success", "cancelled", "skipped", "refused"]);
     assert_eq!(attempts[4]["package"], "update-2");
@@ -96,7 +100,7 @@ fn refusals_leave_logs_and_change_nothing() {
 
     // status: the refusal is the last failure (no success after it).
     let status = run(&mut on_target(&ctx, &["status", "--json"], "t"));
-    assert_eq!(status.json()["last_failure"]["verdict"], "refused", "{}", status.render());
+    assert_eq!(status.data()["last_failure"]["verdict"], "refused", "{}", status.render());
     let human = run(&mut on_target(&ctx, &["status"], "t"));
     assert!(human.stdout.contains("Failed:    "), "{}", human.render());
 }
@@ -117,8 +121,9 @@ fn a_refusal_on_a_foreign_directory_leaves_no_state() {
     assert_eq!(tree_listing(&ctx.path("foreign"), &[]), before);
     assert!(verdict(&copy).starts_with("INSTALL REFUSED: "), "{}", verdict(&copy));
     let json = run(&mut install(&ctx, &v2, "foreign", &["--json"])).json();
-    assert!(json["targets"][0]["no_log"].as_str().unwrap().contains("no log was written"), "{json}");
-    assert!(json["targets"][0].get("log").is_none(), "{json}");
+    let log = &json["data"]["targets"][0]["error"]["log"];
+    assert_eq!(log["state"], "not-written", "{json}");
+    assert!(log["why"].as_str().unwrap().contains("no log was written"), "{json}");
     let listed = run(&mut on_target(&ctx, &["logs"], "foreign"));
     listed.assert_code(1);
     listed.assert_stderr_contains("has no attempt logs");
@@ -137,14 +142,15 @@ fn a_failed_install_names_its_log_until_a_success() {
         build_spec(&ctx, &Spec { src: "bad", id: "bad", version: "2.0", build: 2, applies: "", files: &files, extra });
     let output = run(&mut install(&ctx, &bad, "t", &["--json"]));
     output.assert_code(1);
-    let log = output.json()["targets"][0]["log"].as_str().unwrap().to_owned();
+    let log = output.json()["error"]["log"]["path"].as_str().unwrap().to_owned();
+    assert_eq!(output.json()["error"]["reason"], "script-failed");
     assert!(verdict(Path::new(&log)).starts_with("INSTALL FAILURE: the post-install script failed"));
-    let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).json();
+    let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).data();
     assert_eq!(status["last_failure"]["log"].as_str(), Some(log.as_str()));
     assert_eq!(status["last_failure"]["verdict"], "failure");
     let good = update(&ctx, "good", "good", "2.0", 3, &files);
     install_ok(&ctx, &good, "t", &["-q"]);
-    let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).json();
+    let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).data();
     assert!(status.get("last_failure").is_none(), "a later success supersedes it: {status}");
 }
 
@@ -159,7 +165,7 @@ fn status_shows_a_pending_restart() {
     let up = update(&ctx, "reboot", "reboot", "2.0", 2, &files);
     rebuild_with_package_key(&ctx, "reboot", 2, "restart = \"always\"", &up);
     run(&mut install(&ctx, &up, "t", &["-q"])).assert_code(RESTART_REQUIRED);
-    let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).json();
+    let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).data();
     assert_eq!(status["restart_pending"]["package"], "reboot", "{status}");
     let human = run(&mut on_target(&ctx, &["status"], "t"));
     assert!(human.stdout.contains("Restart:   PENDING"), "{}", human.render());
@@ -169,7 +175,7 @@ fn status_shows_a_pending_restart() {
         let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
         state["restart"]["boot_id"] = "00000000-0000-0000-0000-000000000000".into();
         std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
-        let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).json();
+        let status = run(&mut on_target(&ctx, &["status", "--json"], "t")).data();
         assert!(status.get("restart_pending").is_none(), "{status}");
     }
 }
@@ -192,7 +198,7 @@ fn named_instances() {
 
     let status = run(pkgrun(&ctx).args(["status", "--instance", "alpha", "--json"]));
     status.assert_code(0);
-    assert_eq!(status.json()["target"].as_str(), Some(ctx.path("a").to_str().unwrap()));
+    assert_eq!(status.data()["target"].as_str(), Some(ctx.path("a").to_str().unwrap()));
     let unknown = run(pkgrun(&ctx).args(["status", "--instance", "nosuch"]));
     unknown.assert_code(2);
     unknown.assert_stderr_contains("no instance is named nosuch");
@@ -200,7 +206,7 @@ fn named_instances() {
     std::fs::remove_dir_all(ctx.path("b")).unwrap();
     let listed = run(pkgrun(&ctx).args(["instances", "--json"]));
     listed.assert_code(0);
-    let instances = listed.json()["report"]["instances"].as_array().unwrap().clone();
+    let instances = listed.data()["instances"].as_array().unwrap().clone();
     assert_eq!(instances.len(), 2);
     assert_eq!(instances[0]["name"], "alpha");
     assert_eq!(instances[0]["condition"], "ok");
@@ -212,8 +218,8 @@ fn named_instances() {
     run(pkgrun(&ctx).args(["instances", "forget", ctx.path("b").to_str().unwrap()])).assert_code(0);
     run(pkgrun(&ctx).args(["instances", "forget", "alpha"])).assert_code(0);
     assert!(ctx.path("a/a.txt").exists(), "forgetting never touches the directory");
-    let listed = run(pkgrun(&ctx).args(["instances", "--json"])).json();
-    assert_eq!(listed["report"]["instances"].as_array().unwrap().len(), 0);
+    let listed = run(pkgrun(&ctx).args(["instances", "--json"])).data();
+    assert_eq!(listed["instances"].as_array().unwrap().len(), 0);
     run(pkgrun(&ctx).args(["instances", "forget", "alpha"])).assert_code(2);
 }
 
@@ -233,13 +239,9 @@ fn concurrent_installs_register_every_instance() {
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
-    let listed = run(pkgrun(&ctx).args(["instances", "--json"])).json();
-    let mut names: Vec<String> = listed["report"]["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap_or("-").to_owned())
-        .collect();
+    let listed = run(pkgrun(&ctx).args(["instances", "--json"])).data();
+    let mut names: Vec<String> =
+        listed["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap_or("-").to_owned()).collect();
     names.sort();
     assert_eq!(names, ["n0", "n1", "n2", "n3", "n4", "n5"]);
 }
@@ -256,11 +258,12 @@ fn a_refused_uninstall_is_logged() {
     output.assert_code(1);
     output.assert_stderr_contains("package nosuch is not installed");
     output.assert_stderr_contains("log: ");
-    let log = output.json()["error"]["log"].as_str().expect("the error names its log").to_owned();
+    let log = output.json()["error"]["log"]["path"].as_str().expect("the error names its log").to_owned();
+    assert_eq!(output.json()["error"]["reason"], "refused");
     assert!(log.ends_with("nosuch-0-uninstall-1.log"), "{log}");
     assert!(verdict(Path::new(&log)).starts_with("UNINSTALL REFUSED: package nosuch is not installed"));
     assert_eq!(everything_but_logs(&ctx, "t"), before);
-    let attempts = run(&mut on_target(&ctx, &["logs", "--json"], "t")).json()["report"]["attempts"].clone();
+    let attempts = run(&mut on_target(&ctx, &["logs", "--json"], "t")).data()["attempts"].clone();
     assert_eq!(attempts[1]["operation"], "uninstall");
     assert_eq!(attempts[1]["verdict"], "refused");
 }

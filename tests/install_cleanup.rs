@@ -103,16 +103,16 @@ fn cleanup_removes_what_superseded_packages_keep_and_makes_them_permanent() {
 
     let output = run(&mut on_target(&ctx, &["cleanup", "--json"], "t"));
     assert_eq!(output.code, 0, "{}", output.render());
-    let json: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
-    let cleaned = json["report"]["cleaned"].as_array().unwrap();
+    let json = output.data();
+    let cleaned = json["cleaned"].as_array().unwrap();
     assert_eq!(cleaned.len(), 1, "only the first fix is superseded: {json:#}");
     assert_eq!(cleaned[0]["id"], "testprod-fix-1");
     // Its backup is the release's tool (10 bytes), its repair copy its own tool and header.
     assert_eq!(cleaned[0]["backup"], 9);
     assert!(cleaned[0]["repair_copy"].as_u64().unwrap() > 50_000);
-    let freed = json["report"]["freed"].as_u64().unwrap();
+    let freed = json["freed"].as_u64().unwrap();
     assert_eq!(before - usage(&tx), freed, "the space freed is what was removed");
-    assert_eq!(json["report"]["state_dir_bytes"].as_u64().unwrap(), usage(&state_dir(&ctx, "t")));
+    assert_eq!(json["state_dir_bytes"].as_u64().unwrap(), usage(&state_dir(&ctx, "t")));
     assert_eq!(product_tree(&ctx, "t", &[]), product, "cleanup changes nothing of the product");
 
     // status says so, and uninstall refuses, saying why.
@@ -168,8 +168,8 @@ fn an_interrupted_cleanup_is_finished_by_the_next() {
     let leftover = usage(&tx);
     let again = run(&mut on_target(&ctx, &["cleanup", "--json"], "t"));
     assert_eq!(again.code, 0, "{}", again.render());
-    let json: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
-    assert_eq!(json["report"]["cleaned"][0]["id"], "testprod-fix-1", "{json:#}");
+    let json = again.data();
+    assert_eq!(json["cleaned"][0]["id"], "testprod-fix-1", "{json:#}");
     assert!(usage(&tx) < leftover);
     let third = run(&mut on_target(&ctx, &["cleanup"], "t"));
     assert!(third.stdout.starts_with("Nothing to clean up"), "{}", third.render());

@@ -183,9 +183,9 @@ fn verify_finds_damage_and_repair_restores_it() {
     verify.assert_code(exit::FAILURE);
     assert!(verify.stdout.contains("modified     bin/tool"), "{}", verify.render());
     assert!(verify.stdout.contains("missing      share/data.txt"), "{}", verify.render());
-    let json = run(&mut on_target(&ctx, &["verify", "--json"], "t")).json();
+    let json = run(&mut on_target(&ctx, &["verify", "--json"], "t")).data();
     let problems: Vec<&str> =
-        json["report"]["problems"].as_array().unwrap().iter().map(|p| p["problem"].as_str().unwrap()).collect();
+        json["problems"].as_array().unwrap().iter().map(|p| p["problem"].as_str().unwrap()).collect();
     assert_eq!(problems, ["modified", "missing"]);
     // Quiet: the problems still show (they are the findings), nothing else does.
     let quiet = run(&mut on_target(&ctx, &["verify", "-q"], "t"));
@@ -249,10 +249,12 @@ fn repair_keeps_the_administrators_changes_and_backs_up_what_it_replaces() {
     );
     assert!(out.contains("1 of "), "{out}");
     assert!(out.contains("; the administrator's changes (2) are kept."), "{out}");
-    let json = run(&mut on_target(&ctx, &["verify", "--json"], "srv/acme")).json();
-    assert_eq!(json["outcome"], "failure");
+    let document = run(&mut on_target(&ctx, &["verify", "--json"], "srv/acme")).json();
+    assert_eq!(document["outcome"], "failure");
+    assert_eq!(document["error"]["reason"], "files-differ");
+    let json = &document["data"];
     let listed = |key: &str| -> Vec<(String, String, String)> {
-        json["report"][key]
+        json[key]
             .as_array()
             .unwrap_or_else(|| panic!("no {key}: {json}"))
             .iter()
@@ -271,8 +273,8 @@ fn repair_keeps_the_administrators_changes_and_backs_up_what_it_replaces() {
             triple("etc/acme/mime.types", "missing", "administrator")
         ]
     );
-    assert_eq!(json["report"]["administrator_changes"][0]["policy"], "add");
-    assert_eq!(json["report"]["administrator_changes"][1]["policy"], "if-present");
+    assert_eq!(json["administrator_changes"][0]["policy"], "add");
+    assert_eq!(json["administrator_changes"][1]["policy"], "if-present");
 
     let repair = run(&mut on_target(&ctx, &["repair"], "srv/acme"));
     repair.assert_success();

@@ -277,4 +277,5 @@ fn no_target_and_no_registered_instance_says_so() {
     let json = run(command.arg("--json")).json();
     assert_eq!(json["outcome"], "not-applicable");
     assert_eq!(json["exit_code"], NOT_APPLICABLE);
+    assert_eq!(json["error"]["reason"], "no-target");
 }

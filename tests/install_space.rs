@@ -87,8 +87,7 @@ fn free(path: &Path) -> (u64, u64) {
 fn estimate(ctx: &TestContext, package: &str, target: &str, args: &[&str]) -> (u64, u64) {
     let plan = run(install(ctx, package, target, &["--plan", "--json"]).args(args));
     assert!(plan.code == 0 || plan.code == exit::NO_SPACE, "{}", plan.render());
-    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    let space = &json["targets"][0]["plan"]["space"];
+    let space = &plan.data()["targets"][0]["plan"]["space"];
     (space["needed"].as_u64().unwrap(), space["inodes"].as_u64().unwrap())
 }
 

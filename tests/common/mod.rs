@@ -145,18 +145,78 @@ impl RunOutput {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout of `{}` is not JSON: {e}\n{}", self.command, self.render()))
     }
+
+    /// The `data` of the `--json` document on standard output.
+    #[track_caller]
+    pub fn data(&self) -> serde_json::Value {
+        self.json()["data"].clone()
+    }
 }
 
-/// Runs a command to completion with standard input closed.
+/// Runs a command to completion with standard input closed. A `--json` run's
+/// output is checked against the committed schema ([`check_json_document`]).
 pub fn run(command: &mut Command) -> RunOutput {
     let line = describe(command);
     let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("could not start `{line}`: {e}"));
-    RunOutput {
+    let output = RunOutput {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         command: line,
+    };
+    check_json_document(command, &output);
+    output
+}
+
+/// The committed JSON Schema of every `--json` document (`docs/upkg-output.schema.json`).
+pub fn output_schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = repo_dir().join("docs/upkg-output.schema.json");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::draft202012::new(&schema)
+            .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
+    })
+}
+
+/// Panics unless `output` of a command run with `--json` is one JSON document
+/// that the committed schema accepts and that agrees with the process: the same
+/// exit code, `ok` exactly for exit codes 0 and 10, and an `error` exactly when
+/// not `ok`. A process killed by a signal (the crash tests) printed nothing to check.
+pub fn check_json_document(command: &Command, output: &RunOutput) {
+    if !command.get_args().any(|a| a == "--json") || output.code == -1 {
+        return;
     }
+    let document: serde_json::Value = serde_json::from_str(&output.stdout).unwrap_or_else(|e| {
+        panic!("`{}` printed no single JSON document on stdout: {e}\n{}", output.command, output.render())
+    });
+    if let Err(error) = output_schema().validate(&document) {
+        let errors: Vec<String> =
+            output_schema().iter_errors(&document).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        panic!(
+            "the --json document of `{}` does not match docs/upkg-output.schema.json: {error}\n{}\n{}",
+            output.command,
+            errors.join("\n"),
+            output.render()
+        );
+    }
+    assert_eq!(
+        document["exit_code"].as_i64(),
+        Some(i64::from(output.code)),
+        "`{}`: the document's exit_code is not the process's\n{}",
+        output.command,
+        output.render()
+    );
+    let ok = matches!(output.code, 0 | 10);
+    assert_eq!(document["ok"].as_bool(), Some(ok), "`{}`: `ok` disagrees with the exit code", output.command);
+    assert_eq!(
+        document["error"].is_null(),
+        ok,
+        "`{}`: `error` must be null exactly when ok\n{}",
+        output.command,
+        output.render()
+    );
 }
 
 /// Runs a command with `input` on its standard input.
@@ -170,12 +230,14 @@ pub fn run_with_stdin(command: &mut Command, input: &[u8]) -> RunOutput {
         .unwrap_or_else(|e| panic!("could not start `{line}`: {e}"));
     child.stdin.take().expect("piped").write_all(input).expect("write stdin");
     let output = child.wait_with_output().expect("wait for the child");
-    RunOutput {
+    let output = RunOutput {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         command: line,
-    }
+    };
+    check_json_document(command, &output);
+    output
 }
 
 fn describe(command: &Command) -> String {
@@ -615,7 +677,7 @@ impl TestContext {
     pub fn info_json(&self, package: impl AsRef<OsStr>) -> serde_json::Value {
         let output = run(self.pkgrun().arg(package).args(["--info", "--json"]));
         output.assert_success();
-        output.json()
+        output.data()
     }
 
     /// The byte ranges of a package's parts, from `--info --json`.

@@ -72,14 +72,26 @@ pub struct BuildOutput {
     pub size: u64,
 }
 
+/// How far a build is, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// Encoding starts: the files hold `total` bytes.
+    Start {
+        /// Bytes of all the files.
+        total: u64,
+    },
+    /// `n` more bytes of the files were encoded.
+    Encoded(u64),
+}
+
 /// Builds the package described by `manifest` (a `package.toml`, or a directory
-/// holding one) into `output`. `progress` receives counts of uncompressed bytes
-/// as they are encoded.
+/// holding one) into `output`. `progress` hears the total, then counts of
+/// uncompressed bytes as they are encoded.
 pub fn build(
     manifest: &Path,
     output: &Path,
     options: &BuildOptions,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(BuildProgress) + Sync),
 ) -> Result<BuildOutput, BuildError> {
     let codec = options.codec;
     let level = options.level.unwrap_or_else(|| codec.default_level());
@@ -163,7 +175,10 @@ pub fn build(
     }
 
     // Members, encoded in parallel and written in order.
-    let data = SourceData::new(&sources, &plan, progress);
+    let total = sources.iter().filter(|s| s.kind == Kind::File).map(|s| s.size).sum();
+    progress(BuildProgress::Start { total });
+    let encoded = |n| progress(BuildProgress::Encoded(n));
+    let data = SourceData::new(&sources, &plan, &encoded);
     let mut members = Vec::with_capacity(plan.members.len());
     {
         let file = temp.as_file_mut();
@@ -285,7 +300,7 @@ fn package_info(loaded: &LoadedManifest, created: u64) -> upkg_format::PackageIn
             .rollout
             .iter()
             .map(|r| Role {
-                name: r.role.get_ref().clone(),
+                name: r.name.get_ref().clone(),
                 description: r.description.clone(),
                 serial: r.serial.get_ref().clone(),
                 drain: r.drain,

@@ -10,7 +10,7 @@ use upkg_format::FailureClass;
 #[non_exhaustive]
 pub enum BuildError {
     /// The manifest is malformed or holds a bad value.
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    #[error("{}{}: {message}", path.display(), location(*line, *column))]
     Manifest {
         /// The manifest file.
         path: PathBuf,
@@ -139,4 +139,9 @@ impl BuildError {
             BuildError::Io { source, .. } => upkg_format::io_class(source),
         }
     }
+}
+
+/// `:LINE:COLUMN`, or nothing when the position is unknown (0).
+fn location(line: usize, column: usize) -> String {
+    if line == 0 { String::new() } else { format!(":{line}:{column}") }
 }

@@ -14,6 +14,6 @@ mod keys;
 mod manifest;
 mod sources;
 
-pub use build::{BuildOptions, BuildOutput, build};
+pub use build::{BuildOptions, BuildOutput, BuildProgress, build};
 pub use error::{BuildError, Outside, SourceOutside};
 pub use keys::{KeyPairFiles, generate_key_pair};

@@ -181,8 +181,10 @@ fn default_timeout() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RolloutRole {
-    /// Role name.
-    pub role: Spanned<String>,
+    /// Role name (the header's `name`; `role`, its name in manifests written
+    /// before, is accepted too).
+    #[serde(alias = "role")]
+    pub name: Spanned<String>,
     /// What the role is.
     #[serde(default)]
     pub description: String,
@@ -219,7 +221,16 @@ impl LoadedManifest {
     /// Reads `path`, or `path/package.toml` when `path` is a directory.
     pub fn load(path: &Path) -> Result<LoadedManifest, BuildError> {
         let path = if path.is_dir() { path.join("package.toml") } else { path.to_owned() };
-        let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+            // Naming a manifest that is not there is bad input, not an I/O failure.
+            std::io::ErrorKind::NotFound => BuildError::Manifest {
+                path: path.clone(),
+                line: 0,
+                column: 0,
+                message: "no such manifest: give a directory holding package.toml, or the manifest's path".into(),
+            },
+            _ => BuildError::Io { path: path.clone(), source },
+        })?;
         let manifest: Manifest = toml::from_str(&text).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |span| line_column(&text, span.start));
             BuildError::Manifest { path: path.clone(), line, column, message: e.message().trim().to_owned() }

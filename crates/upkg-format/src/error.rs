@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 /// What kind of failure an error is, independent of its wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum FailureClass {

@@ -21,6 +21,7 @@ pub const MAX_HEADER_LEN: u64 = 256 << 20;
 
 /// The header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Header {
     /// Format version; equal to the trailer's.
     pub format: FormatVersion,
@@ -36,6 +37,7 @@ pub struct Header {
 
 /// Format version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FormatVersion {
     /// Incompatible changes.
     pub major: u16,
@@ -62,6 +64,7 @@ fn newest_member(package: &PackageInfo) -> Option<(u16, String)> {
 
 /// Identity, description and installation behaviour of a package.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackageInfo {
     /// Unique identifier, for example `acme-server-2.1-hotfix-1042`.
     pub id: String,
@@ -100,6 +103,7 @@ pub struct PackageInfo {
 
 /// Applicability rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Applicability {
     /// Product identifier the target must hold.
     pub product: String,
@@ -114,6 +118,7 @@ pub struct Applicability {
 
 /// A service to stop before changing files and start afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Service {
     /// Display name.
     pub name: String,
@@ -136,6 +141,7 @@ pub struct Service {
 
 /// Catalog paths of the package's scripts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Scripts {
     /// Runs before any file changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +184,7 @@ impl Scripts {
 /// [`ScriptRole::name`], are the role names of the manifest's `[scripts]` keys and
 /// of `PKGRUN_PHASE` (`pre-install` ... `post-uninstall`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ScriptRole {
     /// Runs before any file changes (and before the services are stopped).
@@ -224,6 +231,7 @@ impl fmt::Display for ScriptRole {
 
 /// Restart behaviour after installing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Restart {
     /// Never ask for a restart.
@@ -246,6 +254,7 @@ impl fmt::Display for Restart {
 
 /// A farm role and how its hosts are upgraded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Role {
     /// Role name, matched against host groups by the orchestration.
     pub name: String,
@@ -259,6 +268,7 @@ pub struct Role {
 
 /// Size and digest of a contiguous part of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Part {
     /// Length in bytes.
     pub size: u64,
@@ -268,6 +278,7 @@ pub struct Part {
 
 /// The payload's encoding and parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Payload {
     /// Archive and compression.
     pub codec: Codec,
@@ -286,6 +297,7 @@ pub struct Payload {
 
 /// One independently decodable member of the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Member {
     /// Offset from the start of the payload.
     pub offset: u64,
@@ -379,6 +391,7 @@ impl<'de> Deserialize<'de> for Codec {
 
 /// Kinds of entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A regular file.
@@ -391,6 +404,7 @@ pub enum Kind {
 
 /// How an installer treats a file already present on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// Replace only an older version; add it when absent.
@@ -437,6 +451,7 @@ impl<'de> Deserialize<'de> for Mode {
 
 /// One entry of the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileEntry {
     /// Relative path, `/`-separated (see [`crate::paths`]).
     pub path: String,

@@ -25,6 +25,8 @@ mod layout;
 mod package;
 mod paths;
 mod payload;
+#[cfg(feature = "schema")]
+mod schema;
 mod sign;
 mod tarfmt;
 mod trailer;

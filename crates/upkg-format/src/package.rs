@@ -24,6 +24,7 @@ pub const MAX_SIGNATURE_LEN: u64 = 4096;
 
 /// A byte range of the package file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Range {
     /// First byte.
     pub offset: u64,
@@ -40,6 +41,7 @@ impl Range {
 
 /// Where each part of a package file lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Layout {
     /// The stub (size 0 when there is none).
     pub stub: Range,

@@ -80,6 +80,7 @@ impl TrustStore {
 
 /// Who signed a package, as far as can be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Signer {
     /// Signed by a trusted key, and the signature verified.

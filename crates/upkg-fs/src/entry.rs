@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Kinds of directory entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryKind {
     /// A regular file.
@@ -54,6 +55,7 @@ impl std::fmt::Display for EntryKind {
 
 /// The identity of an inode: equal for the same file wherever it was renamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Inode {
     /// The device.
     pub dev: u64,

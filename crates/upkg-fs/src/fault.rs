@@ -1,5 +1,6 @@
 //! Fault injection and the crash model, for the crash tests (debug builds only:
-//! a release build ignores the variables below).
+//! a release build ignores them). `pkgrun` reads the variables below with the
+//! rest of its environment and hands them to [`inject_faults`].
 //!
 //! Every mutating call of the layer (create, write, chmod, chown, mkdir, rmdir,
 //! unlink, rename, symlink, fsync, syncfs) goes through [`call`], which counts it.
@@ -78,30 +79,37 @@ enum Mode {
     Fail(u64, Errno),
 }
 
+static MODE: OnceLock<Mode> = OnceLock::new();
+
 fn mode() -> &'static Mode {
-    static MODE: OnceLock<Mode> = OnceLock::new();
-    MODE.get_or_init(|| {
-        if !cfg!(debug_assertions) {
-            return Mode::Off;
+    MODE.get().unwrap_or(&Mode::Off)
+}
+
+/// Turns on fault injection for this process, as the crash tests ask through
+/// `PKGRUN_FAULT` (`spec`) and `PKGRUN_FAULT_SPARE` (`spare`), which the binary
+/// reads with the rest of its environment. Ignored in release builds, and after
+/// the first call. An unknown `spec` is reported on standard error and ignored.
+pub fn inject_faults(spec: &str, spare: Option<&Path>) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let (kind, n) = spec.split_once(':').unwrap_or((spec, ""));
+    let n: u64 = n.parse().unwrap_or(0);
+    let mode = match kind {
+        "list" => Mode::List,
+        "kill" if n > 0 => Mode::Kill(n),
+        "powercut" if n > 0 => {
+            start_model(spare);
+            Mode::PowerCut(n)
         }
-        let Ok(value) = std::env::var("PKGRUN_FAULT") else { return Mode::Off };
-        let (kind, n) = value.split_once(':').unwrap_or((value.as_str(), ""));
-        let n: u64 = n.parse().unwrap_or(0);
-        match kind {
-            "list" => Mode::List,
-            "kill" if n > 0 => Mode::Kill(n),
-            "powercut" if n > 0 => {
-                start_model();
-                Mode::PowerCut(n)
-            }
-            "enospc" if n > 0 => Mode::Fail(n, Errno::NOSPC),
-            "eio" if n > 0 => Mode::Fail(n, Errno::IO),
-            _ => {
-                eprintln!("pkgrun-fault: PKGRUN_FAULT={value:?} is not list, kill:N, powercut:N, enospc:N or eio:N");
-                Mode::Off
-            }
+        "enospc" if n > 0 => Mode::Fail(n, Errno::NOSPC),
+        "eio" if n > 0 => Mode::Fail(n, Errno::IO),
+        _ => {
+            eprintln!("pkgrun-fault: PKGRUN_FAULT={spec:?} is not list, kill:N, powercut:N, enospc:N or eio:N");
+            return;
         }
-    })
+    };
+    let _ = MODE.set(mode);
 }
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -202,12 +210,12 @@ struct Model {
 
 static MODEL: Mutex<Option<Model>> = Mutex::new(None);
 
-fn start_model() {
-    let spare = std::env::var_os("PKGRUN_FAULT_SPARE").map(PathBuf::from).and_then(|path| {
+fn start_model(spare: Option<&Path>) {
+    let spare = spare.and_then(|path| {
         use rustix::fs::{Mode, OFlags};
-        rustix::fs::open(&path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .ok()
-            .map(|fd| (fd, path))
+            .map(|fd| (fd, path.to_owned()))
     });
     if spare.is_none() {
         eprintln!("pkgrun-fault: powercut needs PKGRUN_FAULT_SPARE, a directory on the target's filesystem");

@@ -6,7 +6,7 @@
 //!   where the kernel has it, an `O_NOFOLLOW` walk otherwise), and every open,
 //!   create, rename, unlink, mkdir, chmod and sync the installer and the extractor do;
 //! - [`NewFile`], [`AppendFile`], [`LockFile`]: files opened through it;
-//! - the fault injector and crash model behind every mutating call (`PKGRUN_FAULT`,
+//! - the fault injector and crash model behind every mutating call ([`inject_faults`],
 //!   debug builds only), which the crash tests use to stop, cut the power or fail
 //!   at every call: see the `fault` module's documentation in the source;
 //! - [`FreeSpace`], [`Flusher`], [`thread_pool`]: measuring and pacing the writes.
@@ -28,6 +28,7 @@ pub use dir::disable_openat2_for_tests;
 pub use dir::{Dir, LockKind, Rename, Restrictions, hash_reader};
 pub use entry::{Entry, EntryKind, Inode};
 pub use error::{FsError, Result, is_no_space};
+pub use fault::inject_faults;
 pub use file::{AppendFile, LockFile, Locking, NewFile};
 pub use flush::Flusher;
 pub use space::FreeSpace;

@@ -13,6 +13,7 @@ use crate::error::{FsError, Result};
 
 /// What a filesystem has free.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FreeSpace {
     /// The directory that was measured.
     pub measured: PathBuf,

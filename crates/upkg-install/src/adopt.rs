@@ -22,7 +22,7 @@ use crate::log::Verdict;
 use crate::registry;
 use crate::state::{Adoption, BASELINE_PACKAGE, OwnedEntry, State};
 use crate::target::{STATE_DIR, Target};
-use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, TxPlan};
+use crate::transaction::{self, Access, Context, Intent, Opened, Progress, ProgressStage, Recovery, Session, TxPlan};
 use crate::util;
 
 /// What to adopt the target as.
@@ -36,6 +36,7 @@ pub struct AdoptOptions {
 
 /// What an adoption recorded.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AdoptReport {
     /// The target.
     pub target: PathBuf,
@@ -67,6 +68,8 @@ struct Found {
     path: String,
     kind: Kind,
     mode: u32,
+    /// Size when listed (for the progress bar; the hash gives the real size).
+    size: u64,
     target: Option<String>,
 }
 
@@ -289,7 +292,7 @@ fn walk(ctx: &Context<'_>, target: &Target) -> Result<Vec<Found>> {
                     )));
                 }
             };
-            found.push(Found { path, kind, mode: entry.mode, target: link });
+            found.push(Found { path, kind, mode: entry.mode, size: entry.size, target: link });
         }
         pending.extend(subdirs.into_iter().rev());
     }
@@ -319,7 +322,9 @@ fn on_the_way(target: &Target, error: FsError) -> InstallError {
 fn hash_files(ctx: &Context<'_>, root: &Dir, found: &[Found]) -> Result<Vec<Option<(Digest, u64)>>> {
     use rayon::prelude::*;
     let pool = upkg_fs::thread_pool(ctx.threads).map_err(|e| InstallError::io("<threads>", e))?;
-    let progress = ctx.progress;
+    let total = found.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+    (ctx.progress)(Progress::Start { stage: ProgressStage::Hashing, total });
+    let progress = &|n| (ctx.progress)(Progress::Advance(n));
     let hashed: Vec<Result<Option<(Digest, u64)>>> = pool.install(|| {
         found
             .par_iter()

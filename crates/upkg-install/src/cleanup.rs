@@ -26,6 +26,7 @@ use crate::util;
 
 /// What `cleanup` removed.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CleanupReport {
     /// The target.
     pub target: PathBuf,
@@ -41,6 +42,7 @@ pub struct CleanupReport {
 
 /// One package made permanent by `cleanup`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CleanedPackage {
     /// Its id.
     pub id: String,

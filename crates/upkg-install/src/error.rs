@@ -63,7 +63,7 @@ pub enum InstallError {
 
     /// The operation was cancelled (Ctrl-C, licence declined).
     #[error("cancelled: {0}")]
-    Cancelled(String),
+    Cancelled(Cancellation),
 
     /// A script failed.
     #[error("the {role} script failed: {reason}")]
@@ -92,9 +92,38 @@ pub enum InstallError {
         what: String,
     },
 
+    /// The plan found what would make the install fail (a read-only filesystem,
+    /// an immutable file, a missing service unit, ...): nothing was changed.
+    #[error("the install cannot succeed on {}, and nothing was changed:\n  {}", target.display(), obstacles.join("\n  "))]
+    CannotInstall {
+        /// The target.
+        target: PathBuf,
+        /// What stands in the way, and what to do, one line each.
+        obstacles: Vec<String>,
+    },
+
+    /// The directory is not an instance pkgrun manages (a command that needs one).
+    #[error("{} is not an instance managed by pkgrun ({why})", target.display())]
+    NotAnInstance {
+        /// The directory.
+        target: PathBuf,
+        /// What is missing there, and what follows.
+        why: String,
+    },
+
     /// The request cannot be carried out on this target (uninstall refused, nothing to repair, ...).
     #[error("{0}")]
     Refused(String),
+
+    /// The target directory cannot be one: its parent does not exist, or the path
+    /// names no directory of its own (`/`, `..`).
+    #[error("{}: {reason}", path.display())]
+    TargetUnusable {
+        /// The path given, or the parent that is missing.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
 
     /// The request itself is malformed (an empty or invalid product id).
     #[error("{0}")]
@@ -169,7 +198,7 @@ impl InstallError {
                 FailureClass::InsufficientSpace
             }
             InstallError::RolledBackWithProblems { error, .. } | InstallError::Logged { error, .. } => error.class(),
-            InstallError::InvalidRequest(_) => FailureClass::Usage,
+            InstallError::InvalidRequest(_) | InstallError::TargetUnusable { .. } => FailureClass::Usage,
             InstallError::Io { source, .. } => upkg_format::io_class(source),
             InstallError::Fs(e) => e.io_error().map_or(FailureClass::Io, upkg_format::io_class),
             _ => FailureClass::Io,
@@ -206,8 +235,32 @@ impl InstallError {
     }
 }
 
+/// Why an operation was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Ctrl-C or a termination signal.
+    Interrupted,
+    /// Ctrl-C or a termination signal while a package script ran.
+    InterruptedDuringScript(upkg_format::ScriptRole),
+    /// The package's licence was not accepted.
+    LicenceNotAccepted,
+}
+
+impl std::fmt::Display for Cancellation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cancellation::Interrupted => f.write_str("interrupted (Ctrl-C or a termination signal)"),
+            Cancellation::InterruptedDuringScript(role) => write!(f, "interrupted while the {role} script ran"),
+            Cancellation::LicenceNotAccepted => {
+                f.write_str("the licence (EULA) was not accepted: pass --accept-eula to accept it")
+            }
+        }
+    }
+}
+
 /// Where an attempt's log is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum LogPlace {
     /// The log, in the instance's `.pkgrun/logs/`.

@@ -12,14 +12,16 @@ use upkg_format::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
 use upkg_fs::{Dir, Flusher};
 use upkg_unpack::{Durability, WriteOptions};
 
-use crate::error::{InstallError, LogPlace, Result};
+use crate::error::{Cancellation, InstallError, LogPlace, Result};
 use crate::journal::{Action, Op, Seen, UndoScript};
 use crate::log::{AttemptLog, Refusal, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
 use crate::registry;
 use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, RestartRecord, State};
 use crate::target::{StateDir, Target, TxLayout, TxPart};
-use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
+use crate::transaction::{
+    self, Access, Context, Intent, Opened, Progress, ProgressStage, Recovery, Session, Step, TxPlan,
+};
 use crate::util;
 
 /// How to install.
@@ -52,6 +54,7 @@ pub enum Planned {
 
 /// What an install did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InstallReport {
     /// The target.
     pub target: PathBuf,
@@ -70,6 +73,7 @@ pub struct InstallReport {
 
 /// How an install ended when it did not fail.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum InstallOutcome {
     /// Installed.
@@ -198,22 +202,19 @@ fn check(ctx: &Context<'_>, package: &Package, path: &Path, found: &Found, optio
         Applicability::Update(state) => Some(state),
     };
     if header.package.eula.is_some() && !options.eula_accepted {
-        return Err(InstallError::Cancelled(
-            "the licence (EULA) was not accepted: pass --accept-eula to accept it".into(),
-        ));
+        return Err(InstallError::Cancelled(Cancellation::LicenceNotAccepted));
     }
     (ctx.notify)("verifying the package");
     match package {
-        Package::Tree(tree) => drop(upkg_unpack::check_tree(tree, ctx.threads, &|_| {})?),
+        Package::Tree(tree) => {
+            (ctx.progress)(Progress::Start { stage: ProgressStage::Verifying, total: header.expanded_size() });
+            upkg_unpack::check_tree(tree, ctx.threads, &|n| (ctx.progress)(Progress::Advance(n)))?;
+        }
         Package::File(file) => file.verify_stub()?,
     }
     let plan = make_plan(ctx, package, path, found, state.as_ref(), options)?;
     if !plan.obstacles.is_empty() {
-        return Err(InstallError::Refused(format!(
-            "the install cannot succeed on {}, and nothing was changed:\n  {}",
-            plan.target.display(),
-            plan.obstacles.join("\n  ")
-        )));
+        return Err(InstallError::CannotInstall { target: plan.target.clone(), obstacles: plan.obstacles.clone() });
     }
     if !plan.space.fits && !options.skip_space_check {
         let space = &plan.space;
@@ -247,7 +248,7 @@ fn check(ctx: &Context<'_>, package: &Package, path: &Path, found: &Found, optio
 /// The verdict of an attempt refused with `error`.
 fn refused(error: &InstallError) -> Verdict {
     match error.cause() {
-        InstallError::Cancelled(reason) => Verdict::CancelledBefore(reason.clone()),
+        InstallError::Cancelled(reason) => Verdict::CancelledBefore(reason.to_string()),
         other => Verdict::Refused(util::describe(other)),
     }
 }
@@ -563,11 +564,14 @@ pub(crate) fn write_staged(
         Durability::Batched => Some(Flusher::start(dir)?),
         _ => None,
     };
+    let header = package.header();
+    let total = (0..header.files.len()).filter(|&i| select(i)).map(|i| header.files[i].size).sum();
+    (ctx.progress)(Progress::Start { stage: ProgressStage::Staging, total });
     let progress = |bytes: u64| {
         if let Some(flusher) = &flusher {
             flusher.add(bytes);
         }
-        (ctx.progress)(bytes);
+        (ctx.progress)(Progress::Advance(bytes));
     };
     let write_options = WriteOptions {
         threads: ctx.threads,

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 /// A process holding a file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Holder {
     /// Process id.
     pub pid: u32,
@@ -20,6 +21,7 @@ pub struct Holder {
 
 /// A file in use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InUse {
     /// Path relative to the target.
     pub path: String,

@@ -36,6 +36,7 @@ pub(crate) const JOURNAL_FORMAT: u32 = 2;
 
 /// What a transaction does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Installing a package.

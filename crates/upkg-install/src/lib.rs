@@ -28,7 +28,7 @@ mod inuse;
 mod journal;
 mod log;
 mod plan;
-pub mod registry;
+mod registry;
 mod run;
 mod state;
 mod target;
@@ -39,16 +39,17 @@ mod verify;
 
 pub use adopt::{AdoptOptions, AdoptReport, adopt};
 pub use cleanup::{CleanedPackage, CleanupReport, cleanup};
-pub use error::{InstallError, LogPlace, Result};
+pub use error::{Cancellation, InstallError, LogPlace, Result};
 pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
 pub use inuse::{Holder, InUse};
 pub use journal::Action;
 pub use log::{Attempt, AttemptVerdict, is_verdict};
 pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
+pub use registry::{DEFAULT_REGISTRY, Entry as RegistryEntry, InstanceName, Registry};
 pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
 pub use state::BASELINE_PACKAGE;
 pub use target::STATE_DIR;
-pub use transaction::{Context, Recovery, RecoveryOutcome, absolute_target};
+pub use transaction::{Context, Progress, ProgressStage, Recovery, RecoveryOutcome, absolute_target};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
 pub use verify::{

@@ -183,6 +183,7 @@ fn split_stamp(line: &str) -> (Option<&str>, &str) {
 
 /// How an attempt ended, as its log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum AttemptVerdict {
     /// Everything was done.
@@ -238,6 +239,7 @@ impl AttemptVerdict {
 
 /// One attempt, as its log records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Attempt {
     /// When it started (UTC, RFC 3339), from its first line.
     pub started: Option<String>,

@@ -22,6 +22,7 @@ use crate::target::{STATE_DIR, StateDir, Target};
 
 /// What the plan does with one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PlanAction {
     /// Add a file or link that is absent.
@@ -65,6 +66,7 @@ impl PlanAction {
 
 /// One line of the plan.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlanEntry {
     /// Path relative to the target.
     pub path: String,
@@ -103,6 +105,7 @@ pub fn describe_versions(entry: &PlanEntry) -> String {
 
 /// The space the plan needs on the target's filesystem.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SpaceCheck {
     /// The filesystem, as the directory measured.
     pub filesystem: PathBuf,
@@ -135,6 +138,7 @@ pub struct SpaceCheck {
 
 /// What installing a package would do to one target.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Plan {
     /// The target.
     pub target: PathBuf,
@@ -468,7 +472,7 @@ pub(crate) fn plan(
     };
     let obstacles = match target {
         Some(target) => preflight(&target.root, header, &entries)?,
-        None => Vec::new(),
+        None => preflight_new_instance(target_path, header)?,
     };
     let state_bytes = state.map_or(0, |s| serde_json::to_vec_pretty(s).map_or(0, |v| v.len() as u64));
     let space = space_check(header, free, &entries, &in_use, options.repair_copy, state_bytes, state.is_none());
@@ -570,35 +574,64 @@ fn preflight(root: &Dir, header: &Header, entries: &[PlanEntry]) -> Result<Vec<S
             }
         }
         for dir in directories {
-            let found = root.restrictions(dir)?;
             let shown = if dir == "." { root.path().display().to_string() } else { format!("{dir}/") };
-            if found.immutable {
-                obstacles.push(format!(
-                    "{shown}: an immutable directory (chattr +i): nothing in it can change; `chattr -i` it"
-                ));
-            } else if found.append_only {
-                obstacles.push(format!(
-                    "{shown}: an append-only directory (chattr +a): nothing in it can be replaced or removed; `chattr -a` it"
-                ));
-            }
-            if found.not_writable {
-                obstacles.push(format!(
-                    "{shown}: this user (uid {}) may not write in it; run pkgrun as the target's owner",
-                    rustix::process::geteuid().as_raw()
-                ));
-            }
+            directory_obstacles(root, dir, &shown, &mut obstacles)?;
         }
     }
+    service_obstacles(header, &mut obstacles);
+    Ok(obstacles)
+}
+
+/// The obstacles to creating a new instance at `target_path` (which does not
+/// exist yet): its parent's filesystem is read-only, or the parent cannot get a
+/// new entry.
+fn preflight_new_instance(target_path: &Path, header: &Header) -> Result<Vec<String>> {
+    let mut obstacles = Vec::new();
+    let parent = target_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = Dir::open(parent)?;
+    if parent.is_read_only()? {
+        obstacles
+            .push(format!("{}: the filesystem is mounted read-only (remount it read-write)", parent.path().display()));
+    } else {
+        let shown = format!("{} (where the new instance is created)", parent.path().display());
+        directory_obstacles(&parent, ".", &shown, &mut obstacles)?;
+    }
+    service_obstacles(header, &mut obstacles);
+    Ok(obstacles)
+}
+
+/// What keeps entries of the directory `dir` (below `root`) from changing.
+fn directory_obstacles(root: &Dir, dir: &str, shown: &str, obstacles: &mut Vec<String>) -> Result<()> {
+    let found = root.restrictions(dir)?;
+    if found.immutable {
+        obstacles
+            .push(format!("{shown}: an immutable directory (chattr +i): nothing in it can change; `chattr -i` it"));
+    } else if found.append_only {
+        obstacles.push(format!(
+            "{shown}: an append-only directory (chattr +a): nothing in it can be replaced or removed; `chattr -a` it"
+        ));
+    }
+    if found.not_writable {
+        obstacles.push(format!(
+            "{shown}: this user (uid {}) may not write in it; run pkgrun as the target's owner",
+            rustix::process::geteuid().as_raw()
+        ));
+    }
+    Ok(())
+}
+
+/// Services whose systemd unit is missing or masked.
+fn service_obstacles(header: &Header, obstacles: &mut Vec<String>) {
     for service in &header.package.services {
         if let Some(problem) = service.unit.as_deref().and_then(crate::run::unit_problem) {
             obstacles.push(format!("service {}: {problem}", service.name));
         }
     }
-    Ok(obstacles)
 }
 
 /// A script the install will run.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlannedScript {
     /// Its role.
     pub role: ScriptRole,
@@ -608,6 +641,7 @@ pub struct PlannedScript {
 
 /// A service the install stops and starts again (when it was running).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlannedService {
     /// Its name.
     pub name: String,

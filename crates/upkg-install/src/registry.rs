@@ -32,6 +32,7 @@ const NAME_MAX: usize = 64;
 /// with a letter or a digit (like a host name or a package id: safe in a shell,
 /// a file name and a log line).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct InstanceName(String);
 
@@ -65,8 +66,61 @@ impl fmt::Display for InstanceName {
     }
 }
 
+/// The instance registry: one file listing every instance (`NAME DIR` or `DIR`
+/// per line), rewritten under a lock and atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    path: PathBuf,
+}
+
+impl Registry {
+    /// The registry in the file `path` (which need not exist yet).
+    pub fn at(path: impl Into<PathBuf>) -> Registry {
+        Registry { path: path.into() }
+    }
+
+    /// The registry file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The registered instances, in the order they were registered (none when
+    /// the file does not exist).
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        read(&self.path)
+    }
+
+    /// The registered target directories.
+    pub fn targets(&self) -> Result<Vec<PathBuf>> {
+        targets(&self.path)
+    }
+
+    /// The directory registered under `name`.
+    pub fn resolve(&self, name: &InstanceName) -> Result<PathBuf> {
+        resolve(&self.path, name)
+    }
+
+    /// Refuses naming `target` `name` when the name is another directory's, or
+    /// the directory has another name (changes nothing).
+    pub fn check_name(&self, target: &Path, name: &InstanceName) -> Result<()> {
+        check_name(&self.path, target, name)
+    }
+
+    /// Adds `target` (if it is not listed yet); with a name, names it.
+    pub fn register(&self, target: &Path, name: Option<&InstanceName>) -> Result<()> {
+        register(&self.path, target, name)
+    }
+
+    /// Removes the entry named `key`, or else the one whose directory is `key`,
+    /// and returns it; never touches the directory.
+    pub fn forget(&self, key: &str) -> Result<Entry> {
+        forget(&self.path, key)
+    }
+}
+
 /// One registered instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Entry {
     /// Its name, when it was given one.
     pub name: Option<InstanceName>,
@@ -108,7 +162,7 @@ fn parse(path: &Path, text: &str) -> Result<Vec<Entry>> {
 
 /// Reads the registered instances, in the order they were registered (none when
 /// the file does not exist).
-pub fn read(path: &Path) -> Result<Vec<Entry>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<Entry>> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -117,12 +171,12 @@ pub fn read(path: &Path) -> Result<Vec<Entry>> {
 }
 
 /// The registered target directories.
-pub fn targets(path: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn targets(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(read(path)?.into_iter().map(|e| e.target).collect())
 }
 
 /// The directory registered under `name`.
-pub fn resolve(path: &Path, name: &InstanceName) -> Result<PathBuf> {
+pub(crate) fn resolve(path: &Path, name: &InstanceName) -> Result<PathBuf> {
     read(path)?.into_iter().find(|e| e.name.as_ref() == Some(name)).map(|e| e.target).ok_or_else(|| {
         InstallError::InvalidRequest(format!(
             "no instance is named {name} in {}: `pkgrun instances` lists them; name one with --target DIR --instance {name}",
@@ -133,7 +187,7 @@ pub fn resolve(path: &Path, name: &InstanceName) -> Result<PathBuf> {
 
 /// Refuses naming `target` `name` when the name is another directory's, or the
 /// directory has another name (changes nothing).
-pub fn check_name(path: &Path, target: &Path, name: &InstanceName) -> Result<()> {
+pub(crate) fn check_name(path: &Path, target: &Path, name: &InstanceName) -> Result<()> {
     check(path, &read(path)?, target, name)
 }
 
@@ -161,7 +215,7 @@ fn check(path: &Path, entries: &[Entry], target: &Path, name: &InstanceName) -> 
 
 /// Adds `target` (if it is not listed yet), creating the file when needed; with a
 /// name, names it (refused, changing nothing, as [`check_name`] says).
-pub fn register(path: &Path, target: &Path, name: Option<&InstanceName>) -> Result<()> {
+pub(crate) fn register(path: &Path, target: &Path, name: Option<&InstanceName>) -> Result<()> {
     update(path, |entries| {
         if let Some(name) = name {
             check(path, entries, target, name)?;
@@ -179,7 +233,7 @@ pub fn register(path: &Path, target: &Path, name: Option<&InstanceName>) -> Resu
 }
 
 /// Removes a target (nothing when it is not listed).
-pub fn unregister(path: &Path, target: &Path) -> Result<()> {
+pub(crate) fn unregister(path: &Path, target: &Path) -> Result<()> {
     update(path, |entries| {
         entries.retain(|e| e.target != target);
         Ok(())
@@ -188,7 +242,7 @@ pub fn unregister(path: &Path, target: &Path) -> Result<()> {
 
 /// Removes the entry named `key`, or else the one whose directory is `key`, and
 /// returns it; never touches the directory.
-pub fn forget(path: &Path, key: &str) -> Result<Entry> {
+pub(crate) fn forget(path: &Path, key: &str) -> Result<Entry> {
     let mut forgotten = None;
     update(path, |entries| {
         let by_name = entries.iter().position(|e| e.name.as_ref().is_some_and(|n| n.as_str() == key));

@@ -27,7 +27,7 @@ use upkg_format::ScriptRole;
 use upkg_format::Service;
 use upkg_unpack::Durability;
 
-use crate::error::{InstallError, LogPlace, Result};
+use crate::error::{Cancellation, InstallError, LogPlace, Result};
 use crate::journal::{
     self, Action, Applied, ApplyError, Journal, Op, ServiceRecord, ServicesState, Stage, UndoScript, Undone,
 };
@@ -52,17 +52,62 @@ pub struct Context<'a> {
     pub cancel: &'a AtomicBool,
     /// Progress messages for people (shown unless quiet).
     pub notify: &'a (dyn Fn(&str) + Sync),
-    /// Bytes staged, for a progress bar.
-    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Where the work is, for a progress bar.
+    pub progress: &'a (dyn Fn(Progress) + Sync),
     /// The instance registry (`None`: do not register instances).
     pub registry: Option<&'a Path>,
+}
+
+/// Where a long operation is, for a progress bar: each stage starts with its
+/// total, then advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A stage starts, with `total` units of work (bytes or operations: [`ProgressStage::counts_bytes`]).
+    Start {
+        /// The stage.
+        stage: ProgressStage,
+        /// Units of work in it.
+        total: u64,
+    },
+    /// `n` more units of the current stage are done.
+    Advance(u64),
+}
+
+/// The stages a progress bar shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressStage {
+    /// Verifying the package's files against the signed catalog (bytes).
+    Verifying,
+    /// Writing and verifying the new files beside the target (bytes).
+    Staging,
+    /// Backing up and replacing files, one journalled operation at a time (operations).
+    Applying,
+    /// Reading and hashing the installed files (bytes).
+    Hashing,
+}
+
+impl ProgressStage {
+    /// Whether the stage counts bytes (else operations).
+    pub fn counts_bytes(self) -> bool {
+        !matches!(self, ProgressStage::Applying)
+    }
+
+    /// What the stage does, in a few words.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProgressStage::Verifying => "verifying",
+            ProgressStage::Staging => "staging",
+            ProgressStage::Applying => "applying",
+            ProgressStage::Hashing => "hashing",
+        }
+    }
 }
 
 impl Context<'_> {
     /// An error if the operation was cancelled.
     pub fn check_cancel(&self) -> Result<()> {
         if self.cancel.load(Ordering::SeqCst) {
-            Err(InstallError::Cancelled("interrupted (Ctrl-C or a termination signal)".into()))
+            Err(InstallError::Cancelled(Cancellation::Interrupted))
         } else {
             Ok(())
         }
@@ -80,6 +125,7 @@ impl Context<'_> {
 
 /// How recovering an interrupted transaction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RecoveryOutcome {
     /// It had committed: its cleanup was finished.
@@ -90,6 +136,7 @@ pub enum RecoveryOutcome {
 
 /// What recovering an interrupted transaction did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Recovery {
     /// The interrupted transaction.
     pub transaction: String,
@@ -407,7 +454,7 @@ impl Transaction<'_, '_> {
         let log = &mut self.log;
         run::script(&script, role.name(), &self.journal.txid, &options, &mut |line| log.line(line)).map_err(|failure| {
             match failure {
-                RunFailure::Cancelled => InstallError::Cancelled(format!("interrupted while the {role} script ran")),
+                RunFailure::Cancelled => InstallError::Cancelled(Cancellation::InterruptedDuringScript(role)),
                 other => InstallError::Script { role, reason: other.to_string() },
             }
         })
@@ -465,6 +512,8 @@ impl Transaction<'_, '_> {
     /// Applies the operations, each checked against the plan right before it.
     fn apply_ops(&mut self) -> Result<()> {
         (self.ctx.notify)(&format!("applying {} changes", self.journal.ops.len()));
+        let remaining = self.journal.ops.len().saturating_sub(self.applied) as u64;
+        (self.ctx.progress)(Progress::Start { stage: ProgressStage::Applying, total: remaining });
         while self.applied < self.journal.ops.len() {
             self.ctx.check_cancel()?;
             let op = &self.journal.ops[self.applied];
@@ -478,6 +527,7 @@ impl Transaction<'_, '_> {
                         ));
                     }
                     self.applied += 1;
+                    (self.ctx.progress)(Progress::Advance(1));
                 }
                 Err(ApplyError { error, partial }) => {
                     if partial {
@@ -808,11 +858,10 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf> {
     let name = absolute
         .file_name()
         .filter(|n| *n != "..")
-        .ok_or_else(|| InstallError::InvalidRequest(format!("{} cannot be a target", target.display())))?
+        .ok_or_else(|| unusable(target, "a target must be a directory of its own, not / or .."))?
         .to_owned();
-    let parent = absolute
-        .parent()
-        .ok_or_else(|| InstallError::InvalidRequest(format!("{} cannot be a target", target.display())))?;
+    let parent =
+        absolute.parent().ok_or_else(|| unusable(target, "a target must be a directory of its own, not / or .."))?;
     let parent = parent.canonicalize().map_err(|e| {
         let reason = if e.kind() == std::io::ErrorKind::NotFound {
             "the target's parent directory does not exist (create it first: pkgrun creates the target, not its parents)"
@@ -820,7 +869,11 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf> {
         } else {
             format!("the target's parent directory: {e}")
         };
-        InstallError::InvalidRequest(format!("{}: {reason}", parent.display()))
+        InstallError::TargetUnusable { path: parent.to_owned(), reason }
     })?;
     Ok(parent.join(name))
+}
+
+fn unusable(target: &Path, reason: &str) -> InstallError {
+    InstallError::TargetUnusable { path: target.to_owned(), reason: reason.to_owned() }
 }

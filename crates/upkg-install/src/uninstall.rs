@@ -20,6 +20,7 @@ use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Sessio
 
 /// What an uninstall did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UninstallReport {
     /// The target.
     pub target: PathBuf,
@@ -41,8 +42,7 @@ pub struct UninstallReport {
 /// Opens an instance for a command that needs one.
 pub(crate) fn open_instance(ctx: &Context<'_>, target: &Path, access: Access) -> Result<(Session, State)> {
     let path = transaction::absolute_target(target)?;
-    let not_managed =
-        |why: &str| InstallError::Refused(format!("{} is not an instance managed by pkgrun ({why})", path.display()));
+    let not_managed = |why: &str| InstallError::NotAnInstance { target: path.clone(), why: why.to_owned() };
     let target = Target::open(&path)?.ok_or_else(|| not_managed("it does not exist"))?;
     let session = match Session::open(ctx, target, access)? {
         Opened::Managed(session) => session,

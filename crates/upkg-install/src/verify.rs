@@ -33,6 +33,7 @@ use crate::util;
 const REPAIR_RUNS_NO_SCRIPTS: u64 = 1;
 /// One installed package, as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackageStatus {
     /// Package id.
     pub id: String,
@@ -55,6 +56,7 @@ pub struct PackageStatus {
 
 /// How an adopted instance was taken over, as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AdoptionStatus {
     /// The product version declared at adoption.
     pub version: String,
@@ -72,6 +74,7 @@ pub struct AdoptionStatus {
 
 /// What `status` reports.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Status {
     /// The target.
     pub target: PathBuf,
@@ -102,6 +105,7 @@ pub struct Status {
 
 /// A pending restart, as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RestartStatus {
     /// The package whose install asked for it.
     pub package: String,
@@ -116,6 +120,7 @@ pub struct RestartStatus {
 
 /// What `pkgrun logs` reports.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LogsReport {
     /// The target.
     pub target: PathBuf,
@@ -138,17 +143,17 @@ fn logged_attempts(state_dir: &StateDir) -> Result<Vec<Attempt>> {
 /// directory without an installed product).
 pub fn logs(ctx: &Context<'_>, target: &Path) -> Result<LogsReport> {
     let path = transaction::absolute_target(target)?;
-    let none = |why: &str| {
-        InstallError::Refused(format!(
-            "{} has no attempt logs: {why} (attempts on a directory that is not an instance leave no log there; `--log FILE` keeps a copy anywhere)",
-            path.display()
-        ))
+    let none = |why: &str| InstallError::NotAnInstance {
+        target: path.clone(),
+        why: format!(
+            "{why}, so it has no attempt logs: attempts on a directory that is not an instance leave no log there; `--log FILE` keeps a copy anywhere"
+        ),
     };
     let target = crate::target::Target::open(&path)?.ok_or_else(|| none("it does not exist"))?;
     let session = match transaction::Session::open(ctx, target, Access::Read)? {
         transaction::Opened::Managed(session) => session,
         transaction::Opened::Unmanaged(_) => {
-            return Err(none(&format!("it is not an instance (no {}/ directory)", crate::target::STATE_DIR)));
+            return Err(none(&format!("no {}/ directory", crate::target::STATE_DIR)));
         }
     };
     Ok(LogsReport {
@@ -216,6 +221,7 @@ fn last_failure(state_dir: &StateDir) -> Option<Attempt> {
 
 /// How an owned entry differs from what was installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
     /// Nothing at its path.
@@ -254,6 +260,7 @@ impl std::fmt::Display for ProblemKind {
 
 /// Whose a difference is, by the replacement policy that governs the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Owner {
     /// The package's: `verify` fails, `repair` restores the entry.
@@ -276,6 +283,7 @@ impl Owner {
 
 /// One owned entry that is not as installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Problem {
     /// Path relative to the target.
     pub path: String,
@@ -309,6 +317,7 @@ impl Problem {
 
 /// What `verify` found.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VerifyReport {
     /// The target.
     pub target: PathBuf,
@@ -425,6 +434,7 @@ fn check_entry(root: &Dir, path: &str, owned: &OwnedEntry) -> Option<(ProblemKin
 
 /// What `repair` did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RepairReport {
     /// The target.
     pub target: PathBuf,

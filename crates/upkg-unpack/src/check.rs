@@ -19,6 +19,7 @@ use crate::write::for_each_unit;
 
 /// What a check covered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CheckReport {
     /// Payload members verified (0 for an expanded tree).
     pub members: u64,

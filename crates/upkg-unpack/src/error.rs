@@ -74,6 +74,7 @@ pub enum UnpackError {
 
 /// One difference between an expanded tree and its catalog.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TreeProblem {
     /// The path, relative to the tree's root.
     pub path: String,

@@ -22,6 +22,7 @@ use crate::write::{self, Durability, WriteOptions, WriteReport};
 
 /// What an expansion did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExpandReport {
     /// The destination.
     pub destination: PathBuf,

@@ -17,6 +17,7 @@ const INLINE_SYMLINK_MAX: u64 = 59;
 
 /// Space needed against space free.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SpaceEstimate {
     /// The filesystem measured.
     #[serde(flatten)]

@@ -59,6 +59,7 @@ impl Default for WriteOptions<'_> {
 
 /// What was written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WriteReport {
     /// Regular files.
     pub files: u64,
