@@ -280,3 +280,66 @@ fn the_licence_hint_names_a_command_that_shows_it() {
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert_eq!(shown.stdout, "Testing only.\n");
 }
+
+/// Uninstalls, repairs and adopts refused before they start are logged too: on a
+/// busy instance in its logs (without the lock), on an instance that is already
+/// managed (adopt) in its logs, and on a directory that is not an instance only
+/// in the `--log` copy, the error saying why there is no log.
+#[test]
+fn refused_uninstalls_repairs_and_adopts_are_logged() {
+    let ctx = TestContext::new();
+    let v1 = release(&ctx, "rel", "1.0", 1, &[file("a.txt", b"1\n")]);
+    install_ok(&ctx, &v1, "t", &["-q"]);
+    let before = everything_but_logs(&ctx, "t");
+    let count = logs(&ctx, "t").len();
+
+    // Busy: another pkgrun holds the lock.
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(ctx.path("t/.pkgrun/lock")).unwrap();
+    lock.lock().unwrap();
+    for (command, expected) in
+        [(&["uninstall", "testprod-1.0"][..], "UNINSTALL REFUSED: "), (&["repair"][..], "REPAIR REFUSED: ")]
+    {
+        let output = run(&mut on_target(&ctx, command, "t").arg("--json"));
+        output.assert_code(13);
+        let log = output.json()["error"]["log"]["path"].as_str().expect("a busy refusal names its log").to_owned();
+        assert!(verdict_of(&log).starts_with(expected), "{}", verdict_of(&log));
+        assert!(verdict_of(&log).contains("busy"), "{}", verdict_of(&log));
+    }
+    drop(lock);
+
+    // Adopting an instance pkgrun already manages.
+    let adopt = |target: &str| {
+        let mut command = pkgrun(&ctx);
+        command.args(["adopt", "--target", target, "--product", "testprod", "--version", "1.0", "--json"]);
+        command
+    };
+    let output = run(&mut adopt("t"));
+    output.assert_code(1);
+    let log = output.json()["error"]["log"]["path"].as_str().expect("the refusal names its log").to_owned();
+    assert!(verdict_of(&log).starts_with("ADOPT REFUSED: "), "{}", verdict_of(&log));
+    assert!(verdict_of(&log).contains("already managed by pkgrun"), "{}", verdict_of(&log));
+    assert_eq!(logs(&ctx, "t").len(), count + 3);
+    assert_eq!(everything_but_logs(&ctx, "t"), before, "refusals change nothing but the logs");
+
+    // Not an instance: no log there, no .pkgrun/ made, the --log copy written.
+    ctx.write_file("foreign/notes.txt", b"mine\n", 0o644);
+    let copy = ctx.path("copy.log");
+    for (command, expected) in [(&["repair"][..], "REPAIR REFUSED: "), (&["uninstall", "x"][..], "UNINSTALL REFUSED: ")]
+    {
+        let output = run(on_target(&ctx, command, "foreign").args(["--json", "--log", copy.to_str().unwrap()]));
+        output.assert_code(1);
+        assert_eq!(output.json()["error"]["reason"], "not-an-instance");
+        assert_eq!(output.json()["error"]["log"]["state"], "not-written", "{}", output.render());
+        assert!(verdict(&copy).starts_with(expected), "{}", verdict(&copy));
+        std::fs::remove_file(&copy).unwrap();
+    }
+    let output = run(adopt("nowhere").args(["--log", copy.to_str().unwrap()]));
+    output.assert_code(1);
+    assert_eq!(output.json()["error"]["log"]["state"], "not-written", "{}", output.render());
+    assert!(verdict(&copy).starts_with("ADOPT REFUSED: "), "{}", verdict(&copy));
+    assert!(!ctx.path("foreign/.pkgrun").exists() && !ctx.path("nowhere").exists());
+}
+
+fn verdict_of(log: &str) -> String {
+    verdict(Path::new(log))
+}

@@ -18,7 +18,7 @@ use upkg_fs::{Dir, EntryKind, FsError};
 
 use crate::error::{InstallError, Result};
 use crate::journal::Action;
-use crate::log::Verdict;
+use crate::log::{Refusal, Verdict};
 use crate::registry;
 use crate::state::{Adoption, BASELINE_PACKAGE, OwnedEntry, State};
 use crate::target::{STATE_DIR, Target};
@@ -83,36 +83,22 @@ pub fn adopt(ctx: &Context<'_>, target: &Path, options: AdoptOptions) -> Result<
     check_product(&options.product)?;
     drop(ctx.open_log_copy()?);
     let path = transaction::absolute_target(target)?;
-    let opened = match Target::open(&path) {
-        Ok(Some(target)) => target,
-        Ok(None) => {
-            return Err(InstallError::Refused(format!(
-                "{}: no such directory: adopt records an installation that is already there",
-                path.display()
-            )));
+    let first_line = format!("adopting {} as {} {}", path.display(), options.product, options.version);
+    let (session, found) = match open_and_walk(ctx, &path) {
+        Ok(opened) => opened,
+        Err(refused) => {
+            let Refused { error, logs } = *refused;
+            // Refused before anything was recorded: logged like any refused attempt.
+            let refusal = Refusal {
+                action: Action::Adopt,
+                package: &options.product,
+                build: 0,
+                asked: &first_line,
+                verdict: Verdict::Refused(util::describe(&error)),
+            };
+            let log = refusal.record(logs, ctx.log_copy);
+            return Err(error.logged(log));
         }
-        Err(InstallError::Fs(FsError::WrongKind { found, .. })) => {
-            return Err(InstallError::Refused(format!(
-                "{}: it is {found}, not a directory: give the directory the product is installed in",
-                path.display()
-            )));
-        }
-        Err(e) => return Err(e),
-    };
-
-    // A target with a state directory is locked (and an interrupted transaction
-    // recovered) before its tree is read; one without is read first, so that a
-    // refusal leaves nothing behind.
-    let (session, found) = match opened.state_dir()? {
-        Some(_) => match Session::open(ctx, opened, Access::Write)? {
-            Opened::Managed(session) => {
-                refuse_managed(&session)?;
-                let found = walk(ctx, &session.target)?;
-                (session, found)
-            }
-            Opened::Unmanaged(target) => create(ctx, target)?,
-        },
-        None => create(ctx, opened)?,
     };
 
     (ctx.notify)(&format!("recording {} entries of {} as the baseline", found.len(), path.display()));
@@ -127,7 +113,6 @@ pub fn adopt(ctx: &Context<'_>, target: &Path, options: AdoptOptions) -> Result<
         script_timeout: 300,
         script_env: Vec::new(),
     };
-    let first_line = format!("adopting {} as {} {}", path.display(), options.product, options.version);
     let mut tx = transaction::begin(ctx, &session, intent, &first_line)?;
     let txid = tx.txid().to_owned();
     let mut state = State::new_instance(&options.product);
@@ -221,6 +206,73 @@ fn check_product(product: &str) -> Result<()> {
 }
 
 /// Walks the tree of a target without a state directory, then creates and locks one.
+/// Where a refused adopt's log goes: the instance's logs, or why there is none.
+type RefusalLogs = std::result::Result<Dir, String>;
+
+/// Why an adopt was refused before anything was recorded, and where its log goes.
+struct Refused {
+    error: InstallError,
+    logs: RefusalLogs,
+}
+
+fn refused(error: InstallError, logs: RefusalLogs) -> Box<Refused> {
+    Box::new(Refused { error, logs })
+}
+
+/// Opens the directory to adopt, locked, and lists its entries; a refusal comes
+/// with where its log can be written.
+fn open_and_walk(ctx: &Context<'_>, path: &Path) -> std::result::Result<(Session, Vec<Found>), Box<Refused>> {
+    let not_an_instance = || -> RefusalLogs {
+        Err(format!(
+            "no log was written in the target: {} is not an instance (it has no {STATE_DIR}/), and a refused adopt does not make it one",
+            path.display()
+        ))
+    };
+    let opened = match Target::open(path) {
+        Ok(Some(target)) => target,
+        Ok(None) => {
+            let error = InstallError::Refused(format!(
+                "{}: no such directory: adopt records an installation that is already there",
+                path.display()
+            ));
+            return Err(refused(error, not_an_instance()));
+        }
+        Err(InstallError::Fs(FsError::WrongKind { found, .. })) => {
+            let error = InstallError::Refused(format!(
+                "{}: it is {found}, not a directory: give the directory the product is installed in",
+                path.display()
+            ));
+            return Err(refused(error, not_an_instance()));
+        }
+        Err(e) => return Err(refused(e, not_an_instance())),
+    };
+
+    // A target with a state directory is locked (and an interrupted transaction
+    // recovered) before its tree is read; one without is read first, so that a
+    // refusal leaves nothing behind.
+    let has_state = opened.state_dir().map_err(|e| refused(e, not_an_instance()))?.is_some();
+    if !has_state {
+        return create(ctx, opened).map_err(|e| refused(e, not_an_instance()));
+    }
+    match Session::open(ctx, opened, Access::Write) {
+        Ok(Opened::Managed(session)) => {
+            let found = refuse_managed(&session).and_then(|()| walk(ctx, &session.target));
+            match found {
+                Ok(found) => Ok((session, found)),
+                Err(error) => {
+                    let logs = session.state_dir.logs().map_err(|e| {
+                        format!("no log was written: the logs directory cannot be opened: {}", util::describe(&e))
+                    });
+                    Err(refused(error, logs))
+                }
+            }
+        }
+        Ok(Opened::Unmanaged(target)) => create(ctx, target).map_err(|e| refused(e, not_an_instance())),
+        Err(error @ InstallError::Busy { .. }) => Err(refused(error, crate::install::busy_logs(path))),
+        Err(error) => Err(refused(error, not_an_instance())),
+    }
+}
+
 fn create(ctx: &Context<'_>, target: Target) -> Result<(Session, Vec<Found>)> {
     let found = walk(ctx, &target)?;
     let session = Session::create(target)?;

@@ -256,7 +256,7 @@ fn refused(error: &InstallError) -> Verdict {
 /// The logs directory of a target whose lock another pkgrun holds: a refusal
 /// writes its log there without the lock (log names are created exclusively),
 /// after the same ownership checks as a writer.
-fn busy_logs(path: &Path) -> std::result::Result<Dir, String> {
+pub(crate) fn busy_logs(path: &Path) -> std::result::Result<Dir, String> {
     let logs = (|| -> Result<Dir> {
         let target = Target::open(path)?.ok_or_else(|| InstallError::io(path, std::io::ErrorKind::NotFound.into()))?;
         let state_dir =

@@ -54,6 +54,51 @@ pub(crate) fn open_instance(ctx: &Context<'_>, target: &Path, access: Access) ->
     Ok((session, state))
 }
 
+/// Opens the instance an uninstall or a repair acts on, logging a refusal there
+/// (busy, not an instance) like any refused attempt: in the instance's logs when
+/// it has them (a busy target's without its lock), else only in the `--log` copy,
+/// the error saying why there is no log.
+pub(crate) fn open_attempt(
+    ctx: &Context<'_>,
+    target: &Path,
+    action: Action,
+    package: Option<&str>,
+) -> Result<(Session, State)> {
+    let path = transaction::absolute_target(target)?;
+    match open_instance(ctx, &path, Access::Write) {
+        Ok(opened) => Ok(opened),
+        Err(error @ (InstallError::Busy { .. } | InstallError::NotAnInstance { .. })) => {
+            let logs = match &error {
+                InstallError::Busy { .. } => crate::install::busy_logs(&path),
+                _ => Err(format!(
+                    "no log was written in the target: {} is not an instance (it has no {}/)",
+                    path.display(),
+                    crate::target::STATE_DIR
+                )),
+            };
+            let product = package.map(str::to_owned).unwrap_or_else(|| product_of(&path));
+            let asked = format!("{} {product} on {}", action.env_name(), path.display());
+            let refusal = Refusal {
+                action,
+                package: &product,
+                build: 0,
+                asked: &asked,
+                verdict: Verdict::Refused(crate::util::describe(&error)),
+            };
+            let log = refusal.record(logs, ctx.log_copy);
+            Err(error.logged(log))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The product an instance records, read without its lock (for naming a refusal's
+/// log), or `instance` when it cannot be read.
+fn product_of(path: &Path) -> String {
+    (|| Target::open(path).ok()??.state_dir().ok()??.load_state().ok()?.map(|state| state.product))()
+        .unwrap_or_else(|| "instance".to_owned())
+}
+
 /// What an uninstall does at one path, seen before it starts.
 struct Undo {
     change: Change,
@@ -68,7 +113,7 @@ struct Undo {
 /// Removes package `id` from `target`.
 pub fn uninstall(ctx: &Context<'_>, target: &Path, id: &str) -> Result<UninstallReport> {
     drop(ctx.open_log_copy()?);
-    let (session, state) = open_instance(ctx, target, Access::Write)?;
+    let (session, state) = open_attempt(ctx, target, Action::Uninstall, Some(id))?;
     let path = session.target.path.clone();
     // Everything that can refuse comes before the transaction; a refusal is logged too.
     let prepared = (|| -> Result<_> {

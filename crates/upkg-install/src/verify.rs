@@ -26,7 +26,7 @@ use crate::log::{Attempt, Verdict};
 use crate::state::{BASELINE_PACKAGE, OwnedEntry, RepairRecord, State};
 use crate::target::{StateDir, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Recovery, Step, TxPlan};
-use crate::uninstall::{kept_package, open_instance};
+use crate::uninstall::{kept_package, open_attempt, open_instance};
 use crate::util;
 
 /// The script timeout a repair's journal records: a repair runs no scripts.
@@ -469,7 +469,7 @@ struct Restore {
 /// created again.
 pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
     drop(ctx.open_log_copy()?);
-    let (session, state) = open_instance(ctx, target, Access::Write)?;
+    let (session, state) = open_attempt(ctx, target, Action::Repair, None)?;
     let root = &session.target.root;
     let policies = governing_policies(&session.state_dir, &state);
     let (problems, administrator_changes) = find_problems(root, &state, &policies);
