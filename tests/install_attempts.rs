@@ -299,7 +299,7 @@ fn refused_uninstalls_repairs_and_adopts_are_logged() {
     for (command, expected) in
         [(&["uninstall", "testprod-1.0"][..], "UNINSTALL REFUSED: "), (&["repair"][..], "REPAIR REFUSED: ")]
     {
-        let output = run(&mut on_target(&ctx, command, "t").arg("--json"));
+        let output = run(on_target(&ctx, command, "t").arg("--json"));
         output.assert_code(13);
         let log = output.json()["error"]["log"]["path"].as_str().expect("a busy refusal names its log").to_owned();
         assert!(verdict_of(&log).starts_with(expected), "{}", verdict_of(&log));
