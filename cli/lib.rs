@@ -17,4 +17,4 @@ pub use output::stdout_closed;
 #[doc(hidden)] // Used by the `out!`, `outln!` and `errln!` macros.
 pub use output::{stderr as write_stderr, stdout as write_stdout};
 pub use progress::{Progress, Unit};
-pub use report::{Finished, command_line_error, print_error};
+pub use report::{Finished, UsageError, command_line_error, print_error};

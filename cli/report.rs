@@ -32,6 +32,30 @@ impl Finished {
     }
 }
 
+/// An error in how a tool was invoked (outcome `usage`), with its reason code.
+#[derive(Debug)]
+pub struct UsageError {
+    /// Its reason code.
+    pub reason: Reason,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl UsageError {
+    /// A usage error.
+    pub fn new(reason: Reason, message: impl Into<String>) -> UsageError {
+        UsageError { reason, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Prints an error report on standard error: the message (after `prefix`), where
 /// its log is, and what to do.
 pub fn print_error(report: &ErrorReport, prefix: &str) {

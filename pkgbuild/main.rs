@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use upkg_build::{BuildError, BuildProgress};
-use upkg_cli::{Finished, Progress, Unit, human};
+use upkg_cli::{Finished, Progress, Unit, UsageError, human};
 use upkg_format::{FailureClass, SecretKey};
 use upkg_json::{BuildData, BuildSigner, Data, ErrorReport, KeygenData, Outcome, PackageId, Reason, Tool};
 
@@ -64,28 +64,6 @@ struct Output {
     quiet: bool,
     progress: bool,
 }
-
-/// An error in how the tool was invoked (outcome `usage`).
-#[derive(Debug)]
-pub struct UsageError {
-    reason: Reason,
-    message: String,
-}
-
-impl UsageError {
-    /// A usage error.
-    pub fn new(reason: Reason, message: impl Into<String>) -> UsageError {
-        UsageError { reason, message: message.into() }
-    }
-}
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 fn class_of(error: &anyhow::Error) -> Option<FailureClass> {
     error.chain().find_map(|cause| {

@@ -8,8 +8,8 @@ use upkg_build::BuildOptions;
 use upkg_format::Codec;
 use upkg_json::{Data, Reason};
 
-use crate::UsageError;
 use crate::args::{BuildArgs, Cli, CodecArg, Command as CommandArgs, KeygenArgs};
+use upkg_cli::UsageError;
 
 /// What pkgbuild reads from its environment, all of it.
 #[derive(Debug, Clone, Default)]

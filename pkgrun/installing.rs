@@ -16,9 +16,10 @@ use upkg_json::{
 };
 
 use crate::Run;
-use crate::outcome::{self, OutcomeError, UsageError};
+use crate::outcome::{self, OutcomeError};
 use crate::settings::{InstallSettings, TargetRef, Targets};
 use upkg_cli::Finished;
+use upkg_cli::UsageError;
 
 /// The directory a target command acts on: `--target DIR`, or the registered `--instance NAME`.
 fn resolve_target(run: &Run<'_>, target: &TargetRef) -> Result<PathBuf> {

@@ -28,8 +28,8 @@ use upkg_json::{CheckData, Data, ErrorReport, EstimateData, ListData, Outcome, P
 use upkg_unpack::WriteOptions;
 
 use args::Cli;
-use outcome::UsageError;
 use settings::{Command, Environment, PackageAction, Settings, TrustSettings};
+use upkg_cli::UsageError;
 
 fn main() -> ExitCode {
     // Internal, not a command for people: `pkgrun __supervise-script PARENT_PID --

@@ -2,33 +2,10 @@
 //! [`Reason`] (a stable code), its failure class, a message, a hint and the log
 //! of the attempt, for people on standard error and for `--json` in the document.
 
+use upkg_cli::UsageError;
 use upkg_format::FailureClass;
 use upkg_install::{InstallError, LogPlace};
 use upkg_json::{ErrorReport, LogRef, Outcome, Reason};
-
-/// An error in how pkgrun was invoked (outcome `usage`).
-#[derive(Debug)]
-pub struct UsageError {
-    /// Its reason code.
-    pub reason: Reason,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl UsageError {
-    /// A usage error.
-    pub fn new(reason: Reason, message: impl Into<String>) -> UsageError {
-        UsageError { reason, message: message.into() }
-    }
-}
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 /// An error carrying its own outcome and reason (no instance registered, ...).
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use upkg_json::{Data, Reason};
 use upkg_unpack::Durability;
 
 use crate::args::{Cli, Command as CommandArgs, DurabilityArg, InstancesAction, TargetArgs};
-use crate::outcome::UsageError;
+use upkg_cli::UsageError;
 
 /// Where trusted keys are looked for when `PKGRUN_TRUSTED_KEYS` and `--trusted-keys` are not set.
 const DEFAULT_TRUSTED_KEYS: &str = "/etc/pkgrun/trusted-keys";
