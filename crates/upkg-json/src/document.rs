@@ -108,33 +108,6 @@ pub enum Data {
     Keygen(Option<Box<KeygenData>>),
 }
 
-impl Data {
-    /// The same command without data (for a failure before it had any).
-    pub fn without_data(&self) -> Data {
-        match self {
-            Data::CommandLine(_) => Data::CommandLine(None),
-            Data::Info(_) => Data::Info(None),
-            Data::List(_) => Data::List(None),
-            Data::Licence(_) => Data::Licence(None),
-            Data::Check(_) => Data::Check(None),
-            Data::Estimate(_) => Data::Estimate(None),
-            Data::Extract(_) => Data::Extract(None),
-            Data::Plan(_) => Data::Plan(None),
-            Data::Install(_) => Data::Install(None),
-            Data::Uninstall(_) => Data::Uninstall(None),
-            Data::Status(_) => Data::Status(None),
-            Data::Verify(_) => Data::Verify(None),
-            Data::Repair(_) => Data::Repair(None),
-            Data::Cleanup(_) => Data::Cleanup(None),
-            Data::Adopt(_) => Data::Adopt(None),
-            Data::Logs(_) => Data::Logs(None),
-            Data::Instances(_) => Data::Instances(None),
-            Data::InstancesForget(_) => Data::InstancesForget(None),
-            Data::Build(_) => Data::Build(None),
-            Data::Keygen(_) => Data::Keygen(None),
-        }
-    }
-}
 
 /// No data.
 #[derive(Debug, Serialize)]
