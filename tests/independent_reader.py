@@ -256,10 +256,9 @@ def obj(*fields):
         out = {}
         for name, presence, kind in fields:
             if name not in v:
-                if presence == REQ:
+                # A nullable member is always written (SPEC 4.1), at every minor version.
+                if presence in (REQ, NULLABLE):
                     refuse("malformed", f"missing member {name}")
-                if presence == NULLABLE:
-                    out[name] = None
                 continue
             value = v[name]
             if value is None and presence == NULLABLE:
@@ -750,7 +749,7 @@ def cab_checksum(data):
 # --- Members (SPEC 8, 9.5) -------------------------------------------------------------
 
 
-def zstd_single_frame(data):
+def zstd_single_frame(data, raw_size):
     """Checks that `data` is one zstd frame and nothing else, with an acceptable window."""
     if data[:4] != b"\x28\xb5\x2f\xfd" or len(data) < 6:
         refuse("malformed", "not a zstd frame")
@@ -775,6 +774,8 @@ def zstd_single_frame(data):
         window = fcs
     if window > ZSTD_WINDOW_MAX:
         refuse("malformed", "zstd window too large")
+    if fcs_size and fcs != raw_size:
+        refuse("malformed", "zstd frame content size differs from the member's raw_size")
     while True:
         if pos + 3 > len(data):
             refuse("malformed", "zstd frame cut off")
@@ -790,8 +791,8 @@ def zstd_single_frame(data):
         refuse("malformed", "bytes after the zstd frame")
 
 
-def decode_zstd(data):
-    zstd_single_frame(data)
+def decode_zstd(data, raw_size):
+    zstd_single_frame(data, raw_size)
     run = subprocess.run(["zstd", "-d", "-c", "-q"], input=data, capture_output=True)
     if run.returncode != 0:
         refuse("malformed", "zstd does not decode")
@@ -930,16 +931,17 @@ def check_payload(h, payload):
     raw = bytearray()
     for unit_members, start, end in units:
         unit = bytearray()
-        history = bytearray()
         for i in unit_members:
             m = members[i]
+            # SPEC 9.5: a member's first block never refers to data before it.
+            history = bytearray()
             if m["size"] > MAX_MEMBER:
                 refuse("limit", "member size")
             compressed = payload[m["offset"] : m["offset"] + m["size"]]
             if sha256(compressed).hex() != m["sha256"]:
                 refuse("digest-mismatch", f"member {i}")
             if codec == "tar+zstd":
-                decoded = decode_zstd(compressed)
+                decoded = decode_zstd(compressed, m["raw_size"])
             elif codec == "tar+gzip":
                 decoded = decode_gzip(compressed)
             else:

@@ -249,6 +249,11 @@ impl Builder {
 
     /// Builds tree `tree` with `codec`, signed with `key` (`None`: unsigned), with or without the stub.
     fn build(&self, tree: &str, codec: Codec, key: Option<&str>, stub: bool) -> Vec<u8> {
+        self.build_members(tree, codec, key, stub, MEMBER_SIZE)
+    }
+
+    /// [`Builder::build`] with another target member size.
+    fn build_members(&self, tree: &str, codec: Codec, key: Option<&str>, stub: bool, member_size: u64) -> Vec<u8> {
         self.count.set(self.count.get() + 1);
         let out = self.temp.path().join(format!("out-{}.pkg", self.count.get()));
         let options = BuildOptions {
@@ -256,7 +261,7 @@ impl Builder {
             level: None,
             stub: stub.then(|| self.temp.path().join("stub.sh")),
             key: key.map(load_key),
-            member_size: MEMBER_SIZE,
+            member_size,
             threads: 2,
             created: CREATED,
         };
@@ -431,6 +436,157 @@ fn entry(path: &str, kind: Kind, target: Option<&str>) -> FileEntry {
     }
 }
 
+/// The package of `parts` with members replaced: `replace(index, bytes)` gives a
+/// member's new compressed bytes (`None` keeps them). The members after a changed
+/// one move, the payload size follows and, for a cabinet, the directory is derived
+/// again from the header; everything else stays, and the result is signed with
+/// `key`, so that only what the new bytes break is broken.
+fn with_members(parts: &Parts, key: &SecretKey, replace: impl Fn(usize, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+    let mut header = parts.header();
+    let directory_len = header.payload.directory.as_ref().map_or(0, |d| d.size) as usize;
+    let mut payload = parts.payload[..directory_len].to_vec();
+    for (index, member) in header.payload.members.iter_mut().enumerate() {
+        let old = &parts.payload[member.offset as usize..(member.offset + member.size) as usize];
+        let bytes = replace(index, old).unwrap_or_else(|| old.to_vec());
+        member.offset = payload.len() as u64;
+        member.size = bytes.len() as u64;
+        member.sha256 = Digest::of(&bytes);
+        payload.extend_from_slice(&bytes);
+    }
+    header.payload.size = payload.len() as u64;
+    if header.payload.directory.is_some() {
+        let directory = upkg_format::cab_directory(&header);
+        payload[..directory_len].copy_from_slice(&directory);
+        if let Some(part) = &mut header.payload.directory {
+            part.sha256 = Digest::of(&directory);
+        }
+    }
+    Parts { payload, ..parts.clone() }.resign(&header, key)
+}
+
+/// The package of `parts` with its header edited as JSON (members in their order,
+/// written compactly), signed with `key` over the edited bytes and a trusted
+/// comment made from them, and framed with the edited header's minor version.
+fn resign_json(parts: &Parts, key: &SecretKey, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_slice(&parts.header).unwrap();
+    edit(&mut value);
+    let bytes = serde_json::to_vec(&value).unwrap();
+    let package = &value["package"];
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let comment = format!(
+        "upkg package id={} version={} build={}",
+        text(&package["id"]),
+        text(&package["version"]),
+        text(&package["build"])
+    );
+    let signature = key.sign(&bytes, &comment).encode();
+    let minor = value["format"]["minor"].as_u64().unwrap_or(0) as u16;
+    parts.frame(&bytes, signature.as_bytes(), minor)
+}
+
+/// A zstd frame of `raw` at level 3, with or without its checksum and content size.
+fn zstd_frame(raw: &[u8], checksum: bool, content_size: bool) -> Vec<u8> {
+    use zstd::zstd_safe::CParameter;
+    let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+    compressor.set_parameter(CParameter::ChecksumFlag(checksum)).unwrap();
+    compressor.set_parameter(CParameter::ContentSizeFlag(content_size)).unwrap();
+    compressor.compress(raw).unwrap()
+}
+
+/// A zstd frame of `raw` with a checksum, no content size and the window descriptor
+/// byte `descriptor` (RFC 8878 3.1.1.1.2): a larger window than the data needs is
+/// still a valid frame.
+fn zstd_frame_with_window(raw: &[u8], descriptor: u8) -> Vec<u8> {
+    let mut frame = zstd_frame(raw, true, false);
+    assert_eq!(frame[4] & 0xE3, 0x00, "no content size, not single-segment, no dictionary id");
+    frame[5] = descriptor;
+    frame
+}
+
+/// Decodes one reference-writer member (a whole zstd frame or gzip member).
+fn decode_member(codec: Codec, member: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut raw = Vec::new();
+    match codec {
+        Codec::TarZstd => raw = zstd::decode_all(member).unwrap(),
+        Codec::TarGzip => drop(flate2::read::GzDecoder::new(member).read_to_end(&mut raw).unwrap()),
+        Codec::Cab => {
+            for block in cab_blocks(member) {
+                raw.extend_from_slice(&block);
+            }
+        }
+    }
+    raw
+}
+
+/// A gzip member of `raw`: `header` (RFC 1952's fixed ten bytes and optional
+/// fields), then the deflate data, the CRC-32 and ISIZE.
+fn gzip_member(header: &[u8], raw: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::DeflateEncoder::new(header.to_vec(), flate2::Compression::new(6));
+    encoder.write_all(raw).unwrap();
+    let mut out = encoder.finish().unwrap();
+    let mut crc = flate2::Crc::new();
+    crc.update(raw);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out
+}
+
+/// The MS-CAB checksum of spec section 9.3.
+fn cab_checksum(data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(4);
+    let mut sum = 0u32;
+    for word in &mut chunks {
+        sum ^= u32::from_le_bytes(word.try_into().unwrap());
+    }
+    sum ^ chunks.remainder().iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+}
+
+/// A CFDATA block: `ab` (with its `CK`) holding `uncompressed` bytes.
+fn cab_block(ab: &[u8], uncompressed: usize) -> Vec<u8> {
+    let sizes = ab.len() as u32 | ((uncompressed as u32) << 16);
+    let mut out = (cab_checksum(ab) ^ sizes).to_le_bytes().to_vec();
+    out.extend_from_slice(&(ab.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(uncompressed as u16).to_le_bytes());
+    out.extend_from_slice(ab);
+    out
+}
+
+/// The uncompressed data of each CFDATA block of a reference-writer member (its
+/// blocks never refer to the history, so each inflates alone).
+fn cab_blocks(member: &[u8]) -> Vec<Vec<u8>> {
+    let mut blocks = Vec::new();
+    let mut rest = member;
+    while !rest.is_empty() {
+        let len = u16::from_le_bytes([rest[4], rest[5]]) as usize;
+        let uncompressed = u16::from_le_bytes([rest[6], rest[7]]) as usize;
+        let ab = &rest[8..8 + len];
+        assert_eq!(&ab[..2], b"CK");
+        let mut out = Vec::with_capacity(uncompressed);
+        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(&ab[2..]), &mut out).unwrap();
+        assert_eq!(out.len(), uncompressed);
+        blocks.push(out);
+        rest = &rest[8 + len..];
+    }
+    blocks
+}
+
+/// CFDATA blocks as zlib-based MSZIP writers make them: one deflate stream for
+/// all of `blocks`, each block ended by a sync flush and an empty final block
+/// (`03 00`), so that later blocks refer to the data of earlier ones.
+fn cab_blocks_with_history(compressor: &mut flate2::Compress, blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for block in blocks {
+        let mut ab = b"CK".to_vec();
+        ab.reserve(2 * block.len() + 64);
+        compressor.compress_vec(block, &mut ab, flate2::FlushCompress::Sync).unwrap();
+        ab.extend_from_slice(&[0x03, 0x00]);
+        out.extend_from_slice(&cab_block(&ab, block.len()));
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // The vectors
 
@@ -504,6 +660,21 @@ fn generate() -> Vec<Vector> {
                 "a good package of format 1.{future} (header and trailer say minor {future}) whose header has a field 1.{FORMAT_MINOR} does not know: a 1.{FORMAT_MINOR} reader accepts it"
             ),
             small.frame(&bytes, signature.as_bytes(), future),
+        );
+    }
+
+    {
+        let future = u64::from(FORMAT_MINOR + 1);
+        add(
+            "malformed-future-minor-missing-stub",
+            "malformed",
+            &format!(
+                "a package of format 1.{future} whose header leaves out the nullable member stub (re-signed and re-framed): a reader of an older minor version ignores members it does not know, but still requires those it knows"
+            ),
+            resign_json(&small, &test_key, |h| {
+                h["format"]["minor"] = future.into();
+                h.as_object_mut().unwrap().shift_remove("stub");
+            }),
         );
     }
 
@@ -947,7 +1118,297 @@ fn generate() -> Vec<Vector> {
             small_cab.resign(&header, &test_key),
         );
     }
+    codec_vectors(&b, &test_key, &mut v);
     v
+}
+
+fn push(v: &mut Vec<Vector>, name: &'static str, expected: &'static str, description: &str, bytes: Vec<u8>) {
+    v.push(Vector { name, expected, description: description.to_owned(), bytes });
+}
+
+/// What a decoder must refuse and what it must accept, member by member (spec
+/// sections 8 and 9.5): each vector re-encodes members of a good package.
+fn codec_vectors(b: &Builder, key: &SecretKey, v: &mut Vec<Vector>) {
+    let zstd = Parts::split(&b.build("small", Codec::TarZstd, Some("test-key"), false));
+    let raw = decode_member(Codec::TarZstd, &zstd.payload);
+    let one = |bytes: Vec<u8>| with_members(&zstd, key, |_, _| Some(bytes.clone()));
+    push(
+        v,
+        "ok-zstd-no-checksum-no-content-size",
+        "ok",
+        "the member is a zstd frame without content checksum and without frame content size (readers must accept both)",
+        one(zstd_frame(&raw, false, false)),
+    );
+    push(
+        v,
+        "ok-zstd-window-max",
+        "ok",
+        "the member's zstd frame declares a window of exactly 2^25 bytes (descriptor 0x78), the largest a reader accepts",
+        one(zstd_frame_with_window(&raw, 15 << 3)),
+    );
+    push(
+        v,
+        "malformed-zstd-window",
+        "malformed",
+        "the member's zstd frame declares a window of 2^25 + 2^22 bytes (descriptor 0x79), over the limit though the data would decode in less",
+        one(zstd_frame_with_window(&raw, 15 << 3 | 1)),
+    );
+    push(
+        v,
+        "malformed-zstd-window-64mib",
+        "malformed",
+        "the member's zstd frame declares a window of 64 MiB (descriptor 0x80), as `zstd --long=26` writes (stock `zstd -d --memory=32MB` refuses it)",
+        one(zstd_frame_with_window(&raw, 16 << 3)),
+    );
+    {
+        // Dictionary_ID_flag 1 and a one-byte id of 0: "no dictionary", spelled out.
+        let mut frame = zstd_frame_with_window(&raw, 12 << 3);
+        frame[4] |= 1;
+        frame.insert(6, 0);
+        push(
+            v,
+            "ok-zstd-dictionary-id-zero",
+            "ok",
+            "the member's zstd frame has a one-byte Dictionary_ID field holding 0, which means no dictionary",
+            one(frame.clone()),
+        );
+        frame[6] = 1;
+        push(
+            v,
+            "malformed-zstd-dictionary",
+            "malformed",
+            "the member's zstd frame names dictionary 1 (packages use none)",
+            one(frame),
+        );
+    }
+    {
+        let mut frame = zstd_frame(&raw, true, true);
+        let descriptor = frame[4];
+        assert_eq!(descriptor >> 6, 1, "a two-byte content size for a small member");
+        let at = if descriptor & 0x20 != 0 { 5 } else { 6 };
+        let size = u16::from_le_bytes([frame[at], frame[at + 1]]) + 1;
+        frame[at..at + 2].copy_from_slice(&size.to_le_bytes());
+        push(
+            v,
+            "malformed-zstd-content-size",
+            "malformed",
+            "the member's zstd frame says its content is one byte longer than the member's raw_size (and than its blocks hold)",
+            one(frame),
+        );
+    }
+    {
+        let mut frame = zstd_frame(&raw, true, true);
+        let last = frame.len() - 1;
+        frame[last] ^= 0x01;
+        push(
+            v,
+            "malformed-zstd-checksum",
+            "malformed",
+            "one bit of the member's zstd content checksum is flipped (the member's digest is updated)",
+            one(frame),
+        );
+    }
+    {
+        let mut frame = zstd_frame(&raw, true, true);
+        frame[4] |= 0x08;
+        push(
+            v,
+            "malformed-zstd-reserved-bit",
+            "malformed",
+            "the member's zstd frame header sets the reserved bit",
+            one(frame),
+        );
+    }
+    {
+        let mut member = vec![0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, b'u', b'p', b'k', b'g'];
+        member.extend_from_slice(&zstd_frame(&raw, true, true));
+        push(
+            v,
+            "malformed-zstd-skippable-frame",
+            "malformed",
+            "the member is a skippable zstd frame followed by the frame of data: a member is exactly one frame",
+            one(member),
+        );
+    }
+    {
+        let mut member = zstd_frame(&raw, true, true);
+        member.push(0);
+        push(
+            v,
+            "malformed-zstd-trailing-byte",
+            "malformed",
+            "one zero byte follows the member's zstd frame",
+            one(member),
+        );
+    }
+
+    let gzip = Parts::split(&b.build("small", Codec::TarGzip, Some("test-key"), false));
+    let raw = decode_member(Codec::TarGzip, &gzip.payload);
+    let one = |bytes: Vec<u8>| with_members(&gzip, key, |_, _| Some(bytes.clone()));
+    // FTEXT | FHCRC | FEXTRA | FNAME | FCOMMENT, a time, XFL 0, OS 3 (Unix).
+    let mut fields = vec![0x1F, 0x8B, 0x08, 0x1F, 0x00, 0x5E, 0x74, 0x67, 0x00, 0x03];
+    fields.extend_from_slice(&[6, 0, b'U', b'P', 2, 0, 0, 0]);
+    fields.extend_from_slice(b"tool.tar\0a comment\0");
+    let mut crc = flate2::Crc::new();
+    crc.update(&fields);
+    let crc16 = (crc.sum() & 0xFFFF) as u16;
+    let mut with_crc = fields.clone();
+    with_crc.extend_from_slice(&crc16.to_le_bytes());
+    push(
+        v,
+        "ok-gzip-header-fields",
+        "ok",
+        "the member's gzip header has a time, a name, a comment, an extra field, FTEXT and a correct header CRC (FHCRC): readers accept them all",
+        one(gzip_member(&with_crc, &raw)),
+    );
+    {
+        let mut header = fields.clone();
+        header.extend_from_slice(&(crc16 ^ 1).to_le_bytes());
+        push(
+            v,
+            "malformed-gzip-header-crc",
+            "malformed",
+            "the member's gzip header CRC (FHCRC) does not match the header",
+            one(gzip_member(&header, &raw)),
+        );
+    }
+    let plain = [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF];
+    {
+        let mut member = gzip_member(&plain, &raw);
+        let at = member.len() - 8;
+        member[at] ^= 0x01;
+        push(v, "malformed-gzip-crc", "malformed", "one bit of the member's gzip CRC-32 is flipped", one(member));
+    }
+    {
+        let mut member = gzip_member(&plain, &raw);
+        let at = member.len() - 4;
+        member[at] ^= 0x01;
+        push(v, "malformed-gzip-isize", "malformed", "one bit of the member's gzip ISIZE is flipped", one(member));
+    }
+    {
+        let mut header = plain;
+        header[3] = 0x20;
+        push(
+            v,
+            "malformed-gzip-reserved-flag",
+            "malformed",
+            "the member's gzip header sets a reserved flag bit",
+            one(gzip_member(&header, &raw)),
+        );
+    }
+    {
+        let mut member = gzip_member(&plain, &raw);
+        member.push(0);
+        push(
+            v,
+            "malformed-gzip-trailing-byte",
+            "malformed",
+            "one zero byte follows the member's gzip member",
+            one(member),
+        );
+    }
+
+    // Cabinets: the full tree's 70000-byte file fills a folder of three members.
+    let cab = Parts::split(&b.build("full", Codec::Cab, Some("test-key"), false));
+    let header = cab.header();
+    let big = header.files.iter().find(|e| e.path == "data/big.txt").unwrap();
+    let first = big.member.unwrap() as usize;
+    let folder: Vec<usize> = (first..header.payload.members.len())
+        .take_while(|&i| i == first || header.payload.members[i].continues)
+        .collect();
+    assert_eq!(folder.len(), 3, "data/big.txt spans three members of one folder");
+    let member_bytes = |i: usize| {
+        let m = &header.payload.members[i];
+        cab.payload[m.offset as usize..(m.offset + m.size) as usize].to_vec()
+    };
+    {
+        // One deflate stream across the folder: each member's first block refers to the member before it.
+        let mut compressor = flate2::Compress::new(flate2::Compression::new(6), false);
+        let encoded: BTreeMap<usize, Vec<u8>> = folder
+            .iter()
+            .map(|&i| (i, cab_blocks_with_history(&mut compressor, &cab_blocks(&member_bytes(i)))))
+            .collect();
+        push(
+            v,
+            "malformed-cab-member-history",
+            "malformed",
+            "the folder of data/big.txt is one zlib stream (sync flushes, `03 00` after each block): the first block of its second and third members refers to data of the member before, so they do not decode alone",
+            with_members(&cab, key, |i, _| encoded.get(&i).cloned()),
+        );
+    }
+    {
+        let wide = Parts::split(&b.build_members("full", Codec::Cab, Some("test-key"), false, 4 * MEMBER_SIZE));
+        let header = wide.header();
+        let encoded: Vec<Vec<u8>> = header
+            .payload
+            .members
+            .iter()
+            .map(|m| {
+                let bytes = &wide.payload[m.offset as usize..(m.offset + m.size) as usize];
+                let mut compressor = flate2::Compress::new(flate2::Compression::new(6), false);
+                cab_blocks_with_history(&mut compressor, &cab_blocks(bytes))
+            })
+            .collect();
+        assert!(header.payload.members.iter().any(|m| m.raw_size > 32_768), "a member of several blocks");
+        push(
+            v,
+            "ok-cab-history-in-member",
+            "ok",
+            "a cab package (128 KiB members) whose every member is one zlib stream as zlib-based MSZIP writers make it: blocks after a member's first refer to the earlier blocks of the member (readers must accept this)",
+            with_members(&wide, key, |i, _| Some(encoded[i].clone())),
+        );
+    }
+    {
+        let mut member = member_bytes(first);
+        member[0] ^= 0x01;
+        push(
+            v,
+            "malformed-cab-block-checksum",
+            "malformed",
+            "one bit of the csum of the first CFDATA block of data/big.txt's folder is flipped (the member's digest is updated)",
+            with_members(&cab, key, |i, _| (i == first).then(|| member.clone())),
+        );
+    }
+    {
+        // A block that says it holds one byte less, with a checksum that matches.
+        let blocks = cab_blocks(&member_bytes(folder[2]));
+        let mut short = blocks[0].clone();
+        short.pop();
+        let mut ab = b"CK".to_vec();
+        let mut compressor = flate2::Compress::new(flate2::Compression::new(6), false);
+        ab.reserve(2 * short.len() + 64);
+        compressor.compress_vec(&short, &mut ab, flate2::FlushCompress::Finish).unwrap();
+        let member = cab_block(&ab, short.len());
+        push(
+            v,
+            "malformed-cab-block-size",
+            "malformed",
+            "the last block of data/big.txt's folder is re-encoded one byte short, with a matching checksum: cbUncomp is not what the folder's raw size requires",
+            with_members(&cab, key, |i, _| (i == folder[2]).then(|| member.clone())),
+        );
+    }
+    {
+        let mut member = member_bytes(first);
+        member.extend_from_slice(&[0; 4]);
+        push(
+            v,
+            "malformed-cab-trailing-bytes",
+            "malformed",
+            "four zero bytes follow the last CFDATA block of a member",
+            with_members(&cab, key, |i, _| (i == first).then(|| member.clone())),
+        );
+    }
+    {
+        let mut header = cab.header();
+        header.payload.members[folder[1]].continues = false;
+        push(
+            v,
+            "malformed-cab-continues",
+            "malformed",
+            "the second member of data/big.txt's folder no longer continues it (re-signed): the flags now make a folder of 32 KiB holding part of a file, and the cabinet directory's size no longer matches",
+            cab.resign(&header, key),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
