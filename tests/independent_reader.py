@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -196,21 +197,16 @@ def VERSION(v):
 
 
 def VERSION_RANGE(v):
-    text = STR(v).strip()
+    # SPEC 4.5: one spelling, at every minor version: comparators joined by ", ".
+    text = STR(v)
     if text == "*":
-        return "*"
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        for op in (">=", "<=", ">", "<", "="):
-            if part.startswith(op):
-                version = part[len(op) :].strip()
-                parse_version(version)
-                out.append(op + version)
-                break
-        else:
+        return text
+    for part in text.split(", "):
+        m = re.fullmatch(r"(>=|<=|>|<|=)(.*)", part, re.S)
+        if not m:
             refuse("malformed", f"bad version range {v!r}")
-    return ", ".join(out)
+        parse_version(m[2])
+    return text
 
 
 def MODE(v):
@@ -360,13 +356,84 @@ def no_duplicates(pairs):
     return dict(pairs)
 
 
+# --- JSON rules (SPEC 4.1): checked on the text, first problem in text order -------
+
+MAX_DEPTH = 64
+JSON_WS = " \t\n\r"
+JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"')
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def skip_ws(t, i):
+    while i < len(t) and t[i] in JSON_WS:
+        i += 1
+    return i
+
+
+def json_string(t, i):
+    m = JSON_STRING.match(t, i)
+    if not m:
+        refuse("malformed", f"JSON: bad string at {i}")
+    value = json.loads(m[0])
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        refuse("malformed", "JSON: a lone surrogate escape")
+    return m.end(), value
+
+
+def json_value(t, i, depth):
+    if i >= len(t):
+        refuse("malformed", "JSON: cut off")
+    c = t[i]
+    if c in "{[":
+        if depth > MAX_DEPTH:
+            refuse("limit", f"JSON nested more than {MAX_DEPTH} deep")
+        close, names = ("}", set()) if c == "{" else ("]", None)
+        i = skip_ws(t, i + 1)
+        if t.startswith(close, i):
+            return i + 1
+        while True:
+            if names is not None:
+                i, name = json_string(t, i)
+                if name in names:
+                    refuse("malformed", f"JSON: member {name!r} twice in one object")
+                names.add(name)
+                i = skip_ws(t, i)
+                if not t.startswith(":", i):
+                    refuse("malformed", "JSON: no colon")
+                i = skip_ws(t, i + 1)
+            i = skip_ws(t, json_value(t, i, depth + 1))
+            if t.startswith(",", i):
+                i = skip_ws(t, i + 1)
+            elif t.startswith(close, i):
+                return i + 1
+            else:
+                refuse("malformed", f"JSON: unexpected character at {i}")
+    if c == '"':
+        return json_string(t, i)[0]
+    for literal in ("true", "false", "null"):
+        if t.startswith(literal, i):
+            return i + len(literal)
+    m = JSON_NUMBER.match(t, i)
+    if not m:
+        refuse("malformed", f"JSON: unexpected character at {i}")
+    if float(m[0]) in (float("inf"), float("-inf")):
+        refuse("malformed", "JSON: a number beyond a double")
+    return m.end()
+
+
+def check_json(text):
+    if skip_ws(text, json_value(text, skip_ws(text, 0), 1)) != len(text):
+        refuse("malformed", "JSON: text after the value")
+
+
 def parse_header(data):
     global LENIENT
     try:
         text = data.decode("utf-8")
-        first = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
-        refuse("malformed", "not JSON")
+    except UnicodeDecodeError:
+        refuse("malformed", "not UTF-8")
+    check_json(text)
+    first = json.loads(text)
     fmt = first.get("format") if isinstance(first, dict) else None
     if not isinstance(fmt, dict) or any(not is_int(fmt.get(k)) or not 0 <= fmt[k] < 2**16 for k in ("major", "minor")):
         refuse("malformed", "no format version")
@@ -388,6 +455,17 @@ def parse_header(data):
 # --- Catalog and header rules (SPEC 4.4, 5) -------------------------------------
 
 
+# SPEC 4.4 rule 6a: the characters of Unicode's White_Space property.
+WHITE_SPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | {chr(c) for c in range(0x2000, 0x200B)}
+
+
+def is_serial(text):
+    number, limit = (text[:-1], 100) if text.endswith("%") else (text, 2**32 - 1)
+    if not number or any(c not in "0123456789" for c in number) or number[0] == "0":
+        return False
+    return 1 <= int(number) <= limit
+
+
 def check_identifier(value):
     ok = 1 <= len(value) <= 128 and value.isascii() and value[0].isalnum()
     ok = ok and all(c.isalnum() or c in "._+-" for c in value)
@@ -407,7 +485,7 @@ def check_path(path):
     for c in path.split("/"):
         if c in ("", ".", "..") or len(c.encode()) > 255:
             refuse("unsafe-path", f"{path!r}: bad component {c!r}")
-    if path in (".package/header.json", ".package/header.json.minisig"):
+    if path in (".package/header.json", ".package/header.json.minisig", ".package/pkgrun"):
         refuse("unsafe-path", f"{path!r} is reserved")
     if path == ".pkgrun" or path.startswith(".pkgrun/"):
         refuse("unsafe-path", f"{path!r} is in the installer's state directory .pkgrun/")
@@ -495,12 +573,14 @@ def validate(h):
     for path, target in links.items():
         resolve_link(path, target, links)
     scripts = pkg["scripts"]
-    for role in ("pre_install", "post_install", "post_install_undo", "pre_uninstall", "post_uninstall"):
-        p = scripts.get(role)
-        if p is not None and not (under_package(p) and kinds.get(p, {}).get("kind") == "file"):
-            refuse("malformed", f"script {p} is not a file under .package/")
-    if "eula" in pkg and not (under_package(pkg["eula"]) and kinds.get(pkg["eula"], {}).get("kind") == "file"):
-        refuse("malformed", "eula is not a file under .package/")
+    # SPEC 14.3: a path that breaks the path rules is unsafe-path before anything else.
+    for role in ("pre_install", "post_install", "post_install_undo", "pre_uninstall", "post_uninstall", "eula"):
+        p = scripts.get(role) if role != "eula" else pkg.get("eula")
+        if p is None:
+            continue
+        check_path(p)
+        if not (under_package(p) and kinds.get(p, {}).get("kind") == "file"):
+            refuse("malformed", f"{role} {p} is not a file under .package/")
     for r in pkg["remove"]:
         check_path(r)
         if under_package(r) or r in kinds or any(p.startswith(r + "/") for p in kinds):
@@ -508,8 +588,8 @@ def validate(h):
     if "post_install_undo" in scripts and "post_install" not in scripts:
         refuse("malformed", "post_install_undo without post_install")
     # Section 4.4, rule 6a: the manifest's rules, checked again.
-    if not pkg["title"].strip():
-        refuse("malformed", "empty title")
+    if all(c in WHITE_SPACE for c in pkg["title"]):
+        refuse("malformed", "empty title, or white space only")
     if scripts["timeout"] < 1:
         refuse("malformed", "script timeout is zero")
     for service in pkg["services"]:
@@ -521,11 +601,7 @@ def validate(h):
             refuse("malformed", f"service {service['name']}: status is only for stop and start commands")
     for role in pkg["rollout"]:
         serial = role["serial"]
-        if serial.endswith("%"):
-            ok = serial[:-1].isascii() and serial[:-1].isdigit() and 1 <= int(serial[:-1]) <= 100
-        else:
-            ok = serial.isascii() and serial.isdigit() and int(serial) >= 1
-        if not ok:
+        if not is_serial(serial):
             refuse("malformed", f"rollout role {role['name']}: serial {serial!r}")
     validate_members(payload)
     if payload["codec"] == "cab":

@@ -372,15 +372,17 @@ fn assemble(mut package: PackageInfo, files: Vec<(FileEntry, &[u8])>, remove: &[
     package.remove = remove.iter().map(|s| (*s).to_owned()).collect();
     let (mut entries, data): (Vec<FileEntry>, Vec<Vec<u8>>) =
         files.into_iter().map(|(entry, contents)| (entry, contents.to_vec())).unzip();
-    let plan = upkg_format::plan_payload(&entries, codec, MEMBER_SIZE).unwrap();
-    for ((entry, placement), contents) in entries.iter_mut().zip(&plan.placement).zip(&data) {
-        let (offset, member) = placement.expect("tar places every entry");
-        entry.offset = Some(offset);
-        entry.member = member;
+    for (entry, contents) in entries.iter_mut().zip(&data) {
         if entry.kind == Kind::File {
             entry.size = contents.len() as u64;
             entry.sha256 = Some(Digest::of(contents));
         }
+    }
+    let plan = upkg_format::plan_payload(&entries, codec, MEMBER_SIZE).unwrap();
+    for (entry, placement) in entries.iter_mut().zip(&plan.placement) {
+        let (offset, member) = placement.expect("tar places every entry");
+        entry.offset = Some(offset);
+        entry.member = member;
     }
     let contents = Contents(data);
     let mut payload = Vec::new();
@@ -1119,6 +1121,7 @@ fn generate() -> Vec<Vector> {
         );
     }
     codec_vectors(&b, &test_key, &mut v);
+    rule_vectors(&b, &test_key, &mut v);
     v
 }
 
@@ -1409,6 +1412,918 @@ fn codec_vectors(b: &Builder, key: &SecretKey, v: &mut Vec<Vector>) {
             cab.resign(&header, key),
         );
     }
+}
+
+/// The package of `parts` with its header edited, re-signed with `key` and
+/// re-framed: the trailer gives the parts' real lengths (and the header's minor
+/// version), whatever the edited header says about them.
+fn edited(parts: &Parts, key: &SecretKey, edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let mut header = parts.header();
+    edit(&mut header);
+    let bytes = header.to_bytes();
+    let signature = key.sign(&bytes, &header.trusted_comment()).encode();
+    parts.frame(&bytes, signature.as_bytes(), header.format.minor)
+}
+
+/// Sorted, with every parent directory listed: a catalog `assemble` accepts.
+fn catalog(mut files: Vec<(FileEntry, &'static [u8])>) -> Vec<(FileEntry, &'static [u8])> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for (entry, _) in &files {
+        let mut path = entry.path.as_str();
+        while let Some(parent) = upkg_format::parent_path(path) {
+            dirs.insert(parent.to_owned());
+            path = parent;
+        }
+    }
+    for dir in dirs {
+        if !files.iter().any(|(e, _)| e.path == dir) {
+            files.push((entry(&dir, Kind::Dir, None), b""));
+        }
+    }
+    files.sort_by(|a, b| a.0.path.as_bytes().cmp(b.0.path.as_bytes()));
+    files
+}
+
+/// One vector per rule of spec sections 4 and 5, refused and accepted: header
+/// edits of the small package, re-signed, and catalogs assembled with a matching
+/// payload. Each breaks one rule, so that the class is that rule's.
+fn rule_vectors(b: &Builder, key: &SecretKey, v: &mut Vec<Vector>) {
+    let small = Parts::split(&b.build("small", Codec::TarZstd, Some("test-key"), false));
+    let small_stub = Parts::split(&b.build("small", Codec::TarZstd, Some("test-key"), true));
+    let small_cab = Parts::split(&b.build("small", Codec::Cab, Some("test-key"), false));
+    let full = Parts::split(&b.build("full", Codec::TarZstd, Some("test-key"), false));
+    let full_cab = Parts::split(&b.build("full", Codec::Cab, Some("test-key"), false));
+    let info = small.header().package;
+    let future = u64::from(FORMAT_MINOR + 1);
+    let text: &'static [u8] = b"upkg test vector\n";
+    let file = |path: &str| (entry(path, Kind::File, None), text);
+    let link = |path: &str, target: &str| (entry(path, Kind::Symlink, Some(target)), &b""[..]);
+    let files = |list: Vec<(FileEntry, &'static [u8])>| assemble(info.clone(), catalog(list), &[], key);
+
+    // Rule 1: identifiers.
+    push(
+        v,
+        "malformed-identifier-first-character",
+        "malformed",
+        "package.id starts with \"-\" (an identifier starts with a letter or digit)",
+        edited(&small, key, |h| h.package.id = "-upkg-test-vector".into()),
+    );
+    push(
+        v,
+        "malformed-identifier-too-long",
+        "malformed",
+        "package.id is 129 bytes long (at most 128)",
+        edited(&small, key, |h| h.package.id = "a".repeat(129)),
+    );
+    push(
+        v,
+        "malformed-identifier-character",
+        "malformed",
+        "applies_to.product holds a space",
+        edited(&small, key, |h| h.package.applies_to.product = "upkg test".into()),
+    );
+    push(
+        v,
+        "malformed-identifier-requires",
+        "malformed",
+        "applies_to.requires names \"upkg/base\" (a slash is not an identifier character)",
+        edited(&small, key, |h| h.package.applies_to.requires = vec!["upkg-base".into(), "upkg/base".into()]),
+    );
+    push(
+        v,
+        "ok-identifier-limits",
+        "ok",
+        "identifiers at their limits: a package id of 128 bytes using every allowed punctuation, a one-character product id starting with a digit, requires naming identifiers with \".\", \"_\", \"+\" and \"-\"",
+        edited(&small, key, |h| {
+            h.package.id = format!("0Az._+-{}", "x".repeat(121));
+            h.package.applies_to.product = "7".into();
+            h.package.applies_to.requires = vec!["9.9_+-x".into(), "Base".into()];
+        }),
+    );
+
+    // Rule 2.
+    push(
+        v,
+        "malformed-directory-exceeds-payload",
+        "malformed",
+        "a cab package whose payload.directory.size is larger than payload.size",
+        edited(&small_cab, key, |h| h.payload.directory.as_mut().unwrap().size = h.payload.size + 1),
+    );
+
+    // Rule 3, section 5.1: paths.
+    let long_component = "c".repeat(256);
+    let too_long = format!("{}/{}", vec!["d".repeat(255); 16].join("/"), "f");
+    assert_eq!(too_long.len(), 4097);
+    for (name, path, what) in [
+        ("unsafe-path-empty", "", "an entry whose path is empty"),
+        ("unsafe-path-empty-component", "a//b", "the path \"a//b\" (an empty component)"),
+        ("unsafe-path-trailing-slash", "a/", "the path \"a/\" (a trailing slash)"),
+        ("unsafe-path-dot-component", "a/./b", "the path \"a/./b\" (a \".\" component)"),
+        ("unsafe-path-backslash", "a\\b", "the path \"a\\\\b\" (a backslash)"),
+        ("unsafe-path-control-tab", "a\tb", "a path holding a tab (U+0009, a control character)"),
+        ("unsafe-path-control-delete", "a\u{7f}b", "a path holding U+007F DELETE (a control character)"),
+        (
+            "unsafe-path-control-c1",
+            "a\u{85}b",
+            "a path holding U+0085 NEXT LINE (a C1 control character, general category Cc)",
+        ),
+        ("unsafe-path-component-too-long", long_component.as_str(), "a path component of 256 bytes (at most 255)"),
+        ("unsafe-path-too-long", too_long.as_str(), "a path of 4097 bytes (at most 4096)"),
+        (
+            "unsafe-path-reserved-signature",
+            ".package/header.json.minisig",
+            "the entry \".package/header.json.minisig\", reserved for an expanded tree's signature",
+        ),
+        (
+            "unsafe-path-reserved-runner",
+            ".package/pkgrun",
+            "the entry \".package/pkgrun\", reserved for an expanded tree's runner",
+        ),
+    ] {
+        let mut list = vec![file(path)];
+        if let Some(parent) = upkg_format::parent_path(path)
+            && upkg_format::check_entry_path(parent).is_ok()
+        {
+            list = catalog(list);
+        }
+        push(
+            v,
+            name,
+            "unsafe-path",
+            &format!("the catalog (and the tar stream) hold {what}"),
+            assemble(info.clone(), list, &[], key),
+        );
+    }
+    push(
+        v,
+        "unsafe-path-package-not-dir",
+        "unsafe-path",
+        "the catalog lists \".package\" as a regular file (it is the package's own directory)",
+        files(vec![file(".package")]),
+    );
+    {
+        let longest: String = {
+            let mut parts = vec!["p".repeat(255); 15];
+            parts.push("q".repeat(254));
+            parts.push("r".into());
+            parts.join("/")
+        };
+        assert_eq!(longest.len(), 4096);
+        push(
+            v,
+            "ok-paths",
+            "ok",
+            "paths every reader must accept: spaces (also leading and trailing), \"...\", \"..a\" and \"a..\", names that only look like the reserved ones (\".pkgrun2\", \".PKGRUN\", \"sub/.pkgrun\", \"sub/.package/header.json\"), U+00A0 and U+200B (not control characters), a 255-byte component and a 4096-byte path",
+            files(vec![
+                file("a b"),
+                file("trailing space "),
+                file(" leading space"),
+                file("..."),
+                file("..a"),
+                file("a.."),
+                file(".pkgrun2"),
+                file(".PKGRUN"),
+                file("sub/.pkgrun/state.json"),
+                file("sub/.package/header.json"),
+                file("no\u{a0}break\u{200b}space"),
+                file(&"m".repeat(255)),
+                file(&longest),
+            ]),
+        );
+    }
+
+    // Section 5.5: link targets.
+    let long_target = format!("{}y", "x/".repeat(2048));
+    for (name, target, what) in [
+        ("unsafe-path-symlink-absolute", "/etc/passwd", "the absolute target \"/etc/passwd\""),
+        ("unsafe-path-symlink-empty", "", "an empty target"),
+        ("unsafe-path-symlink-control", "a\nb", "a target holding a line feed"),
+        ("unsafe-path-symlink-too-long", long_target.as_str(), "a target of 4097 bytes (at most 4096)"),
+    ] {
+        push(v, name, "unsafe-path", &format!("the link \"l\" has {what}"), files(vec![link("l", target)]));
+    }
+    push(
+        v,
+        "unsafe-path-symlink-loop",
+        "unsafe-path",
+        "\"x\" -> \"l1/f\" walks through \"l1\" -> \"l2\" and \"l2\" -> \"l1\" for ever: more than 40 links followed",
+        files(vec![link("l1", "l2"), link("l2", "l1"), link("x", "l1/f")]),
+    );
+    push(
+        v,
+        "ok-symlinks",
+        "ok",
+        "link targets every reader must accept: a dangling target, a target through a link that stays inside (\"sub/x\" -> \"up/sub/f\" with \"sub/up\" -> \"..\"), \".\" components and a trailing slash, spaces, a link to itself, a link to a link, \".pkgrun2\" and \"sub/.pkgrun\"",
+        files(vec![
+            link("dangling", "missing/file"),
+            file("sub/f"),
+            link("sub/up", ".."),
+            link("sub/x", "up/sub/f"),
+            link("dots", "./sub/./f/"),
+            file("a b/c d"),
+            link("spaced", "a b/c d"),
+            link("self", "self"),
+            link("to-link", "dangling"),
+            link("not-state", ".pkgrun2"),
+            link("sub/state-ish", ".pkgrun"),
+        ]),
+    );
+
+    // Section 5.2: order and parents.
+    push(
+        v,
+        "malformed-catalog-unsorted",
+        "malformed",
+        "two catalog entries are swapped (\"bin/tool\" after \"share\")",
+        edited(&small, key, |h| h.files.swap(1, 2)),
+    );
+    push(
+        v,
+        "malformed-catalog-duplicate",
+        "malformed",
+        "\"share/readme.txt\" is listed twice",
+        edited(&small, key, |h| {
+            let last = h.files.last().unwrap().clone();
+            h.files.push(last);
+        }),
+    );
+    push(
+        v,
+        "malformed-parent-missing",
+        "malformed",
+        "the directory \"share\" is not listed, though \"share/readme.txt\" is",
+        edited(&small, key, |h| h.files.retain(|e| e.path != "share")),
+    );
+    push(
+        v,
+        "unsafe-path-parent-is-file",
+        "unsafe-path",
+        "\"share/readme.txt/x\" is listed below the regular file \"share/readme.txt\"",
+        files(vec![file("share/readme.txt"), (entry("share/readme.txt/x", Kind::File, None), text)]),
+    );
+
+    // Section 5.3: kinds and their members.
+    let find = |h: &mut Header, path: &str| h.files.iter().position(|e| e.path == path).unwrap();
+    push(
+        v,
+        "malformed-file-without-digest",
+        "malformed",
+        "the file \"share/readme.txt\" has no sha256",
+        edited(&small, key, |h| {
+            let i = find(h, "share/readme.txt");
+            h.files[i].sha256 = None;
+        }),
+    );
+    push(
+        v,
+        "malformed-file-with-target",
+        "malformed",
+        "the file \"share/readme.txt\" has a link target",
+        edited(&small, key, |h| {
+            let i = find(h, "share/readme.txt");
+            h.files[i].target = Some("x".into());
+        }),
+    );
+    push(
+        v,
+        "malformed-dir-with-size",
+        "malformed",
+        "the directory \"share\" has size 1",
+        edited(&small, key, |h| {
+            let i = find(h, "share");
+            h.files[i].size = 1;
+        }),
+    );
+    push(
+        v,
+        "malformed-symlink-mode",
+        "malformed",
+        "the link \"bin/tool-link\" has mode 0755 (links are 0777)",
+        edited(&full, key, |h| {
+            let i = find(h, "bin/tool-link");
+            h.files[i].mode = Mode(0o755);
+        }),
+    );
+    push(
+        v,
+        "malformed-symlink-without-policy",
+        "malformed",
+        "the product link \"bin/tool-link\" has no policy",
+        edited(&full, key, |h| {
+            let i = find(h, "bin/tool-link");
+            h.files[i].policy = None;
+        }),
+    );
+    push(
+        v,
+        "malformed-file-without-version",
+        "malformed",
+        "the product file \"share/readme.txt\" has no version",
+        edited(&small, key, |h| {
+            let i = find(h, "share/readme.txt");
+            h.files[i].version = None;
+        }),
+    );
+    push(
+        v,
+        "malformed-package-file-with-policy",
+        "malformed",
+        "the package file \".package/EULA.txt\" has a policy (files under .package/ have none)",
+        edited(&full, key, |h| {
+            let i = find(h, ".package/EULA.txt");
+            h.files[i].policy = Some(Policy::Always);
+        }),
+    );
+    push(
+        v,
+        "malformed-mode-not-octal",
+        "malformed",
+        "a mode of \"0648\" (8 is not an octal digit)",
+        resign_json(&small, key, |h| h["files"][0]["mode"] = "0648".into()),
+    );
+    push(
+        v,
+        "malformed-mode-three-digits",
+        "malformed",
+        "a mode of \"755\" (exactly four digits)",
+        resign_json(&small, key, |h| h["files"][0]["mode"] = "755".into()),
+    );
+    push(
+        v,
+        "malformed-digest-uppercase",
+        "malformed",
+        "a file's sha256 in uppercase hexadecimal",
+        resign_json(&small, key, |h| {
+            let digest = h["files"][3]["sha256"].as_str().unwrap().to_uppercase();
+            h["files"][3]["sha256"] = digest.into();
+        }),
+    );
+
+    // Rule 4: scripts and EULA.
+    push(
+        v,
+        "malformed-script-not-in-catalog",
+        "malformed",
+        "the post_install script names \".package/scripts/missing.sh\", which the catalog does not list",
+        edited(&full, key, |h| h.package.scripts.post_install = Some(".package/scripts/missing.sh".into())),
+    );
+    push(
+        v,
+        "malformed-script-is-directory",
+        "malformed",
+        "the pre_install script names the directory \".package/scripts\"",
+        edited(&full, key, |h| h.package.scripts.pre_install = Some(".package/scripts".into())),
+    );
+    push(
+        v,
+        "malformed-eula-outside-package",
+        "malformed",
+        "the eula names \"README.txt\", a catalog file outside .package/",
+        edited(&full, key, |h| h.package.eula = Some("README.txt".into())),
+    );
+    push(
+        v,
+        "unsafe-path-eula",
+        "unsafe-path",
+        "the eula names \"../EULA.txt\": a path that breaks the path rules is unsafe-path, though it also names no catalog file (section 14.3)",
+        edited(&full, key, |h| h.package.eula = Some("../EULA.txt".into())),
+    );
+
+    // Rule 5: remove.
+    push(
+        v,
+        "malformed-remove-catalog-path",
+        "malformed",
+        "remove names \"share/readme.txt\", which the catalog lists",
+        edited(&small, key, |h| h.package.remove = vec!["share/readme.txt".into()]),
+    );
+    push(
+        v,
+        "malformed-remove-parent",
+        "malformed",
+        "remove names \"share\", the parent of a catalog entry",
+        edited(&small, key, |h| h.package.remove = vec!["share".into()]),
+    );
+    push(
+        v,
+        "malformed-remove-package-dir",
+        "malformed",
+        "remove names \".package\"",
+        edited(&small, key, |h| h.package.remove = vec![".package".into()]),
+    );
+    push(
+        v,
+        "ok-remove",
+        "ok",
+        "remove names paths the package does not hold: \"old/obsolete.txt\", \"share2\" and \"sharefile\"",
+        edited(&small, key, |h| {
+            h.package.remove = vec!["old/obsolete.txt".into(), "share2".into(), "sharefile".into()]
+        }),
+    );
+
+    // Rule 6 and 6a.
+    push(
+        v,
+        "malformed-undo-without-post-install",
+        "malformed",
+        "post_install_undo is set (to a package file) and post_install is not",
+        edited(&full, key, |h| {
+            h.package.scripts.post_install_undo = h.package.scripts.post_install.take();
+        }),
+    );
+    push(
+        v,
+        "malformed-title-empty",
+        "malformed",
+        "package.title is empty",
+        edited(&small, key, |h| h.package.title = String::new()),
+    );
+    push(
+        v,
+        "malformed-title-white-space",
+        "malformed",
+        "package.title is U+3000, a tab, U+0085 and a space: white space only (Unicode White_Space)",
+        edited(&small, key, |h| h.package.title = "\u{3000}\t\u{85} ".into()),
+    );
+    push(
+        v,
+        "ok-title-not-white-space",
+        "ok",
+        "package.title is U+200B and U+001F, neither of which is Unicode White_Space (though some languages' \"isspace\" says U+001F is)",
+        edited(&small, key, |h| h.package.title = "\u{200b}\u{1f}".into()),
+    );
+    push(
+        v,
+        "malformed-timeout-zero",
+        "malformed",
+        "scripts.timeout is 0",
+        edited(&small, key, |h| h.package.scripts.timeout = 0),
+    );
+    let service = |unit: Option<&str>, stop: Option<&str>, start: Option<&str>| upkg_format::Service {
+        name: "upkg test service".into(),
+        unit: unit.map(Into::into),
+        stop: stop.map(Into::into),
+        start: start.map(Into::into),
+        status: None,
+    };
+    push(
+        v,
+        "malformed-service-unit-and-commands",
+        "malformed",
+        "a service with a unit and stop and start commands",
+        edited(&small, key, |h| h.package.services = vec![service(Some("upkg.service"), Some("stop"), Some("start"))]),
+    );
+    push(
+        v,
+        "malformed-service-stop-only",
+        "malformed",
+        "a service with a stop command and no start command",
+        edited(&small, key, |h| h.package.services = vec![service(None, Some("stop"), None)]),
+    );
+    push(
+        v,
+        "malformed-service-nothing",
+        "malformed",
+        "a service with neither a unit nor commands",
+        edited(&small, key, |h| h.package.services = vec![service(None, None, None)]),
+    );
+    push(
+        v,
+        "ok-services",
+        "ok",
+        "a service with a systemd unit and one with stop and start commands, at format 1.0",
+        edited(&small, key, |h| {
+            h.package.services = vec![
+                service(Some("upkg.service"), None, None),
+                service(None, Some("bin/tool stop"), Some("bin/tool start")),
+            ]
+        }),
+    );
+    let role = |serial: &str| upkg_format::Role {
+        name: format!("role-{serial}"),
+        description: String::new(),
+        serial: serial.into(),
+        drain: false,
+    };
+    for (name, serial) in [
+        ("malformed-serial-leading-zero", "01"),
+        ("malformed-serial-percent-leading-zero", "05%"),
+        ("malformed-serial-zero", "0"),
+        ("malformed-serial-over-100-percent", "101%"),
+        ("malformed-serial-too-large", "4294967296"),
+        ("malformed-serial-sign", "+1"),
+    ] {
+        push(
+            v,
+            name,
+            "malformed",
+            &format!("a rollout role's serial is {serial:?}"),
+            edited(&small, key, |h| h.package.rollout = vec![role(serial)]),
+        );
+    }
+    push(
+        v,
+        "ok-serial-limits",
+        "ok",
+        "rollout roles with serials \"1\", \"4294967295\", \"1%\" and \"100%\"",
+        edited(&small, key, |h| h.package.rollout = ["1", "4294967295", "1%", "100%"].into_iter().map(role).collect()),
+    );
+
+    // Section 4.2: types and closed enumerations. A minor version never adds a
+    // value (section 16), so the unknown values are refused at a newer minor too.
+    for (name, pointer, value) in [
+        ("malformed-enum-codec", "/payload/codec", "tar+xz"),
+        ("malformed-enum-kind", "/files/0/kind", "fifo"),
+        ("malformed-enum-policy", "/files/1/policy", "never"),
+        ("malformed-enum-restart", "/package/restart", "later"),
+    ] {
+        push(
+            v,
+            name,
+            "malformed",
+            &format!(
+                "format 1.{future} (header and trailer), and {pointer} is {value:?}, not a value of its enumeration"
+            ),
+            resign_json(&small, key, |h| {
+                h["format"]["minor"] = future.into();
+                *h.pointer_mut(pointer).unwrap() = value.into();
+            }),
+        );
+    }
+    push(
+        v,
+        "malformed-type-build-string",
+        "malformed",
+        "package.build is the string \"42\" (the trusted comment, which names build=42, is the same)",
+        resign_json(&small, key, |h| h["package"]["build"] = "42".into()),
+    );
+    push(
+        v,
+        "malformed-type-level-range",
+        "malformed",
+        "payload.level is 2147483648, beyond an i32",
+        resign_json(&small, key, |h| h["payload"]["level"] = 2_147_483_648u64.into()),
+    );
+    push(
+        v,
+        "malformed-version-leading-zero",
+        "malformed",
+        "package.version is \"1.02.3\" (a component with a leading zero)",
+        resign_json(&small, key, |h| h["package"]["version"] = "1.02.3".into()),
+    );
+    push(
+        v,
+        "malformed-version-too-many-components",
+        "malformed",
+        "package.version has 9 components (at most 8)",
+        resign_json(&small, key, |h| h["package"]["version"] = "1.2.3.4.5.6.7.8.9".into()),
+    );
+    push(
+        v,
+        "ok-version-limits",
+        "ok",
+        "package.version has 8 components, one of them 18446744073709551615 (2^64 - 1), and applies_to.versions uses every operator",
+        resign_json(&small, key, |h| {
+            h["package"]["version"] = "0.18446744073709551615.0.1.2.3.4.5".into();
+            h["package"]["applies_to"]["versions"] = ">=1, >1.0, <=3, <3.0.1, =2.5".into();
+        }),
+    );
+    push(
+        v,
+        "malformed-version-range-spacing",
+        "malformed",
+        &format!(
+            "format 1.{future}, and applies_to.versions is \">=1.0,<2.0\": a version range has one spelling at every minor version"
+        ),
+        resign_json(&small, key, |h| {
+            h["format"]["minor"] = future.into();
+            h["package"]["applies_to"]["versions"] = ">=1.0,<2.0".into();
+        }),
+    );
+
+    // Section 4.1: JSON, also in members a reader ignores.
+    let newer = |member: serde_json::Value| {
+        resign_json(&small, key, move |h| {
+            h["format"]["minor"] = future.into();
+            h.as_object_mut().unwrap().insert("x_later".into(), member);
+        })
+    };
+    let nested = |depth: usize| -> serde_json::Value {
+        serde_json::from_str(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap()
+    };
+    push(
+        v,
+        "ok-json-nesting-max",
+        "ok",
+        &format!("format 1.{future} with an unknown member nested so that the header reaches the maximum depth of 64"),
+        newer(nested(63)),
+    );
+    push(
+        v,
+        "limit-json-nesting",
+        "limit",
+        &format!("format 1.{future} with an unknown member nested so that the header reaches depth 65"),
+        newer(nested(64)),
+    );
+    {
+        let text = String::from_utf8(small.header.clone()).unwrap();
+        let prefix = r#"{"format":{"major":1,"minor":0},"#;
+        assert!(text.starts_with(prefix));
+        let comment = small.header().trusted_comment();
+        for (name, member, what) in [
+            (
+                "malformed-json-duplicate-ignored-member",
+                r#""x_later":1,"x_later":2,"#,
+                "an unknown member named twice in the header object",
+            ),
+            (
+                "malformed-json-lone-surrogate",
+                r#""x_later":"\ud800","#,
+                "an unknown member whose string is the lone surrogate escape \\ud800",
+            ),
+            (
+                "malformed-json-number-overflow",
+                r#""x_later":1e400,"#,
+                "an unknown member whose number is 1e400, beyond an IEEE-754 double",
+            ),
+        ] {
+            let bytes = text
+                .replacen(prefix, &format!(r#"{{"format":{{"major":1,"minor":{future}}},{member}"#), 1)
+                .into_bytes();
+            let signature = key.sign(&bytes, &comment).encode();
+            push(
+                v,
+                name,
+                "malformed",
+                &format!("format 1.{future} with {what}"),
+                small.frame(&bytes, signature.as_bytes(), future as u16),
+            );
+        }
+    }
+    {
+        let mut bytes = small.header.clone();
+        let at = bytes.windows(11).position(|w| w == b"test vector").unwrap();
+        bytes[at] = 0xFF;
+        let signature = key.sign(&bytes, &small.header().trusted_comment()).encode();
+        push(
+            v,
+            "malformed-header-not-utf8",
+            "malformed",
+            "the header's title holds the byte 0xFF, which is not UTF-8 (re-signed and re-framed)",
+            small.frame(&bytes, signature.as_bytes(), 0),
+        );
+    }
+
+    // Rule 7, section 6.1: members.
+    push(
+        v,
+        "malformed-member-gap",
+        "malformed",
+        "the member's offset is 1, leaving a byte before it (payload.size one larger)",
+        edited(&small, key, |h| {
+            h.payload.members[0].offset = 1;
+            h.payload.size += 1;
+        }),
+    );
+    push(
+        v,
+        "malformed-member-uncovered",
+        "malformed",
+        "payload.size is one byte larger than the members cover",
+        edited(&small, key, |h| h.payload.size += 1),
+    );
+    push(
+        v,
+        "malformed-member-raw-sizes",
+        "malformed",
+        "payload.raw_size is one more than the members' raw sizes add up to",
+        edited(&small, key, |h| h.payload.raw_size += 1),
+    );
+    push(
+        v,
+        "malformed-first-member-continues",
+        "malformed",
+        "the first member says it continues another",
+        edited(&small, key, |h| h.payload.members[0].continues = true),
+    );
+    push(
+        v,
+        "malformed-member-empty",
+        "malformed",
+        "an extra member of size 0 and raw size 0 at the end of the payload",
+        edited(&small, key, |h| {
+            let mut empty = h.payload.members[0].clone();
+            empty.offset = h.payload.size;
+            empty.raw_offset = h.payload.raw_size;
+            empty.size = 0;
+            empty.raw_size = 0;
+            empty.sha256 = Digest::of(b"");
+            h.payload.members.push(empty);
+        }),
+    );
+
+    // Rule 7, section 7.6: the tar layout.
+    push(
+        v,
+        "malformed-tar-directory",
+        "malformed",
+        "a tar+zstd payload with a directory part of size 0",
+        edited(&small, key, |h| h.payload.directory = Some(upkg_format::Part { size: 0, sha256: Digest::of(b"") })),
+    );
+    push(
+        v,
+        "malformed-tar-entry-offset",
+        "malformed",
+        "\"share/readme.txt\" says it starts 512 bytes later than the tar layout puts it",
+        edited(&small, key, |h| {
+            let i = find(h, "share/readme.txt");
+            *h.files[i].offset.as_mut().unwrap() += 512;
+        }),
+    );
+    push(
+        v,
+        "malformed-tar-entry-member",
+        "malformed",
+        "\"data/big.txt\" names the member after the one holding its first byte",
+        edited(&full, key, |h| {
+            let i = find(h, "data/big.txt");
+            *h.files[i].member.as_mut().unwrap() += 1;
+        }),
+    );
+    push(
+        v,
+        "malformed-tar-continues",
+        "malformed",
+        "a member inside \"data/big.txt\" says it does not continue (its flag must be true)",
+        edited(&full, key, |h| {
+            let i = h.payload.members.iter().position(|m| m.continues).unwrap();
+            h.payload.members[i].continues = false;
+        }),
+    );
+
+    // Rule 7, section 9.7: the cabinet layout and limits.
+    push(
+        v,
+        "malformed-cab-no-directory",
+        "malformed",
+        "a cab payload without its directory part (the first member's offset moved to 0 to keep the members covering the payload)",
+        edited(&small_cab, key, |h| {
+            let len = h.payload.directory.take().unwrap().size;
+            h.payload.size -= len;
+            for m in &mut h.payload.members {
+                m.offset -= len;
+            }
+        }),
+    );
+    push(
+        v,
+        "malformed-cab-link-in-cabinet",
+        "malformed",
+        "the link \"bin/tool-link\" of a cab package has a member and an offset",
+        edited(&full_cab, key, |h| {
+            let i = find(h, "bin/tool-link");
+            h.files[i].member = Some(0);
+            h.files[i].offset = Some(0);
+        }),
+    );
+    push(
+        v,
+        "malformed-cab-file-offset",
+        "malformed",
+        "\"share/readme.txt\" of a cab package says it starts one byte later (a gap in the folder)",
+        edited(&small_cab, key, |h| {
+            let i = find(h, "share/readme.txt");
+            *h.files[i].offset.as_mut().unwrap() += 1;
+        }),
+    );
+    push(
+        v,
+        "malformed-cab-member-partial-block",
+        "malformed",
+        "the first member of data/big.txt's folder holds one byte less than 32 KiB and the second one byte more: a member that is not its folder's last is whole blocks",
+        edited(&full_cab, key, |h| {
+            let big = find(h, "data/big.txt");
+            let first = h.files[big].member.unwrap() as usize;
+            h.payload.members[first].raw_size -= 1;
+            h.payload.members[first + 1].raw_offset -= 1;
+            h.payload.members[first + 1].raw_size += 1;
+        }),
+    );
+    push(
+        v,
+        "limit-cab-size",
+        "limit",
+        "a cab package whose payload.size is 0x80000000 (its last member's size grown to cover it): a cabinet is at most 0x7FFFFFFF bytes",
+        edited(&small_cab, key, |h| {
+            let grow = 0x8000_0000 - h.payload.size;
+            h.payload.members.last_mut().unwrap().size += grow;
+            h.payload.size += grow;
+        }),
+    );
+
+    // Rule 8: the header against the trailer.
+    push(v, "malformed-trailer-minor", "malformed", "the header says format 1.0 and the trailer 1.1", {
+        let p = small.clone();
+        p.frame(&p.header, &p.signature, 1)
+    });
+    push(
+        v,
+        "malformed-stub-size",
+        "malformed",
+        "the header's stub.size is one more than the trailer's stub_len",
+        edited(&small_stub, key, |h| h.stub.as_mut().unwrap().size += 1),
+    );
+    push(
+        v,
+        "malformed-stub-null-with-stub",
+        "malformed",
+        "the header's stub is null while the trailer's stub_len is 69",
+        edited(&small_stub, key, |h| h.stub = None),
+    );
+    push(
+        v,
+        "malformed-stub-empty",
+        "malformed",
+        "the header's stub has size 0 (and the trailer's stub_len is 0): a stub is never empty",
+        edited(&small, key, |h| h.stub = Some(upkg_format::Part { size: 0, sha256: Digest::of(b"") })),
+    );
+    push(
+        v,
+        "malformed-payload-size",
+        "malformed",
+        "the header's payload.size is one more than the trailer's payload_len (the last member's size grown to cover it)",
+        edited(&small, key, |h| {
+            h.payload.members[0].size += 1;
+            h.payload.size += 1;
+        }),
+    );
+
+    // Section 10.5: the signature block.
+    {
+        let block = edit_signature_line(&small.signature, 1, |raw| raw[..2].copy_from_slice(b"Ed"));
+        push(
+            v,
+            "malformed-signature-legacy-algorithm",
+            "malformed",
+            "the signature line names minisign's legacy algorithm \"Ed\" (Ed25519 over the message itself)",
+            small.frame(&small.header, &block, 0),
+        );
+        let mut cut = small.signature.clone();
+        cut.pop();
+        push(
+            v,
+            "malformed-signature-no-final-newline",
+            "malformed",
+            "the signature block's last line has no line feed",
+            small.frame(&small.header, &cut, 0),
+        );
+        let mut long = small.signature.clone();
+        long.extend(std::iter::repeat_n(b'\n', 4097 - long.len()));
+        push(
+            v,
+            "limit-signature-size",
+            "limit",
+            "a signature block of 4097 bytes (its lines followed by line feeds)",
+            small.frame(&small.header, &long, 0),
+        );
+        // S + L still fits 32 bytes when S is small enough: the same signature, not reduced.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let text = String::from_utf8(small.signature.clone()).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut raw = BASE64.decode(&lines[1]).unwrap();
+        let s = &mut raw[10 + 32..10 + 64];
+        let mut carry = 0u16;
+        for (byte, l) in s.iter_mut().zip(L) {
+            let sum = u16::from(*byte) + u16::from(l) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert!(carry == 0 && s[31] < 0x80, "S + L fits");
+        lines[1] = BASE64.encode(&raw);
+        // The global signature signs the changed signature, so only the rule S < L is broken.
+        let comment = lines[2].strip_prefix("trusted comment: ").unwrap().as_bytes();
+        let global = ed25519_dalek::Signer::sign(&signing_key("test-key"), &[&raw[10..], comment].concat());
+        lines[3] = BASE64.encode(global.to_bytes());
+        let block = format!("{}\n", lines.join("\n"));
+        push(
+            v,
+            "bad-signature-s-not-reduced",
+            "bad-signature",
+            "the header's signature with S replaced by S + L (the group order), and a global signature made over that: the point equation still holds, but S must be less than L",
+            small.frame(&small.header, block.as_bytes(), 0),
+        );
+    }
+}
+
+/// The Ed25519 signing key inside an unencrypted minisign secret key file of the vectors.
+fn signing_key(name: &str) -> ed25519_dalek::SigningKey {
+    let text = std::fs::read_to_string(vectors_dir().join(format!("{name}.key"))).unwrap();
+    let raw = BASE64.decode(text.lines().nth(1).unwrap().trim()).unwrap();
+    // keynum_sk at 54: key id (8 bytes), then the 32-byte seed.
+    ed25519_dalek::SigningKey::from_bytes(&raw[62..94].try_into().unwrap())
 }
 
 // ---------------------------------------------------------------------------
