@@ -110,7 +110,7 @@ fn expanding_into_an_existing_empty_directory_fills_it() {
     assert_same_tree(&source, &dest, PACKAGE_DIR);
     // The destination itself keeps its mode and no staging directory is left behind.
     assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o750);
-    assert!(!context.root_paths().iter().any(|p| p.contains("pkgrun")), "{:?}", context.root_paths());
+    assert!(!context.root_paths().iter().any(|p| p.contains(".pkgrun-")), "{:?}", context.root_paths());
 }
 
 /// The real stub: `./pkg.run -x DIR` expands the package it is part of.

@@ -18,11 +18,14 @@ import binascii
 import hashlib
 import io
 import json
+import os
+import stat
 import re
 import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zlib
 
 
@@ -943,6 +946,16 @@ def parse_signature(block, header):
     return key_id, sig[10:], comment.encode(), global_sig
 
 
+def verify_signature(block, header_bytes, h, trusted):
+    """SPEC 10.5 to 10.7 and 13, trusting only `trusted`."""
+    key_id, sig, comment, global_sig = parse_signature(block, h)
+    if key_id != trusted[0]:
+        refuse("untrusted-signer", key_id_text(key_id))
+    message = hashlib.blake2b(header_bytes, digest_size=64).digest()
+    if not ed25519_verify(trusted[1], message, sig) or not ed25519_verify(trusted[1], sig + comment, global_sig):
+        refuse("bad-signature", "does not verify")
+
+
 def read_public_key(path):
     lines = open(path, encoding="utf-8").read().splitlines()
     raw = base64.b64decode(lines[1].strip())
@@ -974,12 +987,7 @@ def read_package(data, trusted):
     if t["signature"] == 0:
         refuse("unsigned", "no signature")
     block = data[header_at + t["header"] : header_at + t["header"] + t["signature"]]
-    key_id, sig, comment, global_sig = parse_signature(block, h)
-    if key_id != trusted[0]:
-        refuse("untrusted-signer", key_id_text(key_id))
-    message = hashlib.blake2b(header_bytes, digest_size=64).digest()
-    if not ed25519_verify(trusted[1], message, sig) or not ed25519_verify(trusted[1], sig + comment, global_sig):
-        refuse("bad-signature", "does not verify")
+    verify_signature(block, header_bytes, h, trusted)
 
     if h["stub"] and sha256(data[:stub_size]).hex() != h["stub"]["sha256"]:
         refuse("digest-mismatch", "stub")
@@ -1110,12 +1118,106 @@ def walk_cabinet(h, payload, raw):
         refuse("malformed", "cabinet and catalog differ")
 
 
+# --- Expanded tree (SPEC 12) ----------------------------------------------------------
+
+RESERVED_IN_TREE = (".package/header.json", ".package/header.json.minisig", ".package/pkgrun")
+
+
+def read_reserved(root, relative, limit):
+    """Reads .package/NAME without following a link: None when it is absent."""
+    try:
+        st = os.lstat(os.path.join(root, relative))
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        refuse("unsafe-path", f"{relative} is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        refuse("malformed", f"{relative} is not a regular file")
+    if st.st_size > limit:
+        refuse("limit", f"{relative} is too large")
+    with open(os.path.join(root, relative), "rb") as f:
+        return f.read()
+
+
+def read_tree(root, trusted):
+    try:
+        st = os.lstat(os.path.join(root, ".package"))
+    except FileNotFoundError:
+        refuse("malformed", "no .package: not an expanded package")
+    if stat.S_ISLNK(st.st_mode):
+        refuse("unsafe-path", ".package is a symbolic link")
+    if not stat.S_ISDIR(st.st_mode):
+        refuse("malformed", ".package is not a directory")
+    header_bytes = read_reserved(root, ".package/header.json", MAX_HEADER)
+    if header_bytes is None:
+        refuse("malformed", "no .package/header.json: not an expanded package")
+    h = parse_header(header_bytes)
+    validate(h)
+    block = read_reserved(root, ".package/header.json.minisig", MAX_SIGNATURE)
+    if block is None:
+        refuse("unsigned", "no .package/header.json.minisig")
+    verify_signature(block, header_bytes, h, trusted)
+    problems = []
+    runner = os.path.join(root, ".package/pkgrun")
+    if os.path.lexists(runner):
+        st = os.lstat(runner)
+        if stat.S_ISLNK(st.st_mode):
+            refuse("unsafe-path", ".package/pkgrun is a symbolic link")
+        if h["stub"] is None:
+            problems.append("unexpected .package/pkgrun: the package has no stub")
+        elif not stat.S_ISREG(st.st_mode):
+            problems.append("wrong-kind .package/pkgrun")
+        elif stat.S_IMODE(st.st_mode) != 0o755:
+            problems.append("wrong-mode .package/pkgrun")
+        else:
+            with open(runner, "rb") as f:
+                data = f.read()
+            if len(data) != h["stub"]["size"] or sha256(data).hex() != h["stub"]["sha256"]:
+                problems.append("modified .package/pkgrun")
+    kinds = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
+    for e in h["files"]:
+        path = os.path.join(root, e["path"])
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            problems.append(f"missing {e['path']}")
+            continue
+        if not kinds[e["kind"]](st.st_mode):
+            problems.append(f"wrong-kind {e['path']}")
+        elif e["kind"] != "symlink" and stat.S_IMODE(st.st_mode) != int(e["mode"], 8):
+            problems.append(f"wrong-mode {e['path']}")
+        elif e["kind"] == "symlink" and os.readlink(path) != e["target"]:
+            problems.append(f"wrong-target {e['path']}")
+        elif e["kind"] == "file":
+            with open(path, "rb") as f:
+                data = f.read()
+            if len(data) != e["size"] or sha256(data).hex() != e["sha256"]:
+                problems.append(f"modified {e['path']}")
+    listed = {e["path"] for e in h["files"]} | set(RESERVED_IN_TREE)
+    for top, dirs, names in os.walk(root):
+        for name in dirs + names:
+            relative = os.path.relpath(os.path.join(top, name), root)
+            if relative not in listed and not (relative == ".package" and name in dirs):
+                problems.append(f"unexpected {relative}")
+    if problems:
+        refuse("digest-mismatch", "; ".join(problems))
+
+
 def main():
     vector, key_file = sys.argv[1], sys.argv[2]
-    encoded = "".join(line.strip() for line in open(vector, encoding="utf-8") if not line.startswith("#"))
+    lines = open(vector, encoding="utf-8").read().splitlines()
+    encoded = "".join(line.strip() for line in lines if not line.startswith("#"))
     data = base64.b64decode(encoded)
     try:
-        read_package(data, read_public_key(key_file))
+        if "# form: expanded-tree" in lines:
+            with tempfile.TemporaryDirectory() as temp:
+                root = os.path.join(temp, "tree")
+                os.mkdir(root)
+                with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+                    archive.extractall(root, filter="fully_trusted")
+                read_tree(root, read_public_key(key_file))
+        else:
+            read_package(data, read_public_key(key_file))
         print("ok")
     except Refused as refused:
         print(refused.cls)

@@ -59,12 +59,26 @@ struct Vector {
     expected: &'static str,
     description: String,
     bytes: Vec<u8>,
+    form: Form,
+}
+
+/// What a vector's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// A package file.
+    Package,
+    /// An expanded tree, as a gzip-compressed POSIX tar archive of the tree's contents.
+    ExpandedTree,
 }
 
 impl Vector {
     fn render(&self) -> String {
+        let form = match self.form {
+            Form::Package => "",
+            Form::ExpandedTree => "# form: expanded-tree\n",
+        };
         let mut text = format!(
-            "# upkg test vector: {}\n# expected: {}\n# description: {}\n",
+            "# upkg test vector: {}\n# expected: {}\n{form}# description: {}\n",
             self.name, self.expected, self.description
         );
         let encoded = BASE64.encode(&self.bytes);
@@ -76,20 +90,24 @@ impl Vector {
     }
 }
 
-/// A vector file's expected class and bytes.
-fn parse_vector(text: &str) -> (String, Vec<u8>) {
+/// A vector file's expected class, form and bytes.
+fn parse_vector(text: &str) -> (String, Form, Vec<u8>) {
     let mut expected = None;
+    let mut form = Form::Package;
     let mut encoded = String::new();
     for line in text.lines() {
         if let Some(header) = line.strip_prefix("# ") {
             if let Some(class) = header.strip_prefix("expected: ") {
                 expected = Some(class.trim().to_owned());
             }
+            if header == "form: expanded-tree" {
+                form = Form::ExpandedTree;
+            }
         } else {
             encoded.push_str(line.trim());
         }
     }
-    (expected.expect("an `# expected:` line"), BASE64.decode(encoded).expect("valid base64"))
+    (expected.expect("an `# expected:` line"), form, BASE64.decode(encoded).expect("valid base64"))
 }
 
 // ---------------------------------------------------------------------------
@@ -598,7 +616,7 @@ fn generate() -> Vec<Vector> {
     let other_key = load_key("other-key");
     let mut v = Vec::new();
     let mut add = |name: &'static str, expected: &'static str, description: &str, bytes: Vec<u8>| {
-        v.push(Vector { name, expected, description: description.to_owned(), bytes });
+        v.push(Vector { name, expected, description: description.to_owned(), bytes, form: Form::Package });
     };
 
     // Good packages: every kind of entry, in every codec, with and without a stub.
@@ -1122,11 +1140,12 @@ fn generate() -> Vec<Vector> {
     }
     codec_vectors(&b, &test_key, &mut v);
     rule_vectors(&b, &test_key, &mut v);
+    tree_vectors(&b, &test_key, &mut v);
     v
 }
 
 fn push(v: &mut Vec<Vector>, name: &'static str, expected: &'static str, description: &str, bytes: Vec<u8>) {
-    v.push(Vector { name, expected, description: description.to_owned(), bytes });
+    v.push(Vector { name, expected, description: description.to_owned(), bytes, form: Form::Package });
 }
 
 /// What a decoder must refuse and what it must accept, member by member (spec
@@ -2327,6 +2346,277 @@ fn signing_key(name: &str) -> ed25519_dalek::SigningKey {
 }
 
 // ---------------------------------------------------------------------------
+// Expanded trees
+
+/// A deterministic POSIX tar archive, compressed with gzip, of the tree at `root`
+/// (its contents, not itself): entries sorted by path, each with its mode
+/// (special bits included) and link target, owner 0, time [`CREATED`].
+fn tar_tree(root: &Path) -> Vec<u8> {
+    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_owned())
+        .collect();
+    paths.sort_by(|a, b| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
+    let mut builder = tar::Builder::new(Vec::new());
+    for path in paths {
+        let full = root.join(&path);
+        let metadata = std::fs::symlink_metadata(&full).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(metadata.permissions().mode() & 0o7777);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(CREATED);
+        header.set_size(0);
+        if metadata.file_type().is_symlink() {
+            header.set_entry_type(tar::EntryType::Symlink);
+            builder.append_link(&mut header, &path, std::fs::read_link(&full).unwrap()).unwrap();
+        } else if metadata.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            builder.append_data(&mut header, &path, std::io::empty()).unwrap();
+        } else {
+            let data = std::fs::read(&full).unwrap();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, &path, &data[..]).unwrap();
+        }
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    std::io::Write::write_all(&mut gzip, &tar).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// Extracts a tree vector's archive into `dest` (created), modes included.
+fn untar(bytes: &[u8], dest: &Path) {
+    std::fs::create_dir(dest).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    archive.unpack(dest).unwrap();
+}
+
+/// Expands a package file with the library into a new directory `dest`.
+fn expand_to(package: &[u8], dest: &Path) {
+    let file = dest.with_extension("pkg");
+    std::fs::write(&file, package).unwrap();
+    let package = upkg_format::PackageFile::open(&file).unwrap();
+    let signer = upkg_format::Signer::Trusted { key_id: String::new(), key_file: PathBuf::new() };
+    let accepted = upkg_format::enforce_trust(&signer, TrustPolicy::default()).unwrap();
+    let options = upkg_unpack::WriteOptions { threads: 1, ..Default::default() };
+    upkg_unpack::expand(package, dest, &accepted, &options).unwrap();
+    std::fs::remove_file(file).unwrap();
+}
+
+/// Expanded trees (spec section 12), good and damaged, with and without the
+/// runner `.package/pkgrun`: each an archive of the tree a reader checks.
+fn tree_vectors(b: &Builder, key: &SecretKey, v: &mut Vec<Vector>) {
+    let _ = key;
+    let temp = tempfile::tempdir().unwrap();
+    let with_stub = b.build("full", Codec::TarZstd, Some("test-key"), true);
+    let without_stub = b.build("full", Codec::TarZstd, Some("test-key"), false);
+    let count = std::cell::Cell::new(0);
+    let mut tree =
+        |package: &[u8], name: &'static str, expected: &'static str, description: &str, change: &dyn Fn(&Path)| {
+            count.set(count.get() + 1);
+            let root = temp.path().join(format!("tree-{}", count.get()));
+            expand_to(package, &root);
+            change(&root);
+            v.push(Vector {
+                name,
+                expected,
+                description: description.to_owned(),
+                bytes: tar_tree(&root),
+                form: Form::ExpandedTree,
+            });
+        };
+    let runner = |root: &Path| root.join(".package/pkgrun");
+    tree(
+        &with_stub,
+        "ok-tree",
+        "ok",
+        "the expanded tree of ok-tar-zstd-stub's package: every entry, the header, its signature and the runner .package/pkgrun (the 69-byte stub, mode 0755)",
+        &|_| {},
+    );
+    tree(
+        &with_stub,
+        "ok-tree-without-runner",
+        "ok",
+        "the same tree without .package/pkgrun (copied without it, or expanded by an older pkgrun): the runner is optional",
+        &|root| std::fs::remove_file(runner(root)).unwrap(),
+    );
+    tree(&without_stub, "ok-tree-no-stub", "ok", "the expanded tree of a package without a stub: no runner", &|_| {});
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-runner-modified",
+        "digest-mismatch",
+        "the runner .package/pkgrun differs from the signed stub in one bit",
+        &|root| {
+            let mut bytes = std::fs::read(runner(root)).unwrap();
+            bytes[20] ^= 0x01;
+            std::fs::write(runner(root), bytes).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "unsafe-path-tree-runner-link",
+        "unsafe-path",
+        "the runner .package/pkgrun is a symbolic link to \"scripts/post-install.sh\" (a link is refused whatever it points to)",
+        &|root| {
+            std::fs::remove_file(runner(root)).unwrap();
+            std::os::unix::fs::symlink("scripts/post-install.sh", runner(root)).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-runner-mode",
+        "digest-mismatch",
+        "the runner .package/pkgrun has mode 4755 (it must be 0755)",
+        &|root| {
+            std::fs::set_permissions(runner(root), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-runner-dir",
+        "digest-mismatch",
+        "the runner .package/pkgrun is an empty directory",
+        &|root| {
+            std::fs::remove_file(runner(root)).unwrap();
+            std::fs::create_dir(runner(root)).unwrap();
+        },
+    );
+    tree(
+        &without_stub,
+        "digest-mismatch-tree-runner-without-stub",
+        "digest-mismatch",
+        "a tree of a package without a stub holds a .package/pkgrun (the 69-byte stub of the other vectors)",
+        &|root| {
+            std::fs::write(runner(root), STUB).unwrap();
+            std::fs::set_permissions(runner(root), std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-file-modified",
+        "digest-mismatch",
+        "README.txt is changed (same length)",
+        &|root| {
+            let mut bytes = std::fs::read(root.join("README.txt")).unwrap();
+            bytes[0] ^= 0x20;
+            std::fs::write(root.join("README.txt"), bytes).unwrap();
+        },
+    );
+    tree(&with_stub, "digest-mismatch-tree-file-missing", "digest-mismatch", "empty.txt is missing", &|root| {
+        std::fs::remove_file(root.join("empty.txt")).unwrap()
+    });
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-unexpected",
+        "digest-mismatch",
+        "the tree holds a file the catalog does not list, bin/extra",
+        &|root| std::fs::write(root.join("bin/extra"), b"extra\n").unwrap(),
+    );
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-mode",
+        "digest-mismatch",
+        "bin/tool has mode 0775 instead of 0755",
+        &|root| {
+            std::fs::set_permissions(root.join("bin/tool"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-link-target",
+        "digest-mismatch",
+        "the link bin/tool-link points to \"./tool\" instead of \"tool\"",
+        &|root| {
+            std::fs::remove_file(root.join("bin/tool-link")).unwrap();
+            std::os::unix::fs::symlink("./tool", root.join("bin/tool-link")).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "digest-mismatch-tree-kind",
+        "digest-mismatch",
+        "empty-dir is a regular file instead of a directory",
+        &|root| {
+            std::fs::remove_dir(root.join("empty-dir")).unwrap();
+            std::fs::write(root.join("empty-dir"), b"").unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "unsafe-path-tree-header-link",
+        "unsafe-path",
+        "the tree's .package/header.json is a symbolic link to \"../../header.json\", outside the tree (not followed)",
+        &|root| {
+            std::fs::remove_file(root.join(".package/header.json")).unwrap();
+            std::os::unix::fs::symlink("../../header.json", root.join(".package/header.json")).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "unsafe-path-tree-signature-link",
+        "unsafe-path",
+        "the tree's .package/header.json.minisig is a symbolic link to \"../../header.json.minisig\", outside the tree (not followed)",
+        &|root| {
+            std::fs::remove_file(root.join(".package/header.json.minisig")).unwrap();
+            std::os::unix::fs::symlink("../../header.json.minisig", root.join(".package/header.json.minisig")).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "unsafe-path-tree-package-link",
+        "unsafe-path",
+        "the tree's .package is a symbolic link to \"../elsewhere\", outside the tree (not followed)",
+        &|root| {
+            std::fs::remove_dir_all(root.join(".package")).unwrap();
+            std::os::unix::fs::symlink("../elsewhere", root.join(".package")).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "malformed-tree-no-header",
+        "malformed",
+        "the tree has no .package/header.json: it is not an expanded package",
+        &|root| std::fs::remove_file(root.join(".package/header.json")).unwrap(),
+    );
+    tree(
+        &with_stub,
+        "malformed-tree-header-not-file",
+        "malformed",
+        "the tree's .package/header.json is a directory",
+        &|root| {
+            std::fs::remove_file(root.join(".package/header.json")).unwrap();
+            std::fs::create_dir(root.join(".package/header.json")).unwrap();
+        },
+    );
+    tree(
+        &with_stub,
+        "unsigned-tree",
+        "unsigned",
+        "the tree has no .package/header.json.minisig: the package is unsigned",
+        &|root| std::fs::remove_file(root.join(".package/header.json.minisig")).unwrap(),
+    );
+    tree(
+        &with_stub,
+        "bad-signature-tree",
+        "bad-signature",
+        "the tree's header says another title (re-encoded canonically; the signature block is not redone)",
+        &|root| {
+            let path = root.join(".package/header.json");
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("\"title\":\"upkg test vector\"", "\"title\":\"upkg test vector, changed\"");
+            std::fs::write(path, text).unwrap();
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Readers
 
 fn class_name(class: upkg_format::FailureClass) -> String {
@@ -2422,9 +2712,12 @@ fn vectors_are_current_and_every_reader_agrees() {
     let mut failures = Vec::new();
     for (index, file) in files.iter().enumerate() {
         let name = vectors[index].name;
-        let (expected, bytes) = parse_vector(&std::fs::read_to_string(file).unwrap());
+        let (expected, form, bytes) = parse_vector(&std::fs::read_to_string(file).unwrap());
         let package = temp.path().join(format!("{name}.pkg"));
-        std::fs::write(&package, &bytes).unwrap();
+        match form {
+            Form::Package => std::fs::write(&package, &bytes).unwrap(),
+            Form::ExpandedTree => untar(&bytes, &package),
+        }
         let rust = rust_reader(&package, &store);
         if rust != expected {
             failures.push(format!("{name}: expected {expected}, the Rust reader says {rust}"));

@@ -187,6 +187,11 @@ impl PackageFile {
         Ok(())
     }
 
+    /// A reader of the stub's bytes (nothing for a package without one).
+    pub fn stub_reader(&self) -> RangeReader<'_> {
+        RangeReader::new(&self.file, self.layout().stub)
+    }
+
     /// SHA-256 of a byte range of the file.
     pub fn hash_range(&self, range: Range) -> Result<(Digest, u64)> {
         let mut reader = HashingReader::new(RangeReader::new(&self.file, range));
