@@ -756,7 +756,7 @@ def validate_cab(h):
     for e in h["files"]:
         if e["kind"] != "file" and ("member" in e or "offset" in e):
             refuse("malformed", "non-file in the cabinet")
-    expected, current = 0, 0
+    expected, current, previous = 0, 0, None
     for e in files:
         if e["size"] > 0x7FFF8000:
             refuse("limit", "file too large for a cabinet")
@@ -773,11 +773,18 @@ def validate_cab(h):
         f = folders[k]
         if e["offset"] != expected or e["offset"] + e["size"] > f["raw_offset"] + f["raw_size"]:
             refuse("malformed", "file misplaced")
-        if "member" in e:
-            m = members[e["member"]]
-            end = m["raw_offset"] + m["raw_size"]
-            if not (m["raw_offset"] <= e["offset"] < end or (e["size"] == 0 and e["offset"] == end)):
-                refuse("malformed", "file not in its member")
+        # SPEC 6.3: the member holding the first byte; an empty file stays in the
+        # folder of the file before it, in the member holding its offset, else the last.
+        if e["size"] > 0:
+            want = member_at(members, e["offset"])
+        elif folders and folders[previous or 0]["members"]:
+            inside = [i for i in folders[previous or 0]["members"] if members[i]["raw_offset"] <= e["offset"] < members[i]["raw_offset"] + members[i]["raw_size"]]
+            want = inside[0] if inside else folders[previous or 0]["members"][-1]
+        else:
+            want = None
+        if e.get("member") != want:
+            refuse("malformed", "file not in its member")
+        previous = k
         expected = e["offset"] + e["size"]
     if expected != payload["raw_size"] or (folders and current + 1 != len(folders)):
         refuse("malformed", "files do not cover the folders")

@@ -233,6 +233,21 @@ fn empty_files_tree(dir: &Path) {
     );
 }
 
+/// A 32 KiB file that fills a cabinet folder, an empty file right after it, then
+/// a small file that starts the next folder (with 32 KiB members).
+fn boundary_tree(dir: &Path) {
+    let fill: Vec<u8> = (0..32_768u32).map(|i| b"folder boundary "[i as usize % 16]).collect();
+    write_file(&dir.join("root/a.txt"), &fill, 0o644);
+    write_file(&dir.join("root/b.txt"), b"", 0o644);
+    write_file(&dir.join("root/c.txt"), b"the next folder\n", 0o644);
+    make_dir(&dir.join("root"));
+    write_file(
+        &dir.join("package.toml"),
+        b"[package]\nid = \"upkg-test-vector\"\ntitle = \"upkg test vector\"\nversion = \"1.2.3\"\nbuild = 42\n\n[applies-to]\nproduct = \"upkg-test\"\n\n[[files]]\nsource = \"root\"\n",
+        0o644,
+    );
+}
+
 /// An empty catalog: no [[files]] at all.
 fn empty_tree(dir: &Path) {
     write_file(
@@ -257,6 +272,7 @@ impl Builder {
             ("service", service_tree),
             ("empty", empty_tree),
             ("empty-files", empty_files_tree),
+            ("boundary", boundary_tree),
         ] {
             let dir = temp.path().join(name);
             make_dir(&dir);
@@ -502,6 +518,28 @@ fn resign_json(parts: &Parts, key: &SecretKey, edit: impl FnOnce(&mut serde_json
     let signature = key.sign(&bytes, &comment).encode();
     let minor = value["format"]["minor"].as_u64().unwrap_or(0) as u16;
     parts.frame(&bytes, signature.as_bytes(), minor)
+}
+
+/// A cab package of `parts` with the (edited) `header`: the directory is derived
+/// again from it, the members (unchanged bytes) are laid out after it, and the
+/// result is signed with `key`.
+fn relayout_cab(parts: &Parts, mut header: Header, key: &SecretKey) -> Vec<u8> {
+    let old = parts.header();
+    let len = upkg_format::cab_directory(&header).len() as u64;
+    let mut offset = len;
+    for member in &mut header.payload.members {
+        member.offset = offset;
+        offset += member.size;
+    }
+    header.payload.size = offset;
+    header.payload.directory.as_mut().unwrap().size = len;
+    let directory = upkg_format::cab_directory(&header);
+    header.payload.directory.as_mut().unwrap().sha256 = Digest::of(&directory);
+    let mut payload = directory;
+    for member in &old.payload.members {
+        payload.extend_from_slice(&parts.payload[member.offset as usize..(member.offset + member.size) as usize]);
+    }
+    Parts { payload, ..parts.clone() }.resign(&header, key)
 }
 
 /// A zstd frame of `raw` at level 3, with or without its checksum and content size.
@@ -2239,6 +2277,47 @@ fn rule_vectors(b: &Builder, key: &SecretKey, v: &mut Vec<Vector>) {
             h.payload.size += grow;
         }),
     );
+
+    // Section 6.3: the member of an empty file at a folder's or a member's end.
+    {
+        let boundary = Parts::split(&b.build("boundary", Codec::Cab, Some("test-key"), false));
+        let header = boundary.header();
+        let b_txt = header.files.iter().position(|e| e.path == "b.txt").unwrap();
+        assert_eq!((header.payload.members.len(), header.files[b_txt].member), (2, Some(0)), "b.txt ends folder 0");
+        push(
+            v,
+            "ok-cab-empty-file-at-folder-end",
+            "ok",
+            "a cab package whose empty file b.txt sits where its folder (a.txt's) ends and the next folder (c.txt's) starts: it belongs to the folder of the file before it and names that folder's last member",
+            boundary.join(),
+        );
+        push(
+            v,
+            "malformed-cab-empty-file-next-folder",
+            "malformed",
+            "ok-cab-empty-file-at-folder-end with b.txt in the next folder (member 1, re-signed): an empty file belongs to the folder of the file before it",
+            edited(&boundary, key, |h| h.files[b_txt].member = Some(1)),
+        );
+        // One folder of two members: b.txt's offset is where member 1 starts.
+        let mut one_folder = header.clone();
+        one_folder.payload.members[1].continues = true;
+        one_folder.files[b_txt].member = Some(1);
+        push(
+            v,
+            "ok-cab-empty-file-at-member-start",
+            "ok",
+            "a cab package of one folder of two members whose empty file b.txt sits where the second member starts: it names the member holding its offset, the second",
+            relayout_cab(&boundary, one_folder.clone(), key),
+        );
+        one_folder.files[b_txt].member = Some(0);
+        push(
+            v,
+            "malformed-cab-empty-file-member",
+            "malformed",
+            "ok-cab-empty-file-at-member-start with b.txt naming the first member, which ends where b.txt is",
+            relayout_cab(&boundary, one_folder, key),
+        );
+    }
 
     // Rule 8: the header against the trailer.
     push(v, "malformed-trailer-minor", "malformed", "the header says format 1.0 and the trailer 1.1", {
