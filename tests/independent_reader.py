@@ -964,8 +964,12 @@ def verify_signature(block, header_bytes, h, trusted):
 
 
 def read_public_key(path):
-    lines = open(path, encoding="utf-8").read().splitlines()
-    raw = base64.b64decode(lines[1].strip())
+    # SPEC 10.2: LF-separated lines (a CR before LF belongs to the line end),
+    # spaces and tabs around the canonical base64.
+    lines = [line.removesuffix("\r") for line in open(path, encoding="utf-8", newline="").read().split("\n")]
+    text = lines[1].strip(" \t")
+    raw = base64.b64decode(text, validate=True)
+    assert base64.b64encode(raw).decode() == text
     assert lines[0].startswith("untrusted comment: ") and len(raw) == 42 and raw[:2] == b"Ed"
     return raw[2:10], raw[10:]
 

@@ -51,7 +51,14 @@ impl Staging<'_> {
         for attempt in 0u32.. {
             let name = format!("{prefix}{}-{stamp:x}-{attempt}", std::process::id());
             match parent.mkdir(&name, 0o700) {
-                Ok(()) => return Ok(Staging { parent, name, armed: true }),
+                Ok(()) => {
+                    let staging = Staging { parent, name, armed: true };
+                    // In a set-group-ID directory (a share often is one) a new
+                    // directory inherits the bit, and so would every directory
+                    // created below it: clear it, so the tree has its catalog's modes.
+                    parent.chmod(&staging.name, 0o700)?;
+                    return Ok(staging);
+                }
                 Err(e) if e.is_exists() && attempt < 100 => continue,
                 Err(e) => return Err(e.into()),
             }
