@@ -20,4 +20,17 @@ if ((${#missing[@]})); then
     $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Python packages the tests use: the ABNF parser that checks the spec's grammars
+# (tests/format_grammars.rs).
+if ! python3 -c 'import abnf' 2>/dev/null; then
+    echo "test.sh: installing the Python package the tests use: abnf" >&2
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check 'abnf==2.9.1' 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'abnf==2.9.1'
+fi
+
 exec cargo test --locked "$@"

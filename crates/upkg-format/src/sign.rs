@@ -252,7 +252,7 @@ fn decode_secret_file(text: &str) -> Result<Vec<u8>, SecretKeyError> {
 /// grammar: other white space is not ignored). `str::lines` has removed the line
 /// end, a CR before LF included.
 fn key_text(line: &str) -> &str {
-    line.trim_matches([' ', '\t', '\r', '\n'])
+    line.trim_matches([' ', '\t'])
 }
 
 fn checksum(key_id: &KeyId, keypair: &[u8; 64]) -> [u8; 32] {
