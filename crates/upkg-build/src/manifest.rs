@@ -220,6 +220,11 @@ impl LoadedManifest {
     pub fn load(path: &Path) -> Result<LoadedManifest, BuildError> {
         let path = if path.is_dir() { path.join("package.toml") } else { path.to_owned() };
         let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses and checks a manifest's `text`, read from `path`.
+    pub fn parse(path: PathBuf, text: String) -> Result<LoadedManifest, BuildError> {
         let manifest: Manifest = toml::from_str(&text).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |span| line_column(&text, span.start));
             BuildError::Manifest { path: path.clone(), line, column, message: e.message().trim().to_owned() }

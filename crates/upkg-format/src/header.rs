@@ -974,6 +974,28 @@ pub(crate) mod tests {
         assert!(Header::parse(with(&deepest).as_bytes(), 0).is_ok());
     }
 
+    /// Found by fuzzing: a file size near 2^64 overflowed the tar layout's sums
+    /// (a panic in debug builds, a wrapped length in release ones).
+    #[test]
+    fn entry_sizes_that_overflow_the_tar_stream_are_malformed() {
+        let mut header = Header::parse(WORKED_EXAMPLE.as_bytes(), 0).unwrap();
+        header.files = vec![FileEntry {
+            path: "big".into(),
+            kind: Kind::File,
+            mode: Mode(0o644),
+            size: u64::MAX,
+            sha256: Some(crate::Digest([0; 32])),
+            target: None,
+            version: Some("1".parse().unwrap()),
+            policy: Some(Policy::Newer),
+            member: Some(0),
+            offset: Some(0),
+        }];
+        let err = header.validate().unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+        assert!(err.to_string().contains("add up"), "{err}");
+    }
+
     /// `.pkgrun/` at the root of a target is the installer's: a signed header
     /// that removes something there, or lists an entry there, is an unsafe path.
     #[test]

@@ -10,15 +10,16 @@ use crate::header::{Codec, FileEntry, Header, Kind, Member};
 use crate::tarfmt;
 
 /// Offset of every entry's records in the tar stream, and the stream's length
-/// (end-of-archive marker included). `None` offsets belong to no stream position.
-pub fn tar_offsets(files: &[FileEntry]) -> (Vec<u64>, u64) {
+/// (end-of-archive marker included); `None` when the sizes add up to more than a
+/// u64 holds (spec 6.1: sums are computed without overflow).
+pub fn tar_offsets(files: &[FileEntry]) -> Option<(Vec<u64>, u64)> {
     let mut offsets = Vec::with_capacity(files.len());
-    let mut offset = 0;
+    let mut offset = 0u64;
     for entry in files {
         offsets.push(offset);
-        offset += tarfmt::entry_len(entry);
+        offset = offset.checked_add(tarfmt::entry_len(entry)?)?;
     }
-    (offsets, offset + tarfmt::END_OF_ARCHIVE)
+    Some((offsets, offset.checked_add(tarfmt::END_OF_ARCHIVE)?))
 }
 
 /// Index of the member whose uncompressed range holds `raw_offset`.
@@ -46,7 +47,9 @@ fn validate_tar(header: &Header) -> Result<()> {
     if header.payload.directory.is_some() {
         return bad("a tar payload has no directory part".into());
     }
-    let (offsets, total) = tar_offsets(&header.files);
+    let Some((offsets, total)) = tar_offsets(&header.files) else {
+        return bad("the sizes of the catalog's entries add up to more than a tar stream can hold".into());
+    };
     if header.payload.raw_size != total {
         return bad(format!(
             "the tar stream the catalog describes is {total} bytes, the payload header says {}",
