@@ -1163,16 +1163,23 @@ fn generate() -> Vec<Vector> {
 
     // Limits.
     {
+        // Both files 1 GiB larger: each stays under the file limit (0x7FFF8000), their
+        // folder needs 65536 blocks, so only the block rule is broken.
         let mut header = small_cab.header();
-        let huge = 3u64 << 30;
-        let last = header.files.iter_mut().rfind(|e| e.kind == Kind::File).unwrap();
-        last.size += huge;
-        header.payload.members.last_mut().unwrap().raw_size += huge;
-        header.payload.raw_size += huge;
+        let grow = 1u64 << 30;
+        let mut shift = 0;
+        for entry in header.files.iter_mut().filter(|e| e.kind == Kind::File) {
+            *entry.offset.as_mut().unwrap() += shift;
+            entry.size += grow;
+            shift += grow;
+        }
+        header.payload.members.last_mut().unwrap().raw_size += shift;
+        header.payload.raw_size += shift;
+        assert_eq!(header.payload.members.len(), 1, "one folder");
         add(
             "limit-cab-folder",
             "limit",
-            "a cab package whose signed catalog makes its last file 3 GiB larger: its folder would need more than 65535 data blocks (the payload does not hold that data; the limit is found first)",
+            "a cab package whose signed catalog makes each of its two files 1 GiB larger: each stays under the file size limit, but their folder would need more than 65535 data blocks (the payload does not hold that data; the limit is found first)",
             small_cab.resign(&header, &test_key),
         );
     }
