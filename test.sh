@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(zstd gzip tar cabextract minisign python3 bsdutils e2fsprogs util-linux time pigz gcab makeself man-db dpkg-dev)
+packages=(zstd gzip tar cabextract minisign jq python3 bsdutils e2fsprogs util-linux time pigz gcab makeself man-db dpkg-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -18,6 +18,19 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python packages the tests use: the ABNF parser that checks the spec's grammars
+# (tests/format_grammars.rs).
+if ! python3 -c 'import abnf' 2>/dev/null; then
+    echo "test.sh: installing the Python package the tests use: abnf" >&2
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check 'abnf==2.9.1' 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'abnf==2.9.1'
 fi
 
 exec cargo test --locked "$@"

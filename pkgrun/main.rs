@@ -71,17 +71,35 @@ fn arguments(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
-/// This executable's path, if a package is appended to it: it ends with a
-/// package trailer, or holds bytes after its own ELF image (a package damaged or
-/// cut short, which opening it then names, rather than "no package given").
+/// The package this executable is: the expanded tree it is the runner of
+/// (`SHARE/.package/pkgrun` acts on `SHARE`), or its own path when a package is
+/// appended to it: it ends with a package trailer, or holds bytes after its own
+/// ELF image (a package damaged or cut short, which opening it then names,
+/// rather than "no package given").
 fn self_package() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
+    if let Some(tree) = expanded_tree_of(&exe) {
+        return Some(tree);
+    }
     let file = std::fs::File::open(&exe).ok()?;
     let len = file.metadata().ok()?.len();
     let magic = upkg_format::TRAILER_MAGIC;
     let mut end = [0u8; 8];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut end, len.checked_sub(8)?).ok()?;
     (end == magic || elf_image_end(&file).is_some_and(|image| len > image)).then_some(exe)
+}
+
+/// The root of the expanded tree whose runner `exe` is: `exe` is named
+/// `pkgrun` in a directory `.package` that holds `header.json` (spec section 12).
+/// The tree, runner included, is verified before anything is used from it.
+fn expanded_tree_of(exe: &Path) -> Option<PathBuf> {
+    let package_dir = exe.parent()?;
+    let is_runner = exe.file_name()? == "pkgrun" && package_dir.file_name()? == upkg_format::PACKAGE_DIR;
+    let header = std::fs::symlink_metadata(package_dir.join("header.json")).ok()?;
+    if !is_runner || !header.is_file() {
+        return None;
+    }
+    package_dir.parent().map(Path::to_path_buf)
 }
 
 /// Where a 64-bit little-endian ELF file's own bytes end: after its section header
@@ -285,6 +303,13 @@ fn extract(run: &Run<'_>, package: Package, accepted: &upkg_format::Accepted, di
             dir.display()
         );
         upkg_cli::errln!("Verify it later, or from another machine, with: pkgrun {} --check", dir.display());
+        match &report.runner {
+            Some(runner) => upkg_cli::errln!(
+                "Hosts without pkgrun install from it with its runner: {} --target DIR",
+                runner.display()
+            ),
+            None => upkg_cli::errln!("The package has no stub (built with --no-stub): the tree has no runner."),
+        }
     }
     Ok(Finished::success(Data::Extract(Some(Box::new(report)))))
 }

@@ -110,7 +110,27 @@ fn expanding_into_an_existing_empty_directory_fills_it() {
     assert_same_tree(&source, &dest, PACKAGE_DIR);
     // The destination itself keeps its mode and no staging directory is left behind.
     assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o750);
-    assert!(!context.root_paths().iter().any(|p| p.contains("pkgrun")), "{:?}", context.root_paths());
+    assert!(!context.root_paths().iter().any(|p| p.contains(".pkgrun-")), "{:?}", context.root_paths());
+}
+
+/// A share is often a set-group-ID directory, whose new subdirectories inherit the
+/// bit: the expanded tree still has exactly its catalog's modes, and checks.
+#[test]
+fn expanding_into_a_set_group_id_directory_keeps_the_catalog_modes() {
+    let context = TestContext::new();
+    let source = context.sample_tree("src");
+    context.build("src", "pkg.run", &BuildOptions::codec("zstd"));
+    for dest in ["shares/new", "shares/empty"] {
+        context.mkdir("shares", 0o755);
+        fs::set_permissions(context.path("shares"), fs::Permissions::from_mode(0o2775)).unwrap();
+        if dest.ends_with("empty") {
+            context.mkdir(dest, 0o775);
+            fs::set_permissions(context.path(dest), fs::Permissions::from_mode(0o2775)).unwrap();
+        }
+        run(&mut context.pkgrun_trusted("pkg.run", &["-x", dest])).assert_success();
+        assert_same_tree(&source, &context.path(dest), PACKAGE_DIR);
+        run(&mut context.pkgrun_trusted(dest, &["--check"])).assert_success();
+    }
 }
 
 /// The real stub: `./pkg.run -x DIR` expands the package it is part of.

@@ -18,10 +18,14 @@ import binascii
 import hashlib
 import io
 import json
+import os
+import stat
+import re
 import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zlib
 
 
@@ -196,21 +200,16 @@ def VERSION(v):
 
 
 def VERSION_RANGE(v):
-    text = STR(v).strip()
+    # SPEC 4.5: one spelling, at every minor version: comparators joined by ", ".
+    text = STR(v)
     if text == "*":
-        return "*"
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        for op in (">=", "<=", ">", "<", "="):
-            if part.startswith(op):
-                version = part[len(op) :].strip()
-                parse_version(version)
-                out.append(op + version)
-                break
-        else:
+        return text
+    for part in text.split(", "):
+        m = re.fullmatch(r"(>=|<=|>|<|=)(.*)", part, re.S)
+        if not m:
             refuse("malformed", f"bad version range {v!r}")
-    return ", ".join(out)
+        parse_version(m[2])
+    return text
 
 
 def MODE(v):
@@ -256,10 +255,9 @@ def obj(*fields):
         out = {}
         for name, presence, kind in fields:
             if name not in v:
-                if presence == REQ:
+                # A nullable member is always written (SPEC 4.1), at every minor version.
+                if presence in (REQ, NULLABLE):
                     refuse("malformed", f"missing member {name}")
-                if presence == NULLABLE:
-                    out[name] = None
                 continue
             value = v[name]
             if value is None and presence == NULLABLE:
@@ -361,13 +359,84 @@ def no_duplicates(pairs):
     return dict(pairs)
 
 
+# --- JSON rules (SPEC 4.1): checked on the text, first problem in text order -------
+
+MAX_DEPTH = 64
+JSON_WS = " \t\n\r"
+JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"')
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def skip_ws(t, i):
+    while i < len(t) and t[i] in JSON_WS:
+        i += 1
+    return i
+
+
+def json_string(t, i):
+    m = JSON_STRING.match(t, i)
+    if not m:
+        refuse("malformed", f"JSON: bad string at {i}")
+    value = json.loads(m[0])
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        refuse("malformed", "JSON: a lone surrogate escape")
+    return m.end(), value
+
+
+def json_value(t, i, depth):
+    if i >= len(t):
+        refuse("malformed", "JSON: cut off")
+    c = t[i]
+    if c in "{[":
+        if depth > MAX_DEPTH:
+            refuse("limit", f"JSON nested more than {MAX_DEPTH} deep")
+        close, names = ("}", set()) if c == "{" else ("]", None)
+        i = skip_ws(t, i + 1)
+        if t.startswith(close, i):
+            return i + 1
+        while True:
+            if names is not None:
+                i, name = json_string(t, i)
+                if name in names:
+                    refuse("malformed", f"JSON: member {name!r} twice in one object")
+                names.add(name)
+                i = skip_ws(t, i)
+                if not t.startswith(":", i):
+                    refuse("malformed", "JSON: no colon")
+                i = skip_ws(t, i + 1)
+            i = skip_ws(t, json_value(t, i, depth + 1))
+            if t.startswith(",", i):
+                i = skip_ws(t, i + 1)
+            elif t.startswith(close, i):
+                return i + 1
+            else:
+                refuse("malformed", f"JSON: unexpected character at {i}")
+    if c == '"':
+        return json_string(t, i)[0]
+    for literal in ("true", "false", "null"):
+        if t.startswith(literal, i):
+            return i + len(literal)
+    m = JSON_NUMBER.match(t, i)
+    if not m:
+        refuse("malformed", f"JSON: unexpected character at {i}")
+    if float(m[0]) in (float("inf"), float("-inf")):
+        refuse("malformed", "JSON: a number beyond a double")
+    return m.end()
+
+
+def check_json(text):
+    if skip_ws(text, json_value(text, skip_ws(text, 0), 1)) != len(text):
+        refuse("malformed", "JSON: text after the value")
+
+
 def parse_header(data):
     global LENIENT
     try:
         text = data.decode("utf-8")
-        first = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
-        refuse("malformed", "not JSON")
+    except UnicodeDecodeError:
+        refuse("malformed", "not UTF-8")
+    check_json(text)
+    first = json.loads(text)
     fmt = first.get("format") if isinstance(first, dict) else None
     if not isinstance(fmt, dict) or any(not is_int(fmt.get(k)) or not 0 <= fmt[k] < 2**16 for k in ("major", "minor")):
         refuse("malformed", "no format version")
@@ -389,6 +458,17 @@ def parse_header(data):
 # --- Catalog and header rules (SPEC 4.4, 5) -------------------------------------
 
 
+# SPEC 4.4 rule 6a: the characters of Unicode's White_Space property.
+WHITE_SPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | {chr(c) for c in range(0x2000, 0x200B)}
+
+
+def is_serial(text):
+    number, limit = (text[:-1], 100) if text.endswith("%") else (text, 2**32 - 1)
+    if not number or any(c not in "0123456789" for c in number) or number[0] == "0":
+        return False
+    return 1 <= int(number) <= limit
+
+
 def check_identifier(value):
     ok = 1 <= len(value) <= 128 and value.isascii() and value[0].isalnum()
     ok = ok and all(c.isalnum() or c in "._+-" for c in value)
@@ -408,7 +488,7 @@ def check_path(path):
     for c in path.split("/"):
         if c in ("", ".", "..") or len(c.encode()) > 255:
             refuse("unsafe-path", f"{path!r}: bad component {c!r}")
-    if path in (".package/header.json", ".package/header.json.minisig"):
+    if path in (".package/header.json", ".package/header.json.minisig", ".package/pkgrun"):
         refuse("unsafe-path", f"{path!r} is reserved")
     if path == ".pkgrun" or path.startswith(".pkgrun/"):
         refuse("unsafe-path", f"{path!r} is in the installer's state directory .pkgrun/")
@@ -496,12 +576,14 @@ def validate(h):
     for path, target in links.items():
         resolve_link(path, target, links)
     scripts = pkg["scripts"]
-    for role in ("pre_install", "post_install", "post_install_undo", "pre_uninstall", "post_uninstall"):
-        p = scripts.get(role)
-        if p is not None and not (under_package(p) and kinds.get(p, {}).get("kind") == "file"):
-            refuse("malformed", f"script {p} is not a file under .package/")
-    if "eula" in pkg and not (under_package(pkg["eula"]) and kinds.get(pkg["eula"], {}).get("kind") == "file"):
-        refuse("malformed", "eula is not a file under .package/")
+    # SPEC 14.3: a path that breaks the path rules is unsafe-path before anything else.
+    for role in ("pre_install", "post_install", "post_install_undo", "pre_uninstall", "post_uninstall", "eula"):
+        p = scripts.get(role) if role != "eula" else pkg.get("eula")
+        if p is None:
+            continue
+        check_path(p)
+        if not (under_package(p) and kinds.get(p, {}).get("kind") == "file"):
+            refuse("malformed", f"{role} {p} is not a file under .package/")
     for r in pkg["remove"]:
         check_path(r)
         if under_package(r) or r in kinds or any(p.startswith(r + "/") for p in kinds):
@@ -509,8 +591,8 @@ def validate(h):
     if "post_install_undo" in scripts and "post_install" not in scripts:
         refuse("malformed", "post_install_undo without post_install")
     # Section 4.4, rule 6a: the manifest's rules, checked again.
-    if not pkg["title"].strip():
-        refuse("malformed", "empty title")
+    if all(c in WHITE_SPACE for c in pkg["title"]):
+        refuse("malformed", "empty title, or white space only")
     if scripts["timeout"] < 1:
         refuse("malformed", "script timeout is zero")
     for service in pkg["services"]:
@@ -522,11 +604,7 @@ def validate(h):
             refuse("malformed", f"service {service['name']}: status is only for stop and start commands")
     for role in pkg["rollout"]:
         serial = role["serial"]
-        if serial.endswith("%"):
-            ok = serial[:-1].isascii() and serial[:-1].isdigit() and 1 <= int(serial[:-1]) <= 100
-        else:
-            ok = serial.isascii() and serial.isdigit() and int(serial) >= 1
-        if not ok:
+        if not is_serial(serial):
             refuse("malformed", f"rollout role {role['name']}: serial {serial!r}")
     validate_members(payload)
     if payload["codec"] == "cab":
@@ -678,7 +756,7 @@ def validate_cab(h):
     for e in h["files"]:
         if e["kind"] != "file" and ("member" in e or "offset" in e):
             refuse("malformed", "non-file in the cabinet")
-    expected, current = 0, 0
+    expected, current, previous = 0, 0, None
     for e in files:
         if e["size"] > 0x7FFF8000:
             refuse("limit", "file too large for a cabinet")
@@ -695,11 +773,18 @@ def validate_cab(h):
         f = folders[k]
         if e["offset"] != expected or e["offset"] + e["size"] > f["raw_offset"] + f["raw_size"]:
             refuse("malformed", "file misplaced")
-        if "member" in e:
-            m = members[e["member"]]
-            end = m["raw_offset"] + m["raw_size"]
-            if not (m["raw_offset"] <= e["offset"] < end or (e["size"] == 0 and e["offset"] == end)):
-                refuse("malformed", "file not in its member")
+        # SPEC 6.3: the member holding the first byte; an empty file stays in the
+        # folder of the file before it, in the member holding its offset, else the last.
+        if e["size"] > 0:
+            want = member_at(members, e["offset"])
+        elif folders and folders[previous or 0]["members"]:
+            inside = [i for i in folders[previous or 0]["members"] if members[i]["raw_offset"] <= e["offset"] < members[i]["raw_offset"] + members[i]["raw_size"]]
+            want = inside[0] if inside else folders[previous or 0]["members"][-1]
+        else:
+            want = None
+        if e.get("member") != want:
+            refuse("malformed", "file not in its member")
+        previous = k
         expected = e["offset"] + e["size"]
     if expected != payload["raw_size"] or (folders and current + 1 != len(folders)):
         refuse("malformed", "files do not cover the folders")
@@ -750,7 +835,7 @@ def cab_checksum(data):
 # --- Members (SPEC 8, 9.5) -------------------------------------------------------------
 
 
-def zstd_single_frame(data):
+def zstd_single_frame(data, raw_size):
     """Checks that `data` is one zstd frame and nothing else, with an acceptable window."""
     if data[:4] != b"\x28\xb5\x2f\xfd" or len(data) < 6:
         refuse("malformed", "not a zstd frame")
@@ -775,6 +860,8 @@ def zstd_single_frame(data):
         window = fcs
     if window > ZSTD_WINDOW_MAX:
         refuse("malformed", "zstd window too large")
+    if fcs_size and fcs != raw_size:
+        refuse("malformed", "zstd frame content size differs from the member's raw_size")
     while True:
         if pos + 3 > len(data):
             refuse("malformed", "zstd frame cut off")
@@ -790,8 +877,8 @@ def zstd_single_frame(data):
         refuse("malformed", "bytes after the zstd frame")
 
 
-def decode_zstd(data):
-    zstd_single_frame(data)
+def decode_zstd(data, raw_size):
+    zstd_single_frame(data, raw_size)
     run = subprocess.run(["zstd", "-d", "-c", "-q"], input=data, capture_output=True)
     if run.returncode != 0:
         refuse("malformed", "zstd does not decode")
@@ -866,9 +953,23 @@ def parse_signature(block, header):
     return key_id, sig[10:], comment.encode(), global_sig
 
 
+def verify_signature(block, header_bytes, h, trusted):
+    """SPEC 10.5 to 10.7 and 13, trusting only `trusted`."""
+    key_id, sig, comment, global_sig = parse_signature(block, h)
+    if key_id != trusted[0]:
+        refuse("untrusted-signer", key_id_text(key_id))
+    message = hashlib.blake2b(header_bytes, digest_size=64).digest()
+    if not ed25519_verify(trusted[1], message, sig) or not ed25519_verify(trusted[1], sig + comment, global_sig):
+        refuse("bad-signature", "does not verify")
+
+
 def read_public_key(path):
-    lines = open(path, encoding="utf-8").read().splitlines()
-    raw = base64.b64decode(lines[1].strip())
+    # SPEC 10.2: LF-separated lines (a CR before LF belongs to the line end),
+    # spaces and tabs around the canonical base64.
+    lines = [line.removesuffix("\r") for line in open(path, encoding="utf-8", newline="").read().split("\n")]
+    text = lines[1].strip(" \t")
+    raw = base64.b64decode(text, validate=True)
+    assert base64.b64encode(raw).decode() == text
     assert lines[0].startswith("untrusted comment: ") and len(raw) == 42 and raw[:2] == b"Ed"
     return raw[2:10], raw[10:]
 
@@ -897,12 +998,7 @@ def read_package(data, trusted):
     if t["signature"] == 0:
         refuse("unsigned", "no signature")
     block = data[header_at + t["header"] : header_at + t["header"] + t["signature"]]
-    key_id, sig, comment, global_sig = parse_signature(block, h)
-    if key_id != trusted[0]:
-        refuse("untrusted-signer", key_id_text(key_id))
-    message = hashlib.blake2b(header_bytes, digest_size=64).digest()
-    if not ed25519_verify(trusted[1], message, sig) or not ed25519_verify(trusted[1], sig + comment, global_sig):
-        refuse("bad-signature", "does not verify")
+    verify_signature(block, header_bytes, h, trusted)
 
     if h["stub"] and sha256(data[:stub_size]).hex() != h["stub"]["sha256"]:
         refuse("digest-mismatch", "stub")
@@ -930,16 +1026,17 @@ def check_payload(h, payload):
     raw = bytearray()
     for unit_members, start, end in units:
         unit = bytearray()
-        history = bytearray()
         for i in unit_members:
             m = members[i]
+            # SPEC 9.5: a member's first block never refers to data before it.
+            history = bytearray()
             if m["size"] > MAX_MEMBER:
                 refuse("limit", "member size")
             compressed = payload[m["offset"] : m["offset"] + m["size"]]
             if sha256(compressed).hex() != m["sha256"]:
                 refuse("digest-mismatch", f"member {i}")
             if codec == "tar+zstd":
-                decoded = decode_zstd(compressed)
+                decoded = decode_zstd(compressed, m["raw_size"])
             elif codec == "tar+gzip":
                 decoded = decode_gzip(compressed)
             else:
@@ -1032,12 +1129,106 @@ def walk_cabinet(h, payload, raw):
         refuse("malformed", "cabinet and catalog differ")
 
 
+# --- Expanded tree (SPEC 12) ----------------------------------------------------------
+
+RESERVED_IN_TREE = (".package/header.json", ".package/header.json.minisig", ".package/pkgrun")
+
+
+def read_reserved(root, relative, limit):
+    """Reads .package/NAME without following a link: None when it is absent."""
+    try:
+        st = os.lstat(os.path.join(root, relative))
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        refuse("unsafe-path", f"{relative} is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        refuse("malformed", f"{relative} is not a regular file")
+    if st.st_size > limit:
+        refuse("limit", f"{relative} is too large")
+    with open(os.path.join(root, relative), "rb") as f:
+        return f.read()
+
+
+def read_tree(root, trusted):
+    try:
+        st = os.lstat(os.path.join(root, ".package"))
+    except FileNotFoundError:
+        refuse("malformed", "no .package: not an expanded package")
+    if stat.S_ISLNK(st.st_mode):
+        refuse("unsafe-path", ".package is a symbolic link")
+    if not stat.S_ISDIR(st.st_mode):
+        refuse("malformed", ".package is not a directory")
+    header_bytes = read_reserved(root, ".package/header.json", MAX_HEADER)
+    if header_bytes is None:
+        refuse("malformed", "no .package/header.json: not an expanded package")
+    h = parse_header(header_bytes)
+    validate(h)
+    block = read_reserved(root, ".package/header.json.minisig", MAX_SIGNATURE)
+    if block is None:
+        refuse("unsigned", "no .package/header.json.minisig")
+    verify_signature(block, header_bytes, h, trusted)
+    problems = []
+    runner = os.path.join(root, ".package/pkgrun")
+    if os.path.lexists(runner):
+        st = os.lstat(runner)
+        if stat.S_ISLNK(st.st_mode):
+            refuse("unsafe-path", ".package/pkgrun is a symbolic link")
+        if h["stub"] is None:
+            problems.append("unexpected .package/pkgrun: the package has no stub")
+        elif not stat.S_ISREG(st.st_mode):
+            problems.append("wrong-kind .package/pkgrun")
+        elif stat.S_IMODE(st.st_mode) != 0o755:
+            problems.append("wrong-mode .package/pkgrun")
+        else:
+            with open(runner, "rb") as f:
+                data = f.read()
+            if len(data) != h["stub"]["size"] or sha256(data).hex() != h["stub"]["sha256"]:
+                problems.append("modified .package/pkgrun")
+    kinds = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
+    for e in h["files"]:
+        path = os.path.join(root, e["path"])
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            problems.append(f"missing {e['path']}")
+            continue
+        if not kinds[e["kind"]](st.st_mode):
+            problems.append(f"wrong-kind {e['path']}")
+        elif e["kind"] != "symlink" and stat.S_IMODE(st.st_mode) != int(e["mode"], 8):
+            problems.append(f"wrong-mode {e['path']}")
+        elif e["kind"] == "symlink" and os.readlink(path) != e["target"]:
+            problems.append(f"wrong-target {e['path']}")
+        elif e["kind"] == "file":
+            with open(path, "rb") as f:
+                data = f.read()
+            if len(data) != e["size"] or sha256(data).hex() != e["sha256"]:
+                problems.append(f"modified {e['path']}")
+    listed = {e["path"] for e in h["files"]} | set(RESERVED_IN_TREE)
+    for top, dirs, names in os.walk(root):
+        for name in dirs + names:
+            relative = os.path.relpath(os.path.join(top, name), root)
+            if relative not in listed and not (relative == ".package" and name in dirs):
+                problems.append(f"unexpected {relative}")
+    if problems:
+        refuse("digest-mismatch", "; ".join(problems))
+
+
 def main():
     vector, key_file = sys.argv[1], sys.argv[2]
-    encoded = "".join(line.strip() for line in open(vector, encoding="utf-8") if not line.startswith("#"))
+    lines = open(vector, encoding="utf-8").read().splitlines()
+    encoded = "".join(line.strip() for line in lines if not line.startswith("#"))
     data = base64.b64decode(encoded)
     try:
-        read_package(data, read_public_key(key_file))
+        if "# form: expanded-tree" in lines:
+            with tempfile.TemporaryDirectory() as temp:
+                root = os.path.join(temp, "tree")
+                os.mkdir(root)
+                with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+                    archive.extractall(root, filter="fully_trusted")
+                read_tree(root, read_public_key(key_file))
+        else:
+            read_package(data, read_public_key(key_file))
         print("ok")
     except Refused as refused:
         print(refused.cls)

@@ -157,7 +157,19 @@ impl RunOutput {
 /// output is checked against the committed schema ([`check_json_document`]).
 pub fn run(command: &mut Command) -> RunOutput {
     let line = describe(command);
-    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("could not start `{line}`: {e}"));
+    command.stdin(Stdio::null());
+    // An executable a test just wrote can be "busy" (ETXTBSY) for a moment: another
+    // test thread's fork may still hold the descriptor it was written through.
+    let mut attempts = 0;
+    let output = loop {
+        match command.output() {
+            Err(e) if e.raw_os_error() == Some(26) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => break result.unwrap_or_else(|e| panic!("could not start `{line}`: {e}")),
+        }
+    };
     let output = RunOutput {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -17,3 +17,10 @@ mod sources;
 pub use build::{BuildOptions, BuildOutput, BuildProgress, build};
 pub use error::{BuildError, Outside, SourceOutside};
 pub use keys::{KeyPairFiles, generate_key_pair};
+
+/// Parses and checks a manifest's text as `build` does before it reads any
+/// source (syntax, types, identifiers, versions, scripts, services, roles), with
+/// errors at `file:line:column` of `path`. For editors, linters and fuzzing.
+pub fn check_manifest(path: &std::path::Path, text: &str) -> Result<(), BuildError> {
+    manifest::LoadedManifest::parse(path.to_owned(), text.to_owned()).map(drop)
+}

@@ -231,6 +231,11 @@ impl LoadedManifest {
             },
             _ => BuildError::Io { path: path.clone(), source },
         })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses and checks a manifest's `text`, read from `path`.
+    pub fn parse(path: PathBuf, text: String) -> Result<LoadedManifest, BuildError> {
         let manifest: Manifest = toml::from_str(&text).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |span| line_column(&text, span.start));
             BuildError::Manifest { path: path.clone(), line, column, message: e.message().trim().to_owned() }
@@ -334,15 +339,11 @@ impl LoadedManifest {
         }
         for role in &m.rollout {
             let serial = role.serial.get_ref();
-            let valid = match serial.strip_suffix('%') {
-                Some(percent) => digits(percent) && percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
-                None => digits(serial) && serial.parse::<u32>().is_ok_and(|n| n >= 1),
-            };
-            if !valid {
+            if !upkg_format::is_serial(serial) {
                 return Err(self.error_at(
                     role.serial.span(),
                     format!(
-                        "serial {serial:?} must be a number of hosts (1 or more) or a percentage (\"1%\" to \"100%\")"
+                        "serial {serial:?} must be a number of hosts (1 to 4294967295) or a percentage (\"1%\" to \"100%\"), without a leading zero"
                     ),
                 ));
             }
@@ -371,11 +372,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
     (line, column)
-}
-
-/// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
-fn digits(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

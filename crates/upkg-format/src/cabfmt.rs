@@ -192,8 +192,10 @@ fn push_data_block(out: &mut Vec<u8>, data: &[u8], uncompressed: usize) {
     out.extend_from_slice(data);
 }
 
-/// Decodes the CFDATA blocks of one folder, keeping the 32 KiB history across
-/// blocks as MSZIP requires.
+/// Decodes the CFDATA blocks of a folder, keeping the 32 KiB history across the
+/// blocks of one payload member, as MSZIP requires. A member starts with an empty
+/// history ([`FolderDecoder::start_member`]): its first block may not refer to
+/// data before it (spec 9.5), so that every member decodes on its own.
 pub struct FolderDecoder {
     /// Decodes blocks that do not refer to the history (every block this writer makes).
     whole: upkg_inflate::Inflater,
@@ -216,6 +218,11 @@ impl FolderDecoder {
             inflater: Decompress::new(false),
             history: Vec::with_capacity(BLOCK_SIZE),
         }
+    }
+
+    /// Forgets the history: the next block is the first of a payload member.
+    pub fn start_member(&mut self) {
+        self.history.clear();
     }
 
     /// Decodes one block (`data` without its CFDATA header) into `out`; the block
@@ -428,6 +435,11 @@ mod tests {
         // The second block alone, without its history, is refused.
         let mut fresh = FolderDecoder::new();
         assert!(fresh.decode_block(&blocks[1], BLOCK_SIZE, &mut Vec::new()).is_err());
+        // So is it as the first block of a member, after the first member of its folder.
+        let mut decoder = FolderDecoder::new();
+        decoder.decode_block(&blocks[0], BLOCK_SIZE, &mut Vec::new()).unwrap();
+        decoder.start_member();
+        assert!(decoder.decode_block(&blocks[1], BLOCK_SIZE, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::json::JsonProblem;
 use crate::paths::{self, PACKAGE_DIR};
 use crate::trailer::{FORMAT_MAJOR, FORMAT_MINOR};
 use crate::version::{Version, VersionReq};
@@ -28,11 +29,36 @@ pub struct Header {
     /// What the package is and where it applies.
     pub package: PackageInfo,
     /// Size and digest of the stub, or `None` for a package built without one.
+    /// Nullable, not optional: the member is always present (spec 4.3), also in a
+    /// header of a newer minor version, whose canonical form is not checked.
+    #[serde(deserialize_with = "nullable")]
     pub stub: Option<Part>,
     /// How the payload is encoded and the digest of every part of it.
     pub payload: Payload,
     /// Every entry of the tree, sorted by path (bytewise).
     pub files: Vec<FileEntry>,
+}
+
+/// Deserializes a nullable member. serde takes a missing `Option` member as
+/// `None`; with this function a missing member is an error, and `null` is `None`.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(deserializer)
+}
+
+/// Deserializes a version range in its one spelling (spec 4.5): the authoring
+/// format's parser also takes spaces around operators and commas, a header never.
+fn canonical_range<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<VersionReq, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let range: VersionReq = text.parse().map_err(serde::de::Error::custom)?;
+    if range.to_string() != text {
+        return Err(serde::de::Error::custom(format!(
+            "the version range {text:?} is not written as {:?} (one space after each comma, none elsewhere)",
+            range.to_string()
+        )));
+    }
+    Ok(range)
 }
 
 /// Format version.
@@ -108,6 +134,7 @@ pub struct Applicability {
     /// Product identifier the target must hold.
     pub product: String,
     /// Installed product versions the package applies to.
+    #[serde(deserialize_with = "canonical_range")]
     pub versions: VersionReq,
     /// Package ids that must already be installed.
     pub requires: Vec<String>,
@@ -503,6 +530,17 @@ impl Header {
     /// canonical encoding, version, identity, paths, kinds, and that the member
     /// table covers the payload exactly. `offset` is the header's offset in the file.
     pub fn parse(bytes: &[u8], offset: u64) -> Result<Header> {
+        // The JSON rules hold for every header, members this reader ignores included.
+        crate::json::check_json(bytes).map_err(|problem| match problem {
+            JsonProblem::Invalid(reason) => {
+                Error::malformed("header", Some(offset), format!("not a valid JSON header: {reason}"))
+            }
+            JsonProblem::TooDeep => Error::Limit {
+                what: "nesting of the header's objects and arrays".into(),
+                limit: crate::json::MAX_DEPTH as u64,
+                actual: crate::json::MAX_DEPTH as u64 + 1,
+            },
+        })?;
         // Check the version first, leniently, so that a newer major version is
         // reported as such rather than as a parse error.
         #[derive(Deserialize)]
@@ -637,17 +675,22 @@ impl Header {
                 .map_err(|reason| Error::UnsafePath { path: entry.path.clone(), reason })?;
         }
 
-        let is_package_file =
-            |path: &str| is_package_path(path) && kinds.get(path).is_some_and(|e| e.kind == Kind::File);
-        for (role, path) in self.package.scripts.all() {
-            if !is_package_file(path) {
-                return bad(format!("the {role} script {path:?} is not a file under .package/"));
+        // A value of type path breaks the path rules first (unsafe-path), whatever
+        // else it breaks (spec 14.3): "../EULA" is an unsafe path before it is a
+        // licence that is not in the catalog.
+        let package_file = |what: String, path: &str| {
+            paths::check_entry_path(path).map_err(|reason| Error::UnsafePath { path: path.to_owned(), reason })?;
+            if is_package_path(path) && kinds.get(path).is_some_and(|e| e.kind == Kind::File) {
+                Ok(())
+            } else {
+                bad(format!("{what} {path:?} is not a file under .package/"))
             }
+        };
+        for (role, path) in self.package.scripts.all() {
+            package_file(format!("the {role} script"), path)?;
         }
-        if let Some(eula) = &self.package.eula
-            && !is_package_file(eula)
-        {
-            return bad(format!("the EULA {eula:?} is not a file under .package/"));
+        if let Some(eula) = &self.package.eula {
+            package_file("the EULA".into(), eula)?;
         }
         for removed in &self.package.remove {
             if let Err(reason) = paths::check_entry_path(removed) {
@@ -691,11 +734,7 @@ impl Header {
             }
         }
         for role in &self.package.rollout {
-            let valid = match role.serial.strip_suffix('%') {
-                Some(percent) => digits(percent) && percent.parse::<u8>().is_ok_and(|p| (1..=100).contains(&p)),
-                None => digits(&role.serial) && role.serial.parse::<u32>().is_ok_and(|n| n >= 1),
-            };
-            if !valid {
+            if !is_serial(&role.serial) {
                 return bad(format!("rollout role {:?} has an invalid serial {:?}", role.name, role.serial));
             }
         }
@@ -777,9 +816,16 @@ pub fn check_identifier(what: &str, id: &str) -> Result<()> {
     }
 }
 
-/// Only ASCII digits (Rust's integer parsing would also take a leading `+`).
-fn digits(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+/// Whether `text` is a rollout role's `serial` (spec 4.3, grammar in section 4.5): a
+/// count of hosts from 1 to 2^32 - 1, or a percentage from `1%` to `100%`, in
+/// decimal without a leading zero or sign.
+pub fn is_serial(text: &str) -> bool {
+    let (number, limit) = match text.strip_suffix('%') {
+        Some(percent) => (percent, 100),
+        None => (text, u64::from(u32::MAX)),
+    };
+    let canonical = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && !number.starts_with('0');
+    canonical && number.parse::<u64>().is_ok_and(|n| (1..=limit).contains(&n))
 }
 
 #[cfg(test)]
@@ -870,6 +916,99 @@ pub(crate) mod tests {
         // At the newest minor this reader knows, the same member is not canonical.
         let err = Header::parse(&example_with(FORMAT_MINOR, service), 0).unwrap_err();
         assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+    }
+
+    /// `stub` is nullable, not optional: a header of a newer minor version, whose
+    /// canonical form this reader cannot check, must still hold it.
+    #[test]
+    fn a_newer_minor_still_needs_the_stub_member() {
+        let newer = WORKED_EXAMPLE.replace(r#""minor":0"#, &format!(r#""minor":{}"#, FORMAT_MINOR + 1));
+        assert!(Header::parse(newer.as_bytes(), 0).is_ok());
+        let without = newer.replace(r#""stub":null,"#, "");
+        let err = Header::parse(without.as_bytes(), 0).unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+        assert!(err.to_string().contains("stub"), "{err}");
+    }
+
+    #[test]
+    fn serials_have_one_spelling() {
+        for good in ["1", "12", "4294967295", "1%", "50%", "100%"] {
+            assert!(is_serial(good), "{good}");
+        }
+        for bad in
+            ["", "0", "01", "+1", "-1", " 1", "1 ", "4294967296", "0%", "05%", "101%", "%", "1%%", "1.5", "\u{661}"]
+        {
+            assert!(!is_serial(bad), "{bad:?}");
+        }
+    }
+
+    /// A version range in a header has its one spelling at every minor version.
+    #[test]
+    fn a_version_range_with_other_spacing_is_malformed() {
+        let newer = WORKED_EXAMPLE.replace(r#""minor":0"#, &format!(r#""minor":{}"#, FORMAT_MINOR + 1));
+        for (range, ok) in [(">=1.0, <2.0", true), (">= 1.0, <2.0", false), (">=1.0,<2.0", false), (" *", false)] {
+            let header = newer.replace(r#""versions":"*""#, &format!(r#""versions":{range:?}"#));
+            assert_eq!(Header::parse(header.as_bytes(), 0).is_ok(), ok, "{range:?}");
+        }
+    }
+
+    /// A path that breaks the path rules is an unsafe path wherever it appears,
+    /// even where it must also name a catalog entry (spec 14.3).
+    #[test]
+    fn an_unsafe_eula_or_script_path_is_an_unsafe_path() {
+        let base = Header::parse(WORKED_EXAMPLE.as_bytes(), 0).unwrap();
+        let mut header = base.clone();
+        header.package.eula = Some("../EULA".into());
+        assert_eq!(header.validate().unwrap_err().class(), FailureClass::UnsafePath);
+        header.package.eula = Some(".package/EULA".into());
+        assert_eq!(header.validate().unwrap_err().class(), FailureClass::Malformed);
+        let mut header = base;
+        header.package.scripts.pre_install = Some("/bin/sh".into());
+        assert_eq!(header.validate().unwrap_err().class(), FailureClass::UnsafePath);
+    }
+
+    /// JSON rules hold in members a reader ignores: a header of a newer minor version
+    /// with a duplicate or lone-surrogate member, or nested too deep, is refused.
+    #[test]
+    fn ignored_members_still_follow_the_json_rules() {
+        let newer = WORKED_EXAMPLE.replace(r#""minor":0"#, &format!(r#""minor":{}"#, FORMAT_MINOR + 1));
+        let with = |member: &str| newer.replacen('{', &format!("{{{member},"), 1);
+        assert!(Header::parse(with(r#""x_new":{"a":1}"#).as_bytes(), 0).is_ok());
+        let deep = format!(r#""x_new":{}1{}"#, "[".repeat(64), "]".repeat(64));
+        for (member, class) in [
+            (r#""x_new":1,"x_new":2"#, FailureClass::Malformed),
+            (r#""x_new":"\ud800""#, FailureClass::Malformed),
+            (r#""x_new":1e999"#, FailureClass::Malformed),
+            (deep.as_str(), FailureClass::Limit),
+        ] {
+            let err = Header::parse(with(member).as_bytes(), 0).unwrap_err();
+            assert_eq!(err.class(), class, "{member}: {err}");
+        }
+        // 63 levels below the header object: 64 in all, the most allowed.
+        let deepest = format!(r#""x_new":{}1{}"#, "[".repeat(63), "]".repeat(63));
+        assert!(Header::parse(with(&deepest).as_bytes(), 0).is_ok());
+    }
+
+    /// Found by fuzzing: a file size near 2^64 overflowed the tar layout's sums
+    /// (a panic in debug builds, a wrapped length in release ones).
+    #[test]
+    fn entry_sizes_that_overflow_the_tar_stream_are_malformed() {
+        let mut header = Header::parse(WORKED_EXAMPLE.as_bytes(), 0).unwrap();
+        header.files = vec![FileEntry {
+            path: "big".into(),
+            kind: Kind::File,
+            mode: Mode(0o644),
+            size: u64::MAX,
+            sha256: Some(crate::Digest([0; 32])),
+            target: None,
+            version: Some("1".parse().unwrap()),
+            policy: Some(Policy::Newer),
+            member: Some(0),
+            offset: Some(0),
+        }];
+        let err = header.validate().unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
+        assert!(err.to_string().contains("add up"), "{err}");
     }
 
     /// `.pkgrun/` at the root of a target is the installer's: a signed header

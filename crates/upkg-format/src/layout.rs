@@ -10,15 +10,16 @@ use crate::header::{Codec, FileEntry, Header, Kind, Member};
 use crate::tarfmt;
 
 /// Offset of every entry's records in the tar stream, and the stream's length
-/// (end-of-archive marker included). `None` offsets belong to no stream position.
-pub fn tar_offsets(files: &[FileEntry]) -> (Vec<u64>, u64) {
+/// (end-of-archive marker included); `None` when the sizes add up to more than a
+/// u64 holds (spec 6.1: sums are computed without overflow).
+pub fn tar_offsets(files: &[FileEntry]) -> Option<(Vec<u64>, u64)> {
     let mut offsets = Vec::with_capacity(files.len());
-    let mut offset = 0;
+    let mut offset = 0u64;
     for entry in files {
         offsets.push(offset);
-        offset += tarfmt::entry_len(entry);
+        offset = offset.checked_add(tarfmt::entry_len(entry)?)?;
     }
-    (offsets, offset + tarfmt::END_OF_ARCHIVE)
+    Some((offsets, offset.checked_add(tarfmt::END_OF_ARCHIVE)?))
 }
 
 /// Index of the member whose uncompressed range holds `raw_offset`.
@@ -46,7 +47,9 @@ fn validate_tar(header: &Header) -> Result<()> {
     if header.payload.directory.is_some() {
         return bad("a tar payload has no directory part".into());
     }
-    let (offsets, total) = tar_offsets(&header.files);
+    let Some((offsets, total)) = tar_offsets(&header.files) else {
+        return bad("the sizes of the catalog's entries add up to more than a tar stream can hold".into());
+    };
     if header.payload.raw_size != total {
         return bad(format!(
             "the tar stream the catalog describes is {total} bytes, the payload header says {}",
@@ -76,6 +79,29 @@ pub fn cab_folder_of(folders: &[Folder], entry: &FileEntry) -> u16 {
         Some(member) => folders.iter().position(|f| f.members.contains(&(member as usize))).unwrap_or(0) as u16,
         None => 0,
     }
+}
+
+/// The member a regular file of a cabinet names (spec 6.3): the member whose raw
+/// range holds the file's first byte. An empty file, which has none, belongs to
+/// the folder of the file before it (folder 0 for the first), and names the member
+/// of that folder whose range holds its offset, or the folder's last member when
+/// it sits at the folder's end. `None` when the payload has no member.
+fn cab_member_of(
+    folders: &[Folder],
+    members: &[Member],
+    size: u64,
+    offset: u64,
+    previous_folder: Option<usize>,
+) -> Option<usize> {
+    if size > 0 {
+        return member_at(members, offset);
+    }
+    let folder = folders.get(previous_folder.unwrap_or(0))?;
+    let range = folder.members.clone();
+    range
+        .clone()
+        .find(|&m| members[m].raw_offset <= offset && offset < members[m].raw_offset + members[m].raw_size)
+        .or(range.last())
 }
 
 fn validate_cab(header: &Header) -> Result<()> {
@@ -114,6 +140,7 @@ fn validate_cab(header: &Header) -> Result<()> {
     // Files fill their folders in catalog order, without gaps.
     let mut expected_offset = 0u64;
     let mut current_folder = 0usize;
+    let mut previous_folder: Option<usize> = None;
     for entry in &files {
         limit(&format!("size of {:?} in a cabinet", entry.path), cabfmt::MAX_FILE_SIZE, entry.size)?;
         let offset = match entry.offset {
@@ -136,15 +163,10 @@ fn validate_cab(header: &Header) -> Result<()> {
         if offset != expected_offset || offset + entry.size > folder.raw_offset + folder.raw_size {
             return bad(format!("{:?} is not where the catalog says in the cabinet", entry.path));
         }
-        if let Some(m) = entry.member {
-            let member = &members[m as usize];
-            let inside = member.raw_offset <= offset
-                && (offset < member.raw_offset + member.raw_size
-                    || (entry.size == 0 && offset == member.raw_offset + member.raw_size));
-            if !inside {
-                return bad(format!("{:?} is not in the member the catalog says", entry.path));
-            }
+        if entry.member.map(|m| m as usize) != cab_member_of(&folders, members, entry.size, offset, previous_folder) {
+            return bad(format!("{:?} is not in the member the catalog says", entry.path));
         }
+        previous_folder = Some(folder_index);
         expected_offset = offset + entry.size;
     }
     if expected_offset != header.payload.raw_size || (!folders.is_empty() && current_folder + 1 != folders.len()) {

@@ -21,6 +21,7 @@ mod cabfmt;
 mod digest;
 mod error;
 mod header;
+mod json;
 mod layout;
 mod package;
 mod paths;
@@ -40,12 +41,12 @@ pub use digest::{Digest, HashingReader};
 pub use error::{Error, FailureClass, Result, io_class};
 pub use header::{
     Applicability, Codec, FileEntry, FormatVersion, Header, Kind, MAX_HEADER_LEN, Member, Mode, PackageInfo, Part,
-    Payload, Policy, Restart, Role, ScriptRole, Scripts, Service, check_identifier, is_package_path,
+    Payload, Policy, Restart, Role, ScriptRole, Scripts, Service, check_identifier, is_package_path, is_serial,
 };
 pub use package::{ExpandedTree, Layout, Package, PackageFile, Range};
 pub use paths::{
-    EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR, STATE_DIR, check_entry_path, is_state_path, parent_path,
-    resolve_link_target,
+    EXPANDED_HEADER, EXPANDED_RUNNER, EXPANDED_SIGNATURE, PACKAGE_DIR, STATE_DIR, check_entry_path, is_state_path,
+    parent_path, resolve_link_target,
 };
 pub use payload::{Unit, payload_read_error, payload_units, read_payload_file, verify_payload_directory, walk_unit};
 pub use sign::{KeyId, PublicKey, SecretKey, SignatureBlock};

@@ -7,15 +7,18 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde::Serialize;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
 use crate::header::{Header, MAX_HEADER_LEN};
-use crate::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
+use crate::paths::{EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR};
 use crate::sign::SignatureBlock;
 use crate::trailer::{TRAILER_LEN, Trailer};
 
@@ -186,6 +189,11 @@ impl PackageFile {
         Ok(())
     }
 
+    /// A reader of the stub's bytes (nothing for a package without one).
+    pub fn stub_reader(&self) -> RangeReader<'_> {
+        RangeReader::new(&self.file, self.layout().stub)
+    }
+
     /// SHA-256 of a byte range of the file.
     pub fn hash_range(&self, range: Range) -> Result<(Digest, u64)> {
         let mut reader = HashingReader::new(RangeReader::new(&self.file, range));
@@ -257,32 +265,39 @@ pub struct ExpandedTree {
 }
 
 impl ExpandedTree {
-    /// Opens the tree at `root` by reading its header and signature.
+    /// Opens the tree at `root` by reading its header and signature. `.package`,
+    /// `.package/header.json` and `.package/header.json.minisig` are opened without
+    /// following links: a link at any of them is refused (unsafe-path), since the
+    /// tree would then be read from somewhere else (spec section 12).
     pub fn open(root: &Path) -> Result<ExpandedTree> {
-        let header_path = root.join(EXPANDED_HEADER);
-        let header_bytes = match std::fs::read(&header_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotAPackage {
-                    path: root.to_owned(),
-                    reason: format!("it is a directory without {EXPANDED_HEADER} (not an expanded package)"),
-                });
+        let not_a_package = |reason: String| Error::NotAPackage { path: root.to_owned(), reason };
+        let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io(root, e.into()))?;
+        let package_dir = match open_no_follow(&root_fd, PACKAGE_DIR, OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(Opened::Missing) => {
+                return Err(not_a_package(format!(
+                    "it is a directory without {EXPANDED_HEADER} (not an expanded package)"
+                )));
             }
-            Err(e) => return Err(Error::io(header_path, e)),
+            Err(Opened::Link) => return Err(link_refused(PACKAGE_DIR)),
+            Err(Opened::WrongKind) => return Err(not_a_package(format!("its {PACKAGE_DIR} is not a directory"))),
+            Err(Opened::Io(e)) => return Err(Error::io(root.join(PACKAGE_DIR), e)),
         };
-        if header_bytes.len() as u64 > MAX_HEADER_LEN {
-            return Err(Error::Limit {
-                what: "header size".into(),
-                limit: MAX_HEADER_LEN,
-                actual: header_bytes.len() as u64,
-            });
-        }
+        let header_bytes = match read_regular(&package_dir, root, EXPANDED_HEADER, MAX_HEADER_LEN) {
+            Ok(bytes) => bytes,
+            Err(ReadError::Missing) => {
+                return Err(not_a_package(format!(
+                    "it is a directory without {EXPANDED_HEADER} (not an expanded package)"
+                )));
+            }
+            Err(ReadError::Refused(e)) => return Err(e),
+        };
         let header = Header::parse(&header_bytes, 0)?;
-        let signature_path = root.join(EXPANDED_SIGNATURE);
-        let signature = match std::fs::read(&signature_path) {
+        let signature = match read_regular(&package_dir, root, EXPANDED_SIGNATURE, MAX_SIGNATURE_LEN) {
             Ok(bytes) => Some(parse_signature(&bytes, &header, None)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(signature_path, e)),
+            Err(ReadError::Missing) => None,
+            Err(ReadError::Refused(e)) => return Err(e),
         };
         Ok(ExpandedTree { root: root.to_owned(), header_bytes, header, signature })
     }
@@ -306,6 +321,81 @@ impl ExpandedTree {
     pub fn signature(&self) -> Option<&SignatureBlock> {
         self.signature.as_ref()
     }
+}
+
+/// Why an entry of `.package/` could not be opened.
+enum Opened {
+    Missing,
+    Link,
+    WrongKind,
+    Io(std::io::Error),
+}
+
+/// Opens `name` in `dir` without following a link; `kind` is `DIRECTORY` for a
+/// directory, empty for a regular file (opened non-blocking, so a named pipe in
+/// its place cannot stall the reader).
+fn open_no_follow(dir: &OwnedFd, name: &str, kind: OFlags) -> Result<OwnedFd, Opened> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | kind;
+    let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Err(Opened::Missing),
+        Err(e) => {
+            // ELOOP or ENOTDIR: say which from the entry itself.
+            return Err(match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink => Opened::Link,
+                Ok(_) if matches!(e, Errno::NOTDIR | Errno::LOOP) => Opened::WrongKind,
+                _ => Opened::Io(e.into()),
+            });
+        }
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|e| Opened::Io(e.into()))?;
+    let wanted = if kind.contains(OFlags::DIRECTORY) { FileType::Directory } else { FileType::RegularFile };
+    if FileType::from_raw_mode(stat.st_mode) != wanted {
+        return Err(Opened::WrongKind);
+    }
+    Ok(fd)
+}
+
+fn link_refused(relative: &str) -> Error {
+    Error::UnsafePath {
+        path: relative.to_owned(),
+        reason: "it is a symbolic link: an expanded tree's .package/ holds the package's own files, never links".into(),
+    }
+}
+
+enum ReadError {
+    Missing,
+    Refused(Error),
+}
+
+/// Reads the regular file `relative` (`.package/NAME`) of the tree at `root`, at
+/// most `limit` bytes long.
+fn read_regular(package_dir: &OwnedFd, root: &Path, relative: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let name = relative.rsplit('/').next().expect("a relative path");
+    let path = root.join(relative);
+    let fd = match open_no_follow(package_dir, name, OFlags::empty()) {
+        Ok(fd) => fd,
+        Err(Opened::Missing) => return Err(ReadError::Missing),
+        Err(Opened::Link) => return Err(ReadError::Refused(link_refused(relative))),
+        Err(Opened::WrongKind) => {
+            return Err(ReadError::Refused(Error::malformed(relative, None, "it is not a regular file")));
+        }
+        Err(Opened::Io(e)) => return Err(ReadError::Refused(Error::io(path, e))),
+    };
+    let mut file = File::from(fd);
+    let len = file.metadata().map_err(|e| ReadError::Refused(Error::io(&path, e)))?.len();
+    if len > limit {
+        let what = if relative == EXPANDED_HEADER { "header size" } else { "signature block size" };
+        return Err(ReadError::Refused(Error::Limit { what: what.into(), limit, actual: len }));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // One byte more than the limit: a file that grows while it is read is still caught.
+    (&mut file).take(limit + 1).read_to_end(&mut bytes).map_err(|e| ReadError::Refused(Error::io(&path, e)))?;
+    if bytes.len() as u64 > limit {
+        let what = if relative == EXPANDED_HEADER { "header size" } else { "signature block size" };
+        return Err(ReadError::Refused(Error::Limit { what: what.into(), limit, actual: bytes.len() as u64 }));
+    }
+    Ok(bytes)
 }
 
 /// A package in either form.

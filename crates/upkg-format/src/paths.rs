@@ -23,6 +23,9 @@ pub const STATE_DIR: &str = ".pkgrun";
 pub const EXPANDED_HEADER: &str = ".package/header.json";
 /// Where an expanded tree keeps the signature block.
 pub const EXPANDED_SIGNATURE: &str = ".package/header.json.minisig";
+/// Where an expanded tree keeps the package's runner: the stub, verified against
+/// its signed digest (spec section 12).
+pub const EXPANDED_RUNNER: &str = ".package/pkgrun";
 
 /// Checks a catalog path; returns why it is refused.
 pub fn check_entry_path(path: &str) -> Result<(), String> {
@@ -51,8 +54,8 @@ pub fn check_entry_path(path: &str) -> Result<(), String> {
             _ => {}
         }
     }
-    if path == EXPANDED_HEADER || path == EXPANDED_SIGNATURE {
-        return Err("the path is reserved for the expanded tree's header and signature".into());
+    if path == EXPANDED_HEADER || path == EXPANDED_SIGNATURE || path == EXPANDED_RUNNER {
+        return Err("the path is reserved for the expanded tree's header, signature and runner".into());
     }
     if is_state_path(path) {
         return Err(format!("the path is in {STATE_DIR}/, which every target reserves for the installer's state"));
@@ -172,6 +175,8 @@ mod tests {
             "a\nb",
             "a\0b",
             ".package/header.json",
+            ".package/header.json.minisig",
+            ".package/pkgrun",
             ".pkgrun",
             ".pkgrun/state.json",
             ".pkgrun/tx/1/backup/bin/tool",

@@ -383,6 +383,15 @@ impl<'a> UnitStream<'a> {
             return Err(e);
         }
         let codec = self.header.payload.codec;
+        let framing = match codec {
+            Codec::TarZstd => check_zstd_frame_header(&compressed[..size], member.raw_size),
+            Codec::TarGzip => check_gzip_header(&compressed[..size]),
+            Codec::Cab => Ok(()),
+        };
+        if let Err(reason) = framing {
+            put_buffer(&COMPRESSED, compressed);
+            return Err(self.malformed(reason));
+        }
         let decoder = if codec.is_tar() && member.raw_size <= WHOLE_MEMBER_MAX {
             let result = self.decode_whole(codec, &compressed[..size], member.raw_size as usize);
             put_buffer(&COMPRESSED, compressed);
@@ -401,9 +410,10 @@ impl<'a> UnitStream<'a> {
                     MemberDecoder::Gzip(Box::new(flate2::bufread::GzDecoder::new(Cursor::new(compressed))))
                 }
                 Codec::Cab => {
-                    if !member.continues {
-                        self.cab_history = FolderDecoder::new();
-                    }
+                    // A member's first block never refers to the member before it
+                    // (spec 9.5), even within a folder: reading one file alone starts
+                    // at its member, without the data before it.
+                    self.cab_history.start_member();
                     MemberDecoder::Cab { compressed, position: 0, block: Vec::new(), served: 0 }
                 }
             }
@@ -538,6 +548,118 @@ impl<'a> UnitStream<'a> {
     }
 }
 
+/// Checks a zstd frame's header (RFC 8878 section 3.1.1.1) against the rules of
+/// spec section 8, before anything is decoded: a frame and not a skippable one, no
+/// reserved bit, no dictionary (an id of zero means none), a window of at most
+/// 2^25 bytes (a single-segment frame's window is its content size), and a
+/// content size, when the frame gives one, equal to the member's `raw_size`.
+///
+/// Written out because libzstd enforces its window limit only when it streams:
+/// decoding a member whole (as this reader does for members up to
+/// [`WHOLE_MEMBER_MAX`]) would accept any window; and zstd-safe does not expose
+/// the frame header's fields.
+pub fn check_zstd_frame_header(frame: &[u8], raw_size: u64) -> Result<(), String> {
+    const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+    let Some(magic) = frame.get(..4) else { return Err("it is too short to be a zstd frame".into()) };
+    if magic != MAGIC {
+        let skippable = magic[1..] == [0x2A, 0x4D, 0x18] && magic[0] & 0xF0 == 0x50;
+        return Err(if skippable {
+            "it is a skippable zstd frame, not a frame of data"
+        } else {
+            "it is not a zstd frame"
+        }
+        .into());
+    }
+    let cut = || "its zstd frame header is cut off".to_string();
+    let descriptor = *frame.get(4).ok_or_else(cut)?;
+    let content_size_flag = descriptor >> 6;
+    let single_segment = descriptor & 0x20 != 0;
+    if descriptor & 0x08 != 0 {
+        return Err("its zstd frame header sets the reserved bit".into());
+    }
+    let mut position = 5;
+    let mut window = None;
+    if !single_segment {
+        let byte = *frame.get(position).ok_or_else(cut)?;
+        position += 1;
+        let base = 1u64 << (10 + (byte >> 3));
+        window = Some(base + base / 8 * u64::from(byte & 7));
+    }
+    let dictionary_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let dictionary = frame.get(position..position + dictionary_len).ok_or_else(cut)?;
+    if dictionary.iter().any(|&b| b != 0) {
+        return Err("its zstd frame names a dictionary (packages use none)".into());
+    }
+    position += dictionary_len;
+    let content_size_len = match content_size_flag {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let field = frame.get(position..position + content_size_len).ok_or_else(cut)?;
+    let mut content_size = None;
+    if content_size_len > 0 {
+        let mut bytes = [0u8; 8];
+        bytes[..content_size_len].copy_from_slice(field);
+        let value = u64::from_le_bytes(bytes);
+        content_size = Some(if content_size_len == 2 { value + 256 } else { value });
+    }
+    let window = window.or(content_size).expect("a single-segment frame has a content size");
+    if window > 1 << ZSTD_WINDOW_LOG_MAX {
+        return Err(format!(
+            "its zstd window is {window} bytes, more than the {} a reader accepts",
+            1u64 << ZSTD_WINDOW_LOG_MAX
+        ));
+    }
+    if let Some(size) = content_size
+        && size != raw_size
+    {
+        return Err(format!("its zstd frame says it holds {size} bytes, the catalog says {raw_size}"));
+    }
+    Ok(())
+}
+
+/// Checks a gzip member's header (RFC 1952 section 2.3): method deflate, no
+/// reserved flag, and a header CRC, when present (FHCRC), that matches. The
+/// optional name, comment, extra field and time are allowed and ignored.
+/// libdeflate skips FHCRC without checking it, and zlib checks it: the spec
+/// requires the check, so both readers agree.
+pub fn check_gzip_header(member: &[u8]) -> Result<(), String> {
+    const FHCRC: u8 = 0x02;
+    const FEXTRA: u8 = 0x04;
+    const FNAME: u8 = 0x08;
+    const FCOMMENT: u8 = 0x10;
+    let cut = || "its gzip header is cut off".to_string();
+    let fixed = member.get(..10).ok_or_else(cut)?;
+    if fixed[..3] != [0x1F, 0x8B, 0x08] {
+        return Err("it is not a gzip member with deflate compression".into());
+    }
+    let flags = fixed[3];
+    if flags & 0xE0 != 0 {
+        return Err("its gzip header sets a reserved flag".into());
+    }
+    let mut position = 10;
+    if flags & FEXTRA != 0 {
+        let len = member.get(position..position + 2).ok_or_else(cut)?;
+        position += 2 + usize::from(u16::from_le_bytes([len[0], len[1]]));
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            let rest = member.get(position..).ok_or_else(cut)?;
+            position += rest.iter().position(|&b| b == 0).ok_or_else(cut)? + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        let stored = member.get(position..position + 2).ok_or_else(cut)?;
+        let computed = crc32fast::hash(&member[..position]) as u16;
+        if u16::from_le_bytes([stored[0], stored[1]]) != computed {
+            return Err("its gzip header CRC does not match".into());
+        }
+    }
+    Ok(())
+}
+
 fn remaining(cursor: &Cursor<Vec<u8>>) -> usize {
     cursor.get_ref().len() - cursor.position() as usize
 }
@@ -591,4 +713,58 @@ fn io_to_error(error: io::Error) -> Error {
 /// back into the format error it carries (a digest mismatch, a damaged member).
 pub fn payload_read_error(error: io::Error) -> Error {
     io_to_error(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame header (magic, descriptor, then `rest`) as [`check_zstd_frame_header`] reads it.
+    fn frame(descriptor: u8, rest: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0x28, 0xB5, 0x2F, 0xFD, descriptor];
+        bytes.extend_from_slice(rest);
+        bytes
+    }
+
+    #[test]
+    fn zstd_windows_up_to_32_mib_are_accepted() {
+        // Window descriptors: exponent 15 mantissa 0 is 2^25; mantissa 1 is 2^25 + 2^22.
+        assert_eq!(check_zstd_frame_header(&frame(0x00, &[15 << 3]), 9), Ok(()));
+        assert!(check_zstd_frame_header(&frame(0x00, &[15 << 3 | 1]), 9).unwrap_err().contains("window"));
+        assert!(check_zstd_frame_header(&frame(0x00, &[16 << 3]), 9).unwrap_err().contains("window"));
+        // Single segment: the window is the content size (an 8-byte field here).
+        let size = |n: u64| frame(0xE0, &n.to_le_bytes());
+        assert_eq!(check_zstd_frame_header(&size(1 << 25), 1 << 25), Ok(()));
+        assert!(check_zstd_frame_header(&size((1 << 25) + 1), (1 << 25) + 1).unwrap_err().contains("window"));
+    }
+
+    #[test]
+    fn zstd_frame_fields_are_checked() {
+        // A two-byte content size counts from 256.
+        assert_eq!(check_zstd_frame_header(&frame(0x40, &[10 << 3, 4, 0]), 260), Ok(()));
+        assert!(check_zstd_frame_header(&frame(0x40, &[10 << 3, 4, 0]), 261).unwrap_err().contains("catalog says"));
+        // A dictionary id of zero is no dictionary; another names one.
+        assert_eq!(check_zstd_frame_header(&frame(0x01, &[10 << 3, 0]), 5), Ok(()));
+        assert!(check_zstd_frame_header(&frame(0x01, &[10 << 3, 7]), 5).unwrap_err().contains("dictionary"));
+        assert!(check_zstd_frame_header(&frame(0x08, &[10 << 3]), 5).unwrap_err().contains("reserved"));
+        assert!(check_zstd_frame_header(&[0x50, 0x2A, 0x4D, 0x18, 0, 0, 0, 0], 5).unwrap_err().contains("skippable"));
+        for cut in [&[0x28, 0xB5][..], &frame(0x00, &[]), &frame(0xC0, &[10 << 3, 1, 2])] {
+            assert!(check_zstd_frame_header(cut, 5).is_err(), "{cut:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_header_crc_is_checked() {
+        let mut header = vec![0x1F, 0x8B, 0x08, 0x0A, 0, 0, 0, 0, 0, 3];
+        header.extend_from_slice(b"name\0");
+        let crc = crc32fast::hash(&header) as u16;
+        let mut good = header.clone();
+        good.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(check_gzip_header(&good), Ok(()));
+        let mut bad = header;
+        bad.extend_from_slice(&(crc ^ 0x100).to_le_bytes());
+        assert!(check_gzip_header(&bad).unwrap_err().contains("CRC"));
+        assert!(check_gzip_header(&[0x1F, 0x8B, 0x08, 0x80, 0, 0, 0, 0, 0, 3]).unwrap_err().contains("reserved"));
+        assert!(check_gzip_header(&[0x1F, 0x8B, 0x08, 0x08, 0, 0, 0, 0, 0, 3, b'x']).is_err(), "name not ended");
+    }
 }

@@ -93,7 +93,7 @@ impl PublicKey {
 
     /// Parses the one-line form.
     pub fn from_base64(text: &str) -> Result<PublicKey, String> {
-        let raw = BASE64.decode(text.trim()).map_err(|e| format!("the public key is not valid base64: {e}"))?;
+        let raw = BASE64.decode(key_text(text)).map_err(|e| format!("the public key is not valid base64: {e}"))?;
         if raw.len() != 42 || &raw[..2] != SIG_ALG {
             return Err("not a minisign Ed25519 public key".into());
         }
@@ -241,11 +241,18 @@ fn decode_secret_file(text: &str) -> Result<Vec<u8>, SecretKeyError> {
         _ => return Err(malformed("a minisign secret key file starts with \"untrusted comment: \"")),
     }
     let line = lines.next().ok_or_else(|| malformed("the secret key line is missing"))?;
-    let raw = BASE64.decode(line.trim()).map_err(|_| malformed("the secret key is not valid base64"))?;
+    let raw = BASE64.decode(key_text(line)).map_err(|_| malformed("the secret key is not valid base64"))?;
     if raw.len() != SECRET_KEY_LEN || &raw[..2] != SIG_ALG || &raw[4..6] != CHK_ALG {
         return Err(malformed("not a minisign Ed25519 secret key"));
     }
     Ok(raw)
+}
+
+/// The base64 of a key line without the spaces and tabs around it (spec 10.2's
+/// grammar: other white space is not ignored). `str::lines` has removed the line
+/// end, a CR before LF included.
+fn key_text(line: &str) -> &str {
+    line.trim_matches([' ', '\t'])
 }
 
 fn checksum(key_id: &KeyId, keypair: &[u8; 64]) -> [u8; 32] {

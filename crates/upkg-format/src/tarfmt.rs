@@ -54,9 +54,11 @@ pub fn records_len(entry: &FileEntry) -> u64 {
     len
 }
 
-/// Length of an entry in the stream: records, data and padding.
-pub fn entry_len(entry: &FileEntry) -> u64 {
-    records_len(entry) + padded(data_len(entry))
+/// Length of an entry in the stream: records, data and padding; `None` when it
+/// does not fit a u64 (a hostile catalog's size near 2^64).
+pub fn entry_len(entry: &FileEntry) -> Option<u64> {
+    let data = data_len(entry).checked_next_multiple_of(BLOCK)?;
+    records_len(entry).checked_add(data)
 }
 
 /// Length of the entry's data (file contents; nothing for directories and links).
@@ -153,7 +155,7 @@ mod tests {
         assert_eq!(&records[100..108], b"0000644\0");
         // GNU magic
         assert_eq!(&records[257..265], b"ustar  \0");
-        assert_eq!(entry_len(&entry), 1024);
+        assert_eq!(entry_len(&entry), Some(1024));
     }
 
     #[test]

@@ -102,6 +102,13 @@ impl Trailer {
     /// version may have changed), trailer length, CRC, reserved fields, and that the
     /// parts add up to exactly the file's length.
     pub fn decode(bytes: &[u8; TRAILER_LEN], file_len: u64) -> Result<Trailer> {
+        if file_len < TRAILER_LEN as u64 {
+            return Err(Error::malformed(
+                "trailer",
+                None,
+                format!("the file is {file_len} bytes long, shorter than a trailer"),
+            ));
+        }
         let file_offset = file_len - TRAILER_LEN as u64;
         let at = |field: usize| Some(file_offset + field as u64);
         if bytes[OFF_MAGIC..] != TRAILER_MAGIC {
@@ -258,6 +265,13 @@ mod tests {
         let bytes = sample().encode();
         let err = Trailer::decode(&bytes, SAMPLE_FILE_LEN + 1).unwrap_err();
         assert_eq!(err.class(), FailureClass::Malformed);
+    }
+
+    /// Found by fuzzing: a file length below the trailer's own underflowed.
+    #[test]
+    fn a_file_shorter_than_a_trailer_is_malformed() {
+        let err = Trailer::decode(&sample().encode(), 10).unwrap_err();
+        assert_eq!(err.class(), FailureClass::Malformed, "{err}");
     }
 
     #[test]

@@ -87,7 +87,8 @@ struct Span {
 }
 
 fn plan_tar(files: &[FileEntry], target: u64) -> PayloadPlan {
-    let (offsets, raw_size) = layout::tar_offsets(files);
+    // Files read from disk: their sizes add up (a hostile catalog is refused by readers).
+    let (offsets, raw_size) = layout::tar_offsets(files).expect("sizes of real files add up");
     let mut spans: Vec<Span> = files
         .iter()
         .enumerate()

@@ -108,7 +108,6 @@ pub enum Data {
     Keygen(Option<Box<KeygenData>>),
 }
 
-
 /// No data.
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use upkg_format::Kind;
 use upkg_format::Unit;
 use upkg_format::with_copy_buffer;
-use upkg_format::{EXPANDED_HEADER, EXPANDED_SIGNATURE};
+use upkg_format::{EXPANDED_HEADER, EXPANDED_RUNNER, EXPANDED_SIGNATURE};
 use upkg_format::{Error, ExpandedTree, Package, PackageFile};
 
 use crate::error::{TreeProblem, UnpackError};
@@ -91,6 +91,7 @@ pub fn check_tree(
         problems.lock().expect("problems lock").push(TreeProblem { path: path.to_owned(), kind, detail });
     };
     let bytes = AtomicU64::new(0);
+    check_runner(&dir, tree, &report)?;
     let pool = upkg_fs::thread_pool(threads).map_err(|e| UnpackError::io("<threads>", e))?;
     pool.install(|| {
         header.files.par_iter().for_each(|entry| {
@@ -141,8 +142,12 @@ pub fn check_tree(
         });
     });
     // Anything in the tree that the catalog does not list.
-    let listed: BTreeSet<&str> =
-        header.files.iter().map(|e| e.path.as_str()).chain([EXPANDED_HEADER, EXPANDED_SIGNATURE]).collect();
+    let listed: BTreeSet<&str> = header
+        .files
+        .iter()
+        .map(|e| e.path.as_str())
+        .chain([EXPANDED_HEADER, EXPANDED_SIGNATURE, EXPANDED_RUNNER])
+        .collect();
     for item in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let item = item.map_err(|e| UnpackError::io(root, e.into()))?;
         let relative = item.path().strip_prefix(root).expect("below root").to_string_lossy().into_owned();
@@ -159,4 +164,47 @@ pub fn check_tree(
     }
     let files = header.files.iter().filter(|e| e.kind == Kind::File).count() as u64;
     Ok(CheckReport { members: 0, files, bytes: bytes.into_inner() })
+}
+
+/// Checks the tree's runner, `.package/pkgrun`, when there is one (spec section
+/// 12): a regular file of mode 0755 holding exactly the stub the signed header
+/// describes. A link is refused outright (unsafe-path): running it would run
+/// whatever it points to. Any other difference is reported with the tree's.
+fn check_runner(
+    dir: &upkg_fs::Dir,
+    tree: &ExpandedTree,
+    report: &dyn Fn(&str, &'static str, String),
+) -> Result<(), UnpackError> {
+    let Some(found) = dir.entry(EXPANDED_RUNNER)? else { return Ok(()) };
+    if found.kind == upkg_fs::EntryKind::Symlink {
+        return Err(Error::UnsafePath {
+            path: EXPANDED_RUNNER.into(),
+            reason: "the tree's runner is a symbolic link; it must be the package's own stub, a regular file".into(),
+        }
+        .into());
+    }
+    let Some(stub) = &tree.header().stub else {
+        report(EXPANDED_RUNNER, "unexpected", "the package has no stub, so its tree has no runner".into());
+        return Ok(());
+    };
+    if found.kind != upkg_fs::EntryKind::File {
+        report(EXPANDED_RUNNER, "wrong-kind", "expected the runner, a regular file".into());
+        return Ok(());
+    }
+    if found.mode != 0o755 {
+        report(EXPANDED_RUNNER, "wrong-mode", format!("mode {:04o}, expected 0755", found.mode));
+    }
+    match dir.hash_file(EXPANDED_RUNNER, &|_| {}) {
+        Ok((digest, size)) if size == stub.size && digest == stub.sha256 => {}
+        Ok((digest, size)) => report(
+            EXPANDED_RUNNER,
+            "modified",
+            format!(
+                "{size} bytes, SHA-256 {digest}: not the package's stub ({} bytes, SHA-256 {})",
+                stub.size, stub.sha256
+            ),
+        ),
+        Err(e) => report(EXPANDED_RUNNER, "unreadable", e.to_string()),
+    }
+    Ok(())
 }

@@ -12,8 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use upkg_format::HashingReader;
 use upkg_format::{Accepted, Package, PackageFile};
-use upkg_format::{EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR};
+use upkg_format::{EXPANDED_HEADER, EXPANDED_RUNNER, EXPANDED_SIGNATURE, PACKAGE_DIR};
 use upkg_fs::{Dir, Flusher, Rename};
 
 use crate::error::UnpackError;
@@ -31,6 +32,10 @@ pub struct ExpandReport {
     pub written: WriteReport,
     /// The space check that preceded it.
     pub space: SpaceEstimate,
+    /// Where the tree keeps its runner, the package's own stub verified against
+    /// its signed digest (`DEST/.package/pkgrun`); `None` for a package built
+    /// without a stub, whose tree has no runner.
+    pub runner: Option<PathBuf>,
 }
 
 /// A staging directory removed on drop unless it was moved into place.
@@ -47,7 +52,14 @@ impl Staging<'_> {
         for attempt in 0u32.. {
             let name = format!("{prefix}{}-{stamp:x}-{attempt}", std::process::id());
             match parent.mkdir(&name, 0o700) {
-                Ok(()) => return Ok(Staging { parent, name, armed: true }),
+                Ok(()) => {
+                    let staging = Staging { parent, name, armed: true };
+                    // In a set-group-ID directory (a share often is one) a new
+                    // directory inherits the bit, and so would every directory
+                    // created below it: clear it, so the tree has its catalog's modes.
+                    parent.chmod(&staging.name, 0o700)?;
+                    return Ok(staging);
+                }
                 Err(e) if e.is_exists() && attempt < 100 => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -138,6 +150,9 @@ pub fn expand(
     let mut staging = Staging::create(&parent, &prefix)?;
     let staging_dir = parent.open_dir(&staging.name)?;
 
+    // The runner first: a stub that does not match its signed digest stops the
+    // expansion before any entry is written.
+    let runner = write_runner(&package, &staging_dir)?;
     let package = Package::File(package);
     let flusher = match options.durability {
         Durability::Batched => Some(Flusher::start(&staging_dir)?),
@@ -192,7 +207,33 @@ pub fn expand(
             }
         }
     }
-    Ok(ExpandReport { destination: dest.to_owned(), written, space: estimate })
+    let runner = runner.then(|| dest.join(EXPANDED_RUNNER));
+    Ok(ExpandReport { destination: dest.to_owned(), written, space: estimate, runner })
+}
+
+/// Writes the package's stub to `.package/pkgrun` in the staging tree, mode 0755,
+/// hashing the bytes as they are copied and comparing them with the signed
+/// digest; the staging tree is only moved into place afterwards, so a runner is
+/// never visible unverified. Returns whether the package has a stub.
+fn write_runner(package: &PackageFile, staging: &Dir) -> Result<bool, UnpackError> {
+    let Some(stub) = &package.header().stub else { return Ok(false) };
+    staging.mkdir(PACKAGE_DIR, 0o755)?;
+    let mut file = staging.create_file(EXPANDED_RUNNER, 0o700)?;
+    let mut reader = HashingReader::new(package.stub_reader());
+    std::io::copy(&mut reader, &mut file).map_err(|e| UnpackError::io(staging.join(EXPANDED_RUNNER), e))?;
+    let (actual, size) = reader.finish();
+    if actual != stub.sha256 || size != stub.size {
+        return Err(upkg_format::Error::DigestMismatch {
+            what: "the stub (the runner an expanded tree keeps as .package/pkgrun)".into(),
+            offset: Some(0),
+            expected: stub.sha256.to_hex(),
+            actual: actual.to_hex(),
+        }
+        .into());
+    }
+    // Whatever the umask: the runner is run by whoever installs from the share.
+    file.set_mode(0o755)?;
+    Ok(true)
 }
 
 fn write_file(dir: &Dir, rel: &str, bytes: &[u8]) -> Result<(), UnpackError> {

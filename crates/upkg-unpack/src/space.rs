@@ -78,8 +78,12 @@ pub fn estimate(
     destination: &Path,
 ) -> Result<SpaceEstimate, UnpackError> {
     let free = FreeSpace::of_path(destination)?;
-    // The expanded tree also keeps the header and signature, in .package/ (one more directory if the package has none).
+    // The expanded tree also keeps the header, the signature and the runner (the
+    // stub), in .package/ (one more directory if the package has none).
     let mut extra = vec![header_len, signature_len];
+    if let Some(stub) = &header.stub {
+        extra.push(stub.size);
+    }
     if header.find(upkg_format::PACKAGE_DIR).is_none() {
         extra.push(free.block_size);
     }

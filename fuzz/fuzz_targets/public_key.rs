@@ -1,0 +1,6 @@
+//! libFuzzer entry point of the `public-key` target (crates/upkg-fuzz).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    upkg_fuzz::Target::PublicKey.run(data);
+});
