@@ -782,10 +782,23 @@ impl Dir {
             LockKind::Shared => rustix::fs::FlockOperation::NonBlockingLockShared,
             LockKind::Exclusive => rustix::fs::FlockOperation::NonBlockingLockExclusive,
         };
-        match rustix::fs::flock(&fd, operation) {
-            Ok(()) => Ok(Locking::Held(LockFile::new(File::from(fd)))),
-            Err(Errno::WOULDBLOCK) => Ok(Locking::Busy { holder: crate::file::lock_holder(entry.inode) }),
-            Err(e) => Err(FsError::io(path, e)),
+        // A lock that no process shows as holding is being released: its holder is
+        // exiting (a killed pkgrun, or a child of it killed between fork and exec,
+        // still closing its descriptors). Waiting for that, briefly, makes a run
+        // right after a crash recover instead of calling the target busy.
+        let mut attempts = 0;
+        loop {
+            match rustix::fs::flock(&fd, operation) {
+                Ok(()) => return Ok(Locking::Held(LockFile::new(File::from(fd)))),
+                Err(Errno::WOULDBLOCK) => match crate::file::lock_holder(entry.inode) {
+                    None if attempts < RELEASING_LOCK_RETRIES => {
+                        attempts += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    holder => return Ok(Locking::Busy { holder }),
+                },
+                Err(e) => return Err(FsError::io(path, e)),
+            }
         }
     }
 
@@ -797,6 +810,10 @@ impl Dir {
         }
     }
 }
+
+/// How many times (20 ms apart) a lock that no process holds any more is tried
+/// again before the target is called busy.
+const RELEASING_LOCK_RETRIES: u32 = 100;
 
 /// SHA-256 and length of everything `reader` gives.
 pub fn hash_reader(reader: &mut dyn Read, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<(Digest, u64)> {
