@@ -81,6 +81,14 @@ options:
     description: Refuse, before changing anything, when files to replace are in use.
     type: bool
     default: false
+  expect_id:
+    description:
+      - Install only if I(package) is the package of this id (and I(expect_build)):
+        a playbook written for one package refuses another, before anything changes.
+    type: str
+  expect_build:
+    description: With I(expect_id), the build the package must have.
+    type: int
   validate_certs:
     description: Verify the server's TLS certificate when I(package) is an https URL.
     type: bool
@@ -208,8 +216,27 @@ def refuse_unaccepted_licence(module, pkgrun, path):
             outcome="cancelled", exit_code=11, reason="licence-not-accepted", result="blocked")
 
 
+def check_expected(module, package):
+    """Fails unless the package is the one the task expects (expect_id, expect_build)."""
+    want_id, want_build = module.params.get("expect_id"), module.params.get("expect_build")
+    if want_id is None:
+        return
+    package = package or {}
+    if package.get("id") != want_id or (want_build is not None and package.get("build") != want_build):
+        module.fail_json(
+            msg="%s is package %s build %s, but this task installs %s build %s"
+                % (module.params["package"], package.get("id"), package.get("build"), want_id,
+                   "any" if want_build is None else want_build),
+            reason="wrong-package", result="failed", package=package)
+
+
 def install(module, pkgrun):
     path = package_path(module)
+    if module.params.get("expect_id") is not None and not module.check_mode:
+        info = pkgrun.run([path, "--info"])
+        if not info.get("ok"):
+            fail_with(module, info)
+        check_expected(module, info["data"]["package"])
     args = [path] + pkgrun.target_args() + trust_args(module)
     for flag in ("accept_eula", "force", "allow_downgrade", "fail_if_in_use"):
         if module.params[flag]:
@@ -220,6 +247,8 @@ def install(module, pkgrun):
             refuse_unaccepted_licence(module, pkgrun, path)
     document = pkgrun.run(args)
     package, target = one_target(module, document)
+    if module.check_mode:
+        check_expected(module, package)
     result = target.get("result")
     common = dict(outcome=document["outcome"], exit_code=document["exit_code"], package=package,
                   document=public(document))
@@ -281,6 +310,8 @@ def main():
         force=dict(type="bool", default=False),
         allow_downgrade=dict(type="bool", default=False),
         fail_if_in_use=dict(type="bool", default=False),
+        expect_id=dict(type="str"),
+        expect_build=dict(type="int"),
         validate_certs=dict(type="bool", default=True),
         url_timeout=dict(type="int", default=30),
     )

@@ -170,18 +170,23 @@ fn pkgrun_args(host: Host, indent: usize) -> String {
     .collect()
 }
 
-/// The arguments an install (or a plan) adds.
-fn install_args(indent: usize) -> String {
+/// The arguments an install (or a plan) adds: the package, which must be the
+/// one the playbook was written for.
+fn install_args(ids: &Ids<'_>, indent: usize) -> String {
     let pad = " ".repeat(indent);
-    [
-        "package: \"{{ upkg_package }}\"",
-        "trust: \"{{ upkg_trust | default([]) }}\"",
-        "trusted_keys: \"{{ upkg_trusted_keys | default(omit) }}\"",
-        "accept_eula: \"{{ upkg_accept_eula | default(false) }}\"",
-    ]
-    .iter()
-    .map(|line| format!("{pad}{line}\n"))
-    .collect()
+    [format!("expect_id: \"{}\"", ids.id), format!("expect_build: {}", ids.build)]
+        .into_iter()
+        .chain(
+            [
+                "package: \"{{ upkg_package }}\"",
+                "trust: \"{{ upkg_trust | default([]) }}\"",
+                "trusted_keys: \"{{ upkg_trusted_keys | default(omit) }}\"",
+                "accept_eula: \"{{ upkg_accept_eula | default(false) }}\"",
+            ]
+            .map(str::to_owned),
+        )
+        .map(|line| format!("{pad}{line}\n"))
+        .collect()
 }
 
 /// The `export ...;` in front of a hook command (raw takes no `environment`).
@@ -206,63 +211,52 @@ fn pending_hosts(group: &str) -> String {
 
 fn plan_play(ids: &Ids<'_>, tiers: &[Tier]) -> String {
     let groups: Vec<&str> = tiers.iter().map(|t| t.group.as_str()).collect();
-    let mut text = fill(
+    // (host, group) pairs: every tier's pending hosts with its upkg_pending_ group.
+    let pending = tiers
+        .iter()
+        .map(|t| format!("({} | product(['upkg_pending_{}']) | list)", pending_hosts(&t.group), t.group))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    fill(
         r#"
 - name: "Plan: what installing @ID@ would do on every host of every tier (pkgrun --plan); nothing changes anywhere if one host cannot take it"
   hosts: "@HOSTS@"
   gather_facts: false
   max_fail_percentage: 0
   tasks:
-    - name: "plan: the inventory has a group for every tier (an empty group skips a tier)"
-      ansible.builtin.assert:
-        that: "@GROUP_CHECKS@"
-        fail_msg: "the inventory needs the groups @GROUP_LIST@ (one per role of the package, in upgrade order); give a tier without hosts an empty group"
-        quiet: true
-      run_once: true
-    - name: "plan: the inventory names the package and the host's target"
+    - name: "plan: the inventory has a group per tier and names the package and every host's target"
       ansible.builtin.assert:
         that:
-          - upkg_package is defined
-          - upkg_target is defined
-        fail_msg: "set upkg_package (the package file, its expanded share or a URL, as the hosts see it: -e upkg_package=...) and upkg_target (the instance's directory) for every host"
+          - "@GROUP_CHECKS@"
+          - upkg_unset | length == 0
+        fail_msg: "the inventory needs the groups @GROUP_LIST@ (one per role of the package, in upgrade order; an empty group skips a tier), and upkg_package (the package file, its expanded share or a URL, as the hosts see it: -e upkg_package=...) and upkg_target (the instance's directory) for every host; they are not set for {{ upkg_unset | join(', ') }}"
         quiet: true
+      vars:
+        upkg_unset: "{{ (ansible_play_hosts_all | map('extract', hostvars) | rejectattr('upkg_package', 'defined') | map(attribute='inventory_hostname') | list) + (ansible_play_hosts_all | map('extract', hostvars) | rejectattr('upkg_target', 'defined') | map(attribute='inventory_hostname') | list) }}"
+      run_once: true
     - name: "plan: what installing would do (pkgrun --plan)"
       upkg.rollout.pkgrun:
 @ARGS@@INSTALL_ARGS@      check_mode: true
       changed_when: false
       register: upkg_plan
-    - name: "plan: the package is the one this playbook was written for"
-      ansible.builtin.assert:
-        that:
-          - upkg_plan.package.id == '@ID@'
-          - upkg_plan.package.build == @BUILD@
-        fail_msg: "upkg_package is {{ upkg_plan.package.id }} build {{ upkg_plan.package.build }}, but this playbook rolls out @ID@ build @BUILD@: write the playbook from that package"
-        quiet: true
+    - name: "plan: the hosts of each tier that have something to do, in inventory order"
+      ansible.builtin.add_host:
+        name: "{{ item.0 }}"
+        groups: "{{ item.1 }}"
+      loop: "{{ @PENDING@ }}"
+      run_once: true
+      changed_when: false
 "#,
         &[
             ("HOSTS", &groups.join(":")),
             ("GROUP_CHECKS", &groups.iter().map(|g| format!("'{g}' in groups")).collect::<Vec<_>>().join(" and ")),
             ("GROUP_LIST", &groups.join(", ")),
             ("ARGS", &pkgrun_args(Host::Current, 8)),
-            ("INSTALL_ARGS", &install_args(8)),
+            ("INSTALL_ARGS", &install_args(ids, 8)),
+            ("PENDING", &pending),
             ("ID", ids.id),
-            ("BUILD", &ids.build.to_string()),
         ],
-    );
-    for tier in tiers {
-        text.push_str(&fill(
-            r#"    - name: "plan: the hosts of @ROLE@ that have something to do, in inventory order"
-      ansible.builtin.add_host:
-        name: "{{ item }}"
-        groups: upkg_pending_@GROUP@
-      loop: "{{ @PENDING@ }}"
-      run_once: true
-      changed_when: false
-"#,
-            &[("ROLE", &tier.role), ("GROUP", &tier.group), ("PENDING", &pending_hosts(&tier.group))],
-        ));
-    }
-    text
+    )
 }
 
 /// The tasks of a pool's or a node's upgrade, up to bringing it back.
@@ -271,24 +265,17 @@ fn upgrade_steps(ids: &Ids<'_>, tier: &Tier) -> String {
     let move_steps = match tier.kind {
         TierKind::Pool => String::new(),
         TierKind::Cluster => fill(
-            r#"        - name: "@ROLE@: does the node hold the workload now? (upkg_holds_workload)"
-          ansible.builtin.raw: "@ENV@ {{ upkg_holds_workload }}"
-          args:
-            executable: /bin/sh
-          when: upkg_holds_workload is defined and upkg_move_workload is defined
-          delegate_to: "{{ upkg_hook_host | default(inventory_hostname) }}"
-          register: upkg_holds_now
-          changed_when: false
-          failed_when: upkg_holds_now.rc not in [0, 1]
-        - name: "@ROLE@: move the workload off (upkg_move_workload)"
-          ansible.builtin.raw: "@ENV@ export UPKG_MOVE_TO={{ upkg_move_to | quote }}; {{ upkg_move_workload }}"
+            r#"        - name: "@ROLE@: move the workload off (upkg_move_workload)"
+          ansible.builtin.raw: "@ENV@ {% if upkg_holds_workload is defined %}( {{ upkg_holds_workload }} ); held=$?; if [ $held = 1 ]; then echo 'upkg: the node does not hold the workload'; exit 0; elif [ $held != 0 ]; then echo \"upkg: upkg_holds_workload failed ($held)\" >&2; exit $held; fi; {% endif %}export UPKG_MOVE_TO={{ upkg_move_to | quote }}; {{ upkg_move_workload }}"
           args:
             executable: /bin/sh
           vars:
             upkg_peers: "{{ groups['@GROUP@'] | reject('eq', inventory_hostname) | list }}"
             upkg_upgraded_peers: "{{ (upkg_peers | map('extract', hostvars) | selectattr('upkg_installed', 'defined') | selectattr('upkg_installed', 'succeeded') | map(attribute='inventory_hostname') | list) + (upkg_peers | map('extract', hostvars) | selectattr('upkg_plan.result', 'defined') | selectattr('upkg_plan.result', 'eq', 'already-installed') | map(attribute='inventory_hostname') | list) }}"
             upkg_move_to: "{{ (upkg_upgraded_peers + upkg_peers + ['']) | first }}"
-          when: upkg_move_workload is defined and (upkg_holds_now.rc | default(0)) == 0
+          register: upkg_moved
+          changed_when: "'upkg: the node does not hold the workload' not in upkg_moved.stdout"
+          when: upkg_move_workload is defined
           delegate_to: "{{ upkg_hook_host | default(inventory_hostname) }}"
           throttle: 1
 "#,
@@ -298,21 +285,11 @@ fn upgrade_steps(ids: &Ids<'_>, tier: &Tier) -> String {
     // A pool goes on only while every host of its batch is fine: in lockstep the
     // others would otherwise be upgraded and brought back while a failed host
     // still serves the old version.
-    let (install_when, batch_ok, gate) = match tier.kind {
-        TierKind::Pool => (
-            "          when: upkg_batch_failures | length == 0\n",
-            " and upkg_batch_failures | length == 0",
-            fill(
-                r#"        - name: "@ROLE@: every host of the batch is upgraded and healthy"
-          ansible.builtin.assert:
-            that: upkg_batch_failures | length == 0
-            fail_msg: "not bringing the pool back into service: {{ upkg_batch_failures | join(', ') }} failed"
-            quiet: true
-"#,
-                &[("ROLE", &tier.role)],
-            ),
-        ),
-        TierKind::Cluster => ("", "", String::new()),
+    let (install_when, batch_ok) = match tier.kind {
+        TierKind::Pool => {
+            ("          when: upkg_batch_failures | length == 0\n", " and upkg_batch_failures | length == 0")
+        }
+        TierKind::Cluster => ("", ""),
     };
     fill(
         r#"        - name: "@ROLE@: take out of service (upkg_drain)"
@@ -332,11 +309,11 @@ fn upgrade_steps(ids: &Ids<'_>, tier: &Tier) -> String {
             executable: /bin/sh
           when: upkg_health_check is defined@BATCH_OK@
           register: upkg_healthy
-@GATE@        - name: "@ROLE@: bring back into service (upkg_enable)"
+        - name: "@ROLE@: bring back into service (upkg_enable)"
           ansible.builtin.raw: "@ENV@ {{ upkg_enable }}"
           args:
             executable: /bin/sh
-          when: upkg_enable is defined
+          when: upkg_enable is defined@BATCH_OK@
           delegate_to: "{{ upkg_hook_host | default(inventory_hostname) }}"
           throttle: 1
           register: upkg_enabled
@@ -348,9 +325,8 @@ fn upgrade_steps(ids: &Ids<'_>, tier: &Tier) -> String {
             ("MOVE", &move_steps),
             ("INSTALL_WHEN", install_when),
             ("BATCH_OK", batch_ok),
-            ("GATE", &gate),
             ("ARGS", &pkgrun_args(Host::Current, 12)),
-            ("INSTALL_ARGS", &install_args(12)),
+            ("INSTALL_ARGS", &install_args(ids, 12)),
         ],
     )
 }
@@ -422,10 +398,12 @@ fn pool_play(ids: &Ids<'_>, tier: &Tier, place: &str) -> String {
           run_once: true
     - name: "@ROLE@: stop the rollout"
       ansible.builtin.fail:
-        msg: "{{ upkg_failed }}. {{ ('The rollback FAILED on ' ~ (upkg_not_rolled_back | join(', ')) ~ ' (see above): those hosts may be at the new version') if upkg_not_rolled_back else 'The pool was rolled back to the previous version' }} and brought back into service; no later tier was touched. Fix the cause and run the playbook again: it resumes here."
+        msg: "{{ upkg_failures | join('; ') }}. {{ ('The rollback FAILED on ' ~ (upkg_not_rolled_back | join(', ')) ~ ' (see above): those hosts may be at the new version') if upkg_not_rolled_back else 'The pool was rolled back to the previous version' }} and brought back into service; no later tier was touched. Fix the cause and run the playbook again: it resumes here."
       vars:
+        upkg_failures: "{{ ansible_play_hosts_all | map('extract', hostvars) | selectattr('upkg_failed', 'defined') | map(attribute='upkg_failed') | list }}"
         upkg_not_rolled_back: "{{ ansible_play_hosts_all | map('extract', hostvars) | selectattr('upkg_rollback', 'defined') | map(attribute='upkg_rollback') | selectattr('results', 'defined') | map(attribute='results') | flatten | selectattr('failed', 'defined') | selectattr('failed') | map(attribute='item') | unique | list }}"
-      when: upkg_failed is defined
+      when: upkg_failures | length > 0
+      run_once: true
 "#,
         &[
             ("ROLE", &tier.role),
