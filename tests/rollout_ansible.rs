@@ -451,6 +451,241 @@ fn assert_one_version_in_rotation(run: &PlaybookRun, what: &str) {
     }
 }
 
+// ---- The modules ----------------------------------------------------------------------------
+
+/// A web server on loopback (Python's `http.server`) serving `dir`, stopped on drop.
+struct WebServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl WebServer {
+    fn serve(dir: &Path) -> WebServer {
+        use std::io::BufRead as _;
+        require_tool("python3", "python3");
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("read its banner");
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line.split(" port ").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok());
+        let port = port.unwrap_or_else(|| panic!("no port in the server's banner {line:?}"));
+        WebServer { child, port }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The results of a playbook run with the `json` callback: task name -> host -> result.
+fn task_results(stdout: &str) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
+    let document: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("the json callback printed no JSON: {e}\n{stdout}"));
+    let mut results = BTreeMap::new();
+    for play in document["plays"].as_array().expect("plays") {
+        for task in play["tasks"].as_array().expect("tasks") {
+            let hosts = task["hosts"].as_object().expect("hosts").clone().into_iter().collect();
+            results.insert(task["task"]["name"].as_str().expect("a name").to_owned(), hosts);
+        }
+    }
+    results
+}
+
+/// The `pkgrun` module on real packages, from a package file, an expanded share
+/// and a URL (a real web server on loopback): check mode is `pkgrun --plan`
+/// (changed, nothing changed on the host), the install is changed and names its
+/// log, a second install is `changed: false`; `pkgrun_info` lists the package;
+/// uninstalling is changed once, then not; check mode refuses a licence not
+/// accepted, and an install refuses a package other than the one expected. (That
+/// check mode changes nothing on a host is proven by the sweep: hosts of later
+/// tiers, planned but not reached, keep their whole target as it was.)
+#[test]
+fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
+    let ctx = TestContext::in_memory();
+    require_ansible();
+    let release = acme_previous_release(&ctx);
+    let service_pack = ctx.path(acme_service_pack(&ctx));
+    run(ctx.pkgrun().arg(&service_pack).args(["-x", "share", "-q", "--trust", TEST_PUB])).assert_success();
+    ctx.mkdir("web", 0o755);
+    std::fs::copy(&service_pack, ctx.path("web/acme-sp.upkg")).expect("copy the package to the web root");
+    let server = WebServer::serve(&ctx.path("web"));
+    let sources = [
+        ("file", service_pack.display().to_string()),
+        ("share", ctx.path("share").display().to_string()),
+        ("url", format!("http://127.0.0.1:{}/acme-sp.upkg", server.port)),
+    ];
+    ctx.mkdir("hosts", 0o755);
+    let mut inventory = format!(
+        "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    pkgrun: {}\n    key: {}\n  hosts:\n",
+        ansible_python(),
+        common::pkgrun_exe().display(),
+        ctx.path(TEST_PUB).display()
+    );
+    for (host, source) in &sources {
+        acme_instance(&ctx, &release, &format!("hosts/{host}"));
+        inventory.push_str(&format!(
+            "    {host}: {{package: \"{source}\", target: {}, registry: {}}}\n",
+            ctx.path(format!("hosts/{host}")).display(),
+            ctx.path(format!("hosts/{host}.registry")).display()
+        ));
+    }
+    ctx.write_file("inventory.yml", inventory.as_bytes(), 0o644);
+    let args = "package: \"{{ package }}\"\n        target: \"{{ target }}\"\n        registry: \"{{ registry }}\"\n        \
+                executable: \"{{ pkgrun }}\"\n        trust: [\"{{ key }}\"]\n        instance: \"{{ inventory_hostname }}\"";
+    let playbook = format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n\
+         \x20   - name: without the licence\n      upkg.rollout.pkgrun:\n        {args}\n      check_mode: true\n      ignore_errors: true\n\
+         \x20   - name: plan\n      upkg.rollout.pkgrun:\n        {args}\n        accept_eula: true\n      check_mode: true\n\
+         \x20   - name: install\n      upkg.rollout.pkgrun:\n        {args}\n        accept_eula: true\n        expect_id: acme-server-2.2.0-sp1\n        expect_build: 2200\n\
+         \x20   - name: install again\n      upkg.rollout.pkgrun:\n        {args}\n        accept_eula: true\n\
+         \x20   - name: status\n      upkg.rollout.pkgrun_info:\n        target: \"{{{{ target }}}}\"\n        executable: \"{{{{ pkgrun }}}}\"\n\
+         \x20   - name: another package expected\n      upkg.rollout.pkgrun:\n        {args}\n        accept_eula: true\n        expect_id: acme-server-2.2.0-sp2\n      ignore_errors: true\n\
+         \x20   - name: uninstall\n      upkg.rollout.pkgrun:\n        id: acme-server-2.2.0-sp1\n        state: absent\n        target: \"{{{{ target }}}}\"\n        registry: \"{{{{ registry }}}}\"\n        executable: \"{{{{ pkgrun }}}}\"\n\
+         \x20   - name: uninstall again\n      upkg.rollout.pkgrun:\n        {args}\n        state: absent\n"
+    );
+    ctx.write_file("module.yml", playbook.as_bytes(), 0o644);
+    let cfg = write_ansible_cfg(&ctx.path("."), &install_collection(&ctx));
+    let output = run(ansible_playbook(&ctx, &cfg)
+        .env("ANSIBLE_STDOUT_CALLBACK", "json")
+        .arg("-i")
+        .arg(ctx.path("inventory.yml"))
+        .arg(ctx.path("module.yml")));
+    output.assert_success();
+    let results = task_results(&output.stdout);
+    for (host, _) in &sources {
+        let result = |task: &str| results[task][*host].clone();
+        let context = format!("{host}: {}", output.stdout);
+        let refused = result("without the licence");
+        assert_eq!(refused["failed"], true, "{context}");
+        assert_eq!(refused["reason"], "licence-not-accepted", "{context}");
+        let plan = result("plan");
+        assert_eq!((plan["changed"].as_bool(), plan["result"].as_str()), (Some(true), Some("planned")), "{context}");
+        assert_eq!(plan["document"]["command"], "plan", "{context}");
+        let install = result("install");
+        assert_eq!(
+            (install["changed"].as_bool(), install["result"].as_str()),
+            (Some(true), Some("installed")),
+            "{context}"
+        );
+        let log = install["log"].as_str().expect("the install's log");
+        assert!(log.starts_with(&ctx.path(format!("hosts/{host}/.pkgrun/logs/")).display().to_string()), "{context}");
+        assert!(std::fs::read_to_string(log).expect("read the log").contains("INSTALL SUCCESS"), "{context}");
+        assert_eq!(install["package"]["id"], "acme-server-2.2.0-sp1");
+        assert_eq!(install["restart_required"], false);
+        let again = result("install again");
+        assert_eq!(
+            (again["changed"].as_bool(), again["result"].as_str()),
+            (Some(false), Some("already-installed")),
+            "{context}"
+        );
+        let status = result("status");
+        assert_eq!(status["installed"], serde_json::json!(["acme-server-2.1.0", "acme-server-2.2.0-sp1"]), "{context}");
+        assert_eq!(status["status"]["version"], "2.2.0", "{context}");
+        let wrong = result("another package expected");
+        assert_eq!(
+            (wrong["failed"].as_bool(), wrong["reason"].as_str()),
+            (Some(true), Some("wrong-package")),
+            "{context}"
+        );
+        let removed = result("uninstall");
+        assert_eq!(
+            (removed["changed"].as_bool(), removed["result"].as_str()),
+            (Some(true), Some("uninstalled")),
+            "{context}"
+        );
+        let removed_again = result("uninstall again");
+        assert_eq!(
+            (removed_again["changed"].as_bool(), removed_again["result"].as_str()),
+            (Some(false), Some("not-installed")),
+            "{context}"
+        );
+    }
+    drop(server);
+}
+
+/// A failed install carries pkgrun's outcome, exit code, reason and the
+/// attempt's log, and pkgrun rolled it back: a package whose post-install script
+/// fails, and a package that does not apply to the target.
+#[test]
+fn module_failures_carry_the_outcome_the_reason_and_the_log() {
+    use install_support::{Spec, build_spec, file, install_ok, release};
+    let ctx = TestContext::in_memory();
+    require_ansible();
+    let first = release(&ctx, "rel", "1.0", 1, &[file("a.txt", b"one\n")]);
+    ctx.write_file("bad/fail.sh", b"#!/bin/sh\necho 'migration failed' >&2\nexit 3\n", 0o755);
+    let bad = build_spec(
+        &ctx,
+        &Spec {
+            src: "bad",
+            id: "testprod-1.1",
+            version: "1.1",
+            build: 2,
+            applies: "",
+            files: &[file("a.txt", b"two\n")],
+            extra: "[scripts]\npost-install = \"fail.sh\"\n",
+        },
+    );
+    install_ok(&ctx, &first, "target", &["-q"]);
+    let service_pack = acme_service_pack(&ctx);
+    let before = tree_listing(&ctx.path("target"), &[".pkgrun"]);
+    let inventory = format!(
+        "all:\n  hosts:\n    box:\n      ansible_connection: local\n      ansible_python_interpreter: {}\n",
+        ansible_python()
+    );
+    ctx.write_file("inventory.yml", inventory.as_bytes(), 0o644);
+    let task = |name: &str, package: &str| {
+        format!(
+            "    - name: {name}\n      upkg.rollout.pkgrun:\n        package: {}\n        target: {}\n        executable: {}\n        \
+             registry: {}\n        trust: [{}]\n        accept_eula: true\n      ignore_errors: true\n",
+            ctx.path(package).display(),
+            ctx.path("target").display(),
+            common::pkgrun_exe().display(),
+            ctx.path("registry").display(),
+            ctx.path(TEST_PUB).display()
+        )
+    };
+    let playbook = format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n{}{}",
+        task("script fails", &bad),
+        task("not applicable", &service_pack)
+    );
+    ctx.write_file("failures.yml", playbook.as_bytes(), 0o644);
+    let cfg = write_ansible_cfg(&ctx.path("."), &install_collection(&ctx));
+    let output = run(ansible_playbook(&ctx, &cfg)
+        .env("ANSIBLE_STDOUT_CALLBACK", "json")
+        .arg("-i")
+        .arg(ctx.path("inventory.yml"))
+        .arg(ctx.path("failures.yml")));
+    output.assert_success();
+    let results = task_results(&output.stdout);
+
+    let failed = &results["script fails"]["box"];
+    assert_eq!(failed["failed"], true, "{failed:#}");
+    assert_eq!(failed["reason"], "script-failed", "{failed:#}");
+    assert_eq!(failed["outcome"], "failure", "{failed:#}");
+    assert_eq!(failed["exit_code"], 1, "{failed:#}");
+    let log = failed["log"].as_str().expect("the failed attempt's log");
+    assert!(std::fs::read_to_string(log).expect("read the log").contains("INSTALL FAILURE"), "{log}");
+    assert!(failed["msg"].as_str().unwrap().contains(log), "the message names the log: {failed:#}");
+    assert_eq!(tree_listing(&ctx.path("target"), &[".pkgrun"]), before, "the failed install was not rolled back");
+
+    let refused = &results["not applicable"]["box"];
+    assert_eq!(refused["failed"], true, "{refused:#}");
+    assert_eq!(refused["reason"], "not-applicable", "{refused:#}");
+    assert_eq!(refused["exit_code"], 12, "{refused:#}");
+    assert_eq!(refused["document"]["outcome"], "not-applicable", "{refused:#}");
+}
+
 // ---- The rollout of the sample -----------------------------------------------------------
 
 /// The Done-when of the farm rollout: the playbook written from the Acme sample's
