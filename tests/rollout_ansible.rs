@@ -48,7 +48,7 @@ action=$1
 host=$UPKG_HOST
 version() { if grep -q '^ACMED_VERSION=2.2.0' "$farm/hosts/$1/bin/acmed"; then echo new; else echo old; fi; }
 case "$UPKG_ROLE" in
-    front-end) members="$farm/lb-members" ;;
+    front-end|web) members="$farm/lb-members" ;;
     back-end) members="$farm/cluster-members" ;;
     *) echo "unknown role $UPKG_ROLE" >&2; exit 3 ;;
 esac
@@ -765,6 +765,85 @@ fn the_sample_rolls_across_seven_hosts_in_the_seeds_order() {
     }
 }
 
+/// A pool upgraded in batches (`serial = "2"` over four hosts) that fails in its
+/// second batch is rolled back whole: the first batch, already back in service at
+/// the new version, is taken out again, rolled back and brought back with the
+/// second, so the pool ends at one version with its membership restored.
+#[test]
+fn a_pool_failing_in_a_later_batch_is_rolled_back_whole() {
+    let ctx = TestContext::in_memory();
+    require_ansible();
+    let release = acme_previous_release(&ctx);
+    // The sample with one role: a pool of web servers, two at a time.
+    let src = ctx.path("acme-batches");
+    copy_tree(&common::repo_dir().join("samples/acme-server"), &src);
+    let manifest = std::fs::read_to_string(src.join("package.toml")).expect("read the manifest");
+    let cut = manifest.find("[[rollout]]").expect("the sample has roles");
+    let manifest = format!("{}[[rollout]]\nname = \"web\"\nserial = \"2\"\n", &manifest[..cut]);
+    std::fs::write(src.join("package.toml"), manifest).expect("write the manifest");
+    let package = ctx.build("acme-batches", "batches.upkg", &common::BuildOptions::default());
+    let playbook = ctx.path("batches.yml");
+    run(ctx.pkgrun().arg(&package).arg("--rollout-playbook").arg(&playbook)).assert_success();
+
+    let hosts = ["web1", "web2", "web3", "web4"];
+    let dir = ctx.mkdir("farm/hosts", 0o755).parent().expect("farm").to_owned();
+    for host in hosts {
+        acme_instance(&ctx, &release, &format!("farm/hosts/{host}"));
+    }
+    std::fs::write(dir.join("hook.sh"), HOOK).expect("write the hook");
+    set_executable(&dir.join("hook.sh"));
+    std::fs::write(dir.join("lb-members"), lines(&hosts)).expect("write the members");
+    std::fs::create_dir_all(dir.join("faults")).expect("mkdir faults");
+    std::fs::write(dir.join("faults/web3.health"), "always").expect("inject");
+    let hook = dir.join("hook.sh").display().to_string();
+    let mut inventory = format!(
+        "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    upkg_package: {}\n\
+         \x20   upkg_trust: [{}]\n    upkg_accept_eula: true\n    upkg_pkgrun: {}\n    upkg_drain: {hook} drain\n\
+         \x20   upkg_enable: {hook} enable\n    upkg_health_check: {hook} health\n  children:\n    web:\n      hosts:\n",
+        ansible_python(),
+        ctx.path(&package).display(),
+        ctx.path(TEST_PUB).display(),
+        common::pkgrun_exe().display(),
+    );
+    for host in hosts {
+        inventory.push_str(&format!(
+            "        {host}: {{upkg_target: {}, upkg_registry: {}}}\n",
+            dir.join("hosts").join(host).display(),
+            dir.join(format!("{host}.registry")).display()
+        ));
+    }
+    std::fs::write(dir.join("inventory.yml"), inventory).expect("write the inventory");
+    let cfg = write_ansible_cfg(&dir, &install_collection(&ctx));
+    let before: Vec<Vec<String>> =
+        hosts.iter().map(|h| tree_listing(&dir.join("hosts").join(h), &[".pkgrun", "var/run"])).collect();
+
+    let first = run(ansible_playbook(&ctx, &cfg).arg("-i").arg(dir.join("inventory.yml")).arg(&playbook));
+    let events = std::fs::read_to_string(dir.join("events")).unwrap_or_default();
+    let describe = format!("events:\n{events}\n{}", first.render());
+    assert_ne!(first.code, exit::OK, "{describe}");
+    // The first batch was upgraded and back in service before the second failed...
+    assert!(events.contains("enable web2 | web1=new web2=new web3=old web4=old"), "{describe}");
+    // ...and is at the previous version again, like the whole pool, every host in rotation.
+    for (host, tree) in hosts.iter().zip(&before) {
+        let now = tree_listing(&dir.join("hosts").join(host), &[".pkgrun", "var/run"]);
+        assert_eq!(&now, tree, "{host} is not back at its previous tree\n{describe}");
+    }
+    let members = std::fs::read_to_string(dir.join("lb-members")).expect("read the members");
+    assert_eq!(members, lines(&hosts), "{describe}");
+    let last_drain_of_web1 = events.rfind("drain web1").expect("web1 taken out");
+    assert!(events.find("FAULT health web3").unwrap() < last_drain_of_web1, "web1 not taken out again: {describe}");
+
+    std::fs::remove_file(dir.join("faults/web3.health")).expect("heal");
+    std::fs::write(dir.join("events"), "").expect("clear the events");
+    let second = run(ansible_playbook(&ctx, &cfg).arg("-i").arg(dir.join("inventory.yml")).arg(&playbook));
+    second.assert_success();
+    let events = std::fs::read_to_string(dir.join("events")).unwrap_or_default();
+    for host in hosts {
+        let acmed = std::fs::read_to_string(dir.join("hosts").join(host).join("bin/acmed")).expect("read acmed");
+        assert!(acmed.contains("ACMED_VERSION=2.2.0"), "{host} not upgraded by the rerun:\n{events}");
+    }
+}
+
 // ---- The failure sweep --------------------------------------------------------------------
 
 /// Every host and step of the rollout that can fail: the front-ends' drain,
@@ -793,7 +872,8 @@ fn sweep_cases() -> Vec<(&'static str, Step)> {
 /// a second run, the failure gone, finishes the rollout, and the hosts the first
 /// run had finished are neither taken out of service nor changed.
 ///
-/// The cases run in parallel (`UPKG_ROLLOUT_JOBS`, default 3), each in a farm of its own.
+/// The cases run in parallel (`UPKG_ROLLOUT_JOBS`, default 4: a case waits on
+/// services stopping and starting as much as it computes), each in a farm of its own.
 #[test]
 fn failure_sweep_every_host_and_step() {
     let ctx = TestContext::in_memory();
@@ -801,7 +881,7 @@ fn failure_sweep_every_host_and_step() {
     let golden_trees: BTreeMap<&str, Vec<String>> =
         all_hosts().map(|h| (h, tree_listing(&golden.hosts.join(h), &[]))).collect();
     let cases = sweep_cases();
-    let jobs: usize = std::env::var("UPKG_ROLLOUT_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(3).max(1);
+    let jobs: usize = std::env::var("UPKG_ROLLOUT_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(4).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
     let failures: Vec<String> = std::thread::scope(|scope| {

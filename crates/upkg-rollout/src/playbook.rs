@@ -336,7 +336,7 @@ fn record_failure(tier: &Tier) -> String {
     fill(
         r#"        - name: "@ROLE@: record the failure"
           ansible.builtin.set_fact:
-            upkg_failed: "{{ ansible_failed_task.name }} failed on {{ inventory_hostname }}: {{ ansible_failed_result.msg | default('no message') }}"
+            upkg_failed: "{{ ansible_failed_task.name }} failed on {{ inventory_hostname }}: {{ ansible_failed_result.msg | default('no message') }}{{ (' (' ~ (ansible_failed_result.stderr | trim) ~ ')') if (ansible_failed_result.stderr | default('') | trim) else '' }}"
 "#,
         &[("ROLE", &tier.role)],
     )
