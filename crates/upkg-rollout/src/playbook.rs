@@ -270,7 +270,7 @@ fn upgrade_steps(ids: &Ids<'_>, tier: &Tier) -> String {
           args:
             executable: /bin/sh
           vars:
-            upkg_peers: "{{ groups['@GROUP@'] | reject('eq', inventory_hostname) | list }}"
+            upkg_peers: "{{ groups['@GROUP@'] | difference(ansible_play_batch) | list }}"
             upkg_upgraded_peers: "{{ (upkg_peers | map('extract', hostvars) | selectattr('upkg_installed', 'defined') | selectattr('upkg_installed', 'succeeded') | map(attribute='inventory_hostname') | list) + (upkg_peers | map('extract', hostvars) | selectattr('upkg_plan.result', 'defined') | selectattr('upkg_plan.result', 'eq', 'already-installed') | map(attribute='inventory_hostname') | list) }}"
             upkg_move_to: "{{ (upkg_upgraded_peers + upkg_peers + ['']) | first }}"
           register: upkg_moved
