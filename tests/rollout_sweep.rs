@@ -169,6 +169,6 @@ fn sweep_case(
     assert_eq!(farm.members("lb-members"), FRONT_END.map(String::from));
     assert_eq!(farm.members("cluster-members"), BACK_END.map(String::from));
     assert_one_version_in_rotation(&second, &what);
-    // A case's farm is left only when something failed (the panic names it).
+    // Keep the temporary root small while the other cases run (UPKG_KEEP_TEMP=1 keeps a failed case's farm).
     std::fs::remove_dir_all(&farm.dir).expect("remove the case's farm");
 }
