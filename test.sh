@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine with Rust: installs the Debian
 # tools the tests run (the interop tests use the real zstd, cabextract, minisign,
-# ...; the benchmark harness the peers), through apt-get (with sudo when not
+# ...; the farm rollout tests ansible-core's ansible-playbook; the benchmark
+# harness the peers), through apt-get (with sudo when not
 # root), then runs `cargo test` with any arguments given.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(zstd gzip tar cabextract minisign jq python3 bsdutils e2fsprogs util-linux time pigz gcab makeself man-db dpkg-dev)
+packages=(zstd gzip tar cabextract minisign jq python3 bsdutils e2fsprogs util-linux time pigz gcab makeself man-db dpkg-dev ansible-core)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -61,6 +61,10 @@ pub struct ActionArgs {
     /// Show what installing would do on each target, without changing anything.
     #[arg(long, group = "action")]
     pub plan: bool,
+    /// Write an Ansible playbook that rolls the package out to a farm in the
+    /// order of its roles, to FILE (or standard output).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, group = "action")]
+    pub rollout_playbook: Option<Option<PathBuf>>,
 }
 
 /// Trust options.

@@ -12,6 +12,7 @@ mod args;
 mod inspect;
 mod installing;
 mod outcome;
+mod rollout;
 mod settings;
 
 use std::ffi::OsString;
@@ -220,6 +221,7 @@ fn package_command(run: &Run<'_>, path: &Path, trust: &TrustSettings, action: &P
         }
         PackageAction::Licence => return installing::licence(run, &package),
         PackageAction::Estimate(dir) => return estimate(run, &package, dir),
+        PackageAction::RolloutPlaybook(file) => return rollout::playbook(run, &package, file.as_deref()),
         _ => {}
     }
 
@@ -236,7 +238,11 @@ fn package_command(run: &Run<'_>, path: &Path, trust: &TrustSettings, action: &P
         PackageAction::Extract(dir) => extract(run, package, &accepted, dir),
         PackageAction::Plan(install) => installing::plan(run, &package, install),
         PackageAction::Install(install) => installing::install(run, &package, &accepted, install),
-        PackageAction::Info | PackageAction::List | PackageAction::Licence | PackageAction::Estimate(_) => {
+        PackageAction::Info
+        | PackageAction::List
+        | PackageAction::Licence
+        | PackageAction::Estimate(_)
+        | PackageAction::RolloutPlaybook(_) => {
             unreachable!("handled above")
         }
     }

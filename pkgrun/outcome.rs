@@ -143,6 +143,9 @@ pub fn hint(reason: Reason) -> Option<&'static str> {
             "stop the programs that hold them, or install without --fail-if-in-use (files in use are replaced on disk, and a restart finishes the update)"
         }
         Reason::NoTarget => "pkgrun instances lists the registered instances; give a directory with --target DIR",
+        Reason::RolloutRoles => {
+            "the package's [[rollout]] roles (pkgrun PKG --info) decide the playbook: its publisher declares them in the manifest (format-spec/MANIFEST.md)"
+        }
         _ => return None,
     })
 }

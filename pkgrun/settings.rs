@@ -139,6 +139,8 @@ pub enum PackageAction {
     Extract(PathBuf),
     /// `--plan`.
     Plan(InstallSettings),
+    /// `--rollout-playbook [FILE]` (standard output without a file).
+    RolloutPlaybook(Option<PathBuf>),
     /// Install (no action given).
     Install(InstallSettings),
 }
@@ -244,6 +246,8 @@ impl Settings {
                     PackageAction::Extract(dir)
                 } else if a.plan {
                     PackageAction::Plan(install_settings(cli.install)?)
+                } else if let Some(file) = a.rollout_playbook {
+                    PackageAction::RolloutPlaybook(file)
                 } else {
                     PackageAction::Install(install_settings(cli.install)?)
                 };
@@ -371,6 +375,8 @@ pub fn data_of(cli: &Cli) -> Data {
                 Data::Extract(None)
             } else if a.plan {
                 Data::Plan(None)
+            } else if a.rollout_playbook.is_some() {
+                Data::RolloutPlaybook(None)
             } else {
                 Data::Install(None)
             }

@@ -8,6 +8,7 @@ use upkg_install::{
     AdoptReport, CleanupReport, InstallReport, LogPlace, LogsReport, Plan, Recovery, RegistryEntry, RepairReport,
     Status, UninstallReport, VerifyReport,
 };
+use upkg_rollout::Tier;
 use upkg_unpack::{ExpandReport, SpaceEstimate};
 
 use crate::outcome::{Outcome, Tool};
@@ -82,6 +83,8 @@ pub enum Data {
     Extract(Option<Box<ExpandReport>>),
     /// `pkgrun PKG --plan`.
     Plan(Option<Box<TargetsData<PlanResult>>>),
+    /// `pkgrun PKG --rollout-playbook [FILE]`.
+    RolloutPlaybook(Option<Box<RolloutPlaybookData>>),
     /// `pkgrun PKG` (install).
     Install(Option<Box<TargetsData<InstallResult>>>),
     /// `pkgrun uninstall`.
@@ -283,6 +286,35 @@ pub struct EstimateData {
     pub path: PathBuf,
     /// Needed against available.
     pub estimate: SpaceEstimate,
+}
+
+/// `--rollout-playbook`: the Ansible playbook written from the package's roles.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RolloutPlaybookData {
+    /// The package.
+    pub package: PackageId,
+    /// The tiers, in upgrade order: one per `[[rollout]]` role.
+    pub tiers: Vec<Tier>,
+    /// Where the playbook went.
+    pub playbook: PlaybookOutput,
+}
+
+/// Where a playbook went.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum PlaybookOutput {
+    /// Written to this file (`--rollout-playbook FILE`).
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Here, in the document (`--rollout-playbook --json` without a file).
+    Document {
+        /// The playbook (YAML).
+        text: String,
+    },
 }
 
 /// `--plan` and installs: the package and one result per target.

@@ -20,7 +20,8 @@ mod schema;
 pub use document::{
     BuildData, BuildSigner, CheckData, Data, Document, Empty, EntryCounts, ErrorReport, EstimateData, ForgetData,
     InfoData, InstallResult, InstanceCondition, InstanceListing, InstancesData, KeygenData, LicenceData, ListData,
-    LogRef, PackageForm, PackageId, PlanResult, SCHEMA_VERSION, Sizes, TargetResult, TargetsData,
+    LogRef, PackageForm, PackageId, PlanResult, PlaybookOutput, RolloutPlaybookData, SCHEMA_VERSION, Sizes,
+    TargetResult, TargetsData,
 };
 pub use outcome::{Outcome, Tool};
 pub use reason::Reason;

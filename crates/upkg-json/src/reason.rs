@@ -36,6 +36,9 @@ pub enum Reason {
     SourceOutside,
     /// `pkgbuild`: the stub executable cannot be used.
     Stub,
+    /// `pkgrun PKG --rollout-playbook`: the package's `[[rollout]]` roles cannot
+    /// make a playbook (none declared, or a name or serial that cannot be used).
+    RolloutRoles,
 
     // --- The package (outcomes `invalid-package`, `unsupported-version`) ---
     /// The file is not a package at all (no trailer at its end).
