@@ -287,3 +287,24 @@ fn large_members_are_streamed_and_still_verified() {
         assert!(!context.path("bad-out").exists());
     }
 }
+
+/// A share made by `-x` in a new directory is readable by the hosts that install
+/// from it: its root gets the mode `mkdir` would give (0777 without the umask),
+/// not the private mode it was written under.
+#[test]
+fn a_new_destination_gets_the_mode_mkdir_would_give_it() {
+    let context = TestContext::new();
+    context.small_tree("src");
+    context.build("src", "pkg.run", &BuildOptions::default());
+    for (umask, mode) in [("022", 0o755), ("027", 0o750)] {
+        let out = format!("share-{umask}");
+        let mut command = context.program("sh");
+        command
+            .args(["-c", &format!("umask {umask} && exec \"$@\""), "sh"])
+            .arg(common::pkgrun_exe())
+            .args(["pkg.run", "-x", &out, "--trust", TEST_PUB]);
+        run(&mut command).assert_success();
+        assert_eq!(fs::metadata(context.path(&out)).unwrap().permissions().mode() & 0o7777, mode, "umask {umask}");
+        run(&mut context.pkgrun_trusted(&out, &["--check"])).assert_success();
+    }
+}

@@ -811,6 +811,17 @@ impl Dir {
     }
 }
 
+/// The mode `mkdir` would give a new directory in this process: 0777 without the
+/// umask. Read from `/proc/self/status`, because the only call that reads the
+/// umask also sets it, which is not safe with other threads running; 022 when
+/// it cannot be read.
+pub fn new_directory_mode() -> u32 {
+    let umask = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        status.lines().find_map(|line| line.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok()))
+    });
+    0o777 & !umask.unwrap_or(0o022)
+}
+
 /// How many times (20 ms apart) a lock that no process holds any more is tried
 /// again before the target is called busy.
 const RELEASING_LOCK_RETRIES: u32 = 100;

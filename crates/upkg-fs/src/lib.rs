@@ -25,7 +25,7 @@ mod workers;
 
 #[doc(hidden)]
 pub use dir::disable_openat2_for_tests;
-pub use dir::{Dir, LockKind, Rename, Restrictions, hash_reader};
+pub use dir::{Dir, LockKind, Rename, Restrictions, hash_reader, new_directory_mode};
 pub use entry::{Entry, EntryKind, Inode};
 pub use error::{FsError, Result, is_no_space};
 pub use fault::inject_faults;

@@ -185,6 +185,9 @@ pub fn expand(
     match destination {
         Destination::Absent { .. } => {
             write::apply_dir_modes(&staging_dir, &written.pending_dir_modes)?;
+            // Private while it was written; the new directory then gets the mode
+            // `mkdir` would have given it (a share is read by the hosts that install).
+            parent.chmod(&staging.name, upkg_fs::new_directory_mode())?;
             let name = dest.file_name().expect("an absent destination has a name");
             parent.rename(&staging.name, &parent, name, Rename::NoReplace)?;
             staging.armed = false;
