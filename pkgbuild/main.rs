@@ -197,6 +197,7 @@ fn build(args: BuildArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         options.threads = threads.max(1);
     }
+    options.delta_from = args.delta_from.clone();
     options.key = match &args.key {
         Some(path) => Some(load_secret_key(path, args.passphrase_file.as_deref())?),
         None => None,
@@ -207,7 +208,7 @@ fn build(args: BuildArgs) -> Result<()> {
     progress.finish();
     let header = &output.header;
     if args.json {
-        let summary = serde_json::json!({
+        let mut summary = serde_json::json!({
             "output": output.path,
             "size": output.size,
             "id": header.package.id,
@@ -223,6 +224,9 @@ fn build(args: BuildArgs) -> Result<()> {
             "stub": header.stub.is_some(),
             "signed_by": signer.map(|k| k.to_string()),
         });
+        if let Some(deltas) = &output.deltas {
+            summary["deltas"] = serde_json::to_value(deltas)?;
+        }
         upkg_cli::outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else if !args.quiet {
         let signed = match signer {
@@ -243,6 +247,18 @@ fn build(args: BuildArgs) -> Result<()> {
             signed,
             human::bytes(output.size)
         );
+        if let Some(deltas) = &output.deltas {
+            upkg_cli::errln!(
+                "Deltas: {} changed since the {} earlier {}; {} of {} kept ({} of patches for {} of those files compressed alone).",
+                human::count(deltas.changed_files, "file", "files"),
+                deltas.from.len(),
+                if deltas.from.len() == 1 { "release" } else { "releases" },
+                deltas.kept,
+                deltas.considered,
+                human::bytes(deltas.patch_bytes),
+                human::bytes(deltas.full_bytes)
+            );
+        }
     }
     Ok(())
 }

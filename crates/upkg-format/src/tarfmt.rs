@@ -140,6 +140,7 @@ mod tests {
             policy: Some(Policy::Newer),
             member: None,
             offset: None,
+            deltas: Vec::new(),
         }
     }
 
