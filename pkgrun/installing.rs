@@ -385,7 +385,11 @@ fn plan_text(plan: &Plan) -> String {
     out.push_str(&format!("Target {}: {} {from} -> {}\n", plan.target.display(), plan.product, plan.new_version));
     let width = plan.entries.iter().map(|e| e.path.len()).max().unwrap_or(0).min(60);
     for entry in &plan.entries {
-        let versions = upkg_install::describe_versions(entry);
+        let mut versions = upkg_install::describe_versions(entry);
+        let method = upkg_install::describe_method(entry);
+        if !method.is_empty() {
+            versions = if versions.is_empty() { format!("[{method}]") } else { format!("{versions} [{method}]") };
+        }
         out.push_str(format!("  {:<14} {:<width$} {versions}", entry.action.name(), entry.path).trim_end());
         out.push('\n');
     }
@@ -394,6 +398,7 @@ fn plan_text(plan: &Plan) -> String {
         "  Summary: {}\n",
         if summary.is_empty() { "nothing to do".into() } else { summary.join(", ") }
     ));
+    out.push_str(&format!("  Reads: {}\n", upkg_install::describe_reads(&plan.reads)));
     let s = &plan.space;
     let inodes = match s.available_inodes {
         Some(free) => format!("{} inodes ({} inodes free)", human::thousands(s.inodes), human::thousands(free)),

@@ -18,7 +18,7 @@ use crate::log::{AttemptLog, Refusal, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
 use crate::registry;
 use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, RestartRecord, State};
-use crate::target::{StateDir, Target, TxLayout, TxPart};
+use crate::target::{Target, TxLayout, TxPart};
 use crate::transaction::{self, Access, Context, Intent, Opened, Recovery, Session, Step, TxPlan};
 use crate::util;
 
@@ -66,6 +66,27 @@ pub struct InstallReport {
     /// Problems after the commit that the next run on the target finishes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Files the plan meant to rebuild from a delta that were read whole instead,
+    /// each with why (the log says so too).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A file rebuilt from its full contents because its delta could not be used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fallback {
+    /// The file.
+    pub path: String,
+    /// Why the delta was not used.
+    pub reason: String,
+}
+
+/// What staging produced.
+struct Staged {
+    /// What was staged at each product path.
+    seen: HashMap<String, Seen>,
+    /// Deltas that could not be used.
+    fallbacks: Vec<Fallback>,
 }
 
 /// How an install ended when it did not fail.
@@ -163,7 +184,9 @@ fn make_plan(
     options: InstallOptions,
 ) -> Result<Plan> {
     let plan_options = PlanOptions { repair_copy: options.repair_copy, threads: ctx.threads };
-    plan::plan(package.header(), path, found.target(), state, plan_options)
+    let mut plan = plan::plan(package.header(), path, found.target(), state, plan_options)?;
+    plan::count_reads(&mut plan, package.header(), matches!(package, Package::Tree(_)));
+    Ok(plan)
 }
 
 /// Plans an install without changing anything (an interrupted transaction is
@@ -202,10 +225,11 @@ fn check(ctx: &Context<'_>, package: &Package, path: &Path, found: &Found, optio
             "the licence (EULA) was not accepted: pass --accept-eula to accept it".into(),
         ));
     }
-    (ctx.notify)("verifying the package");
-    match package {
-        Package::Tree(tree) => drop(upkg_unpack::check_tree(tree, ctx.threads, &|_| {})?),
-        Package::File(file) => file.verify_stub()?,
+    // The signature and the catalog cover the whole package; of its bytes, only
+    // those the plan uses are read, each checked against the catalog as it is
+    // staged (an update costs what it changes).
+    if let Package::File(file) = package {
+        file.verify_stub()?;
     }
     let plan = make_plan(ctx, package, path, found, state.as_ref(), options)?;
     if !plan.obstacles.is_empty() {
@@ -363,10 +387,12 @@ pub fn install(
             "the space for the journal could not be reserved ({error}): going on, as --skip-space-check asks"
         ));
     }
-    let staged = match stage(ctx, package, &plan, &session.state_dir, &layout, options) {
+    let staged = match stage(ctx, package, &plan, &session, &layout, options, &mut tx.log) {
         Ok(staged) => staged,
         Err(error) => return Err(tx.fail(error)),
     };
+    let fallbacks = staged.fallbacks;
+    let staged = staged.seen;
     let scripts = &header.package.scripts;
     let script_step = |role: ScriptRole| {
         scripts.get(role).map(|p| Step::Script { role, area: layout.keep(), path: p.to_owned(), arms_undo: true })
@@ -418,6 +444,7 @@ pub fn install(
         restart_required,
         recovered,
         warnings: committed.warnings,
+        fallbacks,
     })))
 }
 
@@ -429,8 +456,13 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
             text if text.is_empty() => text,
             text => format!(" ({text})"),
         };
-        log.line(&format!("plan: {} {}{versions}", entry.action.name(), entry.path));
+        let method = match plan::describe_method(entry) {
+            text if text.is_empty() => text,
+            text => format!(" [{text}]"),
+        };
+        log.line(&format!("plan: {} {}{versions}{method}", entry.action.name(), entry.path));
     }
+    log.line(&format!("reads: {}", plan::describe_reads(&plan.reads)));
     let s = &plan.space;
     log.line(&format!(
         "space on {}: needs {} bytes and {} inodes at the peak (staging {}, repair copy {}, reserved {}), {} available; backups are moved, not copied ({} bytes)",
@@ -483,16 +515,22 @@ fn build_ops(header: &Header, plan: &Plan, layout: &TxLayout, staged: &HashMap<S
 }
 
 /// Stages the entries the plan adds or replaces, and keeps the header, scripts
-/// and repair copy; returns what was staged at each product path.
+/// and repair copy; returns what was staged at each product path. Only what the
+/// plan uses is read from the package: the files placed whole, the patches of
+/// those rebuilt from a delta, the package's own files. Every rebuilt file is
+/// checked against the catalog; a delta that fails (its base changed, its patch is
+/// damaged) makes that one file read whole instead, and the log says so.
 fn stage(
     ctx: &Context<'_>,
     package: &Package,
     plan: &Plan,
-    state_dir: &StateDir,
+    session: &Session,
     layout: &TxLayout,
     options: InstallOptions,
-) -> Result<HashMap<String, Seen>> {
+    log: &mut AttemptLog,
+) -> Result<Staged> {
     let header = package.header();
+    let state_dir = &session.state_dir;
     (ctx.notify)("staging the new files");
     let staging = state_dir.area(&layout.staging(), true)?;
     let keep = state_dir.area(&layout.keep(), true)?;
@@ -501,10 +539,16 @@ fn stage(
         .iter()
         .filter(|e| matches!(e.action, PlanAction::Add | PlanAction::Replace) && e.kind != Kind::Dir)
         .collect();
-    let mut selected: BTreeSet<usize> = placed.iter().filter_map(|e| e.index).collect();
-    selected.extend(header.files.iter().enumerate().filter(|(_, e)| e.is_package_file()).map(|(i, _)| i));
-    // Every member is verified, also those holding only entries this target does not need.
-    write_staged(ctx, package, &staging, &|i| selected.contains(&i), true)?;
+    // Links have no contents to read: they are written from the catalog.
+    let mut selected = plan::entries_to_read(header, &plan.entries);
+    selected.extend(placed.iter().filter(|e| e.kind == Kind::Symlink).filter_map(|e| e.index));
+    write_staged(ctx, package, &staging, &|i| selected.contains(&i), false)?;
+    let fallbacks = crate::express::rebuild(ctx, header, &placed, &session.target.root, &staging, log)?;
+    if !fallbacks.is_empty() {
+        let again: BTreeSet<usize> =
+            fallbacks.iter().filter_map(|f| placed.iter().find(|e| e.path == f.path).and_then(|e| e.index)).collect();
+        write_staged(ctx, package, &staging, &|i| again.contains(&i), false)?;
+    }
     // A replaced file keeps its owner and group (when running as root).
     if rustix::process::geteuid().is_root() {
         for entry in plan.entries.iter().filter(|e| e.action == PlanAction::Replace) {
@@ -546,7 +590,7 @@ fn stage(
             .ok_or_else(|| InstallError::io(staging.join(&entry.path), std::io::ErrorKind::NotFound.into()))?;
         staged.insert(entry.path.clone(), seen);
     }
-    Ok(staged)
+    Ok(Staged { seen: staged, fallbacks })
 }
 
 /// Writes the selected entries of `package` into `dir`, verified, with the
@@ -604,6 +648,11 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
     for entry in &plan.entries {
         let catalog = entry.index.map(|i| &header.files[i]);
         let leave = |reason| Kept { path: entry.path.clone(), reason };
+        if !entry.action.changes()
+            && let (Some(identity), Some(owned)) = (entry.refreshed, state.files.get_mut(&entry.path))
+        {
+            owned.identity = Some(identity);
+        }
         let action = match entry.action {
             PlanAction::Add => ChangeAction::Added,
             PlanAction::Replace => ChangeAction::Replaced,
@@ -642,6 +691,7 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
                     size: catalog.size,
                     version: catalog.version.clone(),
                     target: catalog.target.clone(),
+                    identity: None,
                 },
             )
         };
