@@ -144,8 +144,10 @@ fn run(cli: Cli) -> Result<Outcome> {
     let json = cli.output.json;
     let action = &cli.action;
 
+    let url = package_path.to_str().filter(|p| upkg_source::is_url(p));
     if let Err(e) = std::fs::metadata(&package_path)
         && e.kind() == std::io::ErrorKind::NotFound
+        && url.is_none()
     {
         return Err(UsageError(format!(
             "{}: no such package file or expanded package directory",
@@ -153,7 +155,10 @@ fn run(cli: Cli) -> Result<Outcome> {
         ))
         .into());
     }
-    let package = Package::open(&package_path)?;
+    let package = match url {
+        Some(url) => open_url(&cli, url)?,
+        None => Package::open(&package_path)?,
+    };
     let signer = upkg_format::identify_signer(package.header_bytes(), package.signature(), &store)?;
 
     if action.info {
@@ -253,6 +258,26 @@ fn run(cli: Cli) -> Result<Outcome> {
         return installing::plan(&cli, &package, &ctx);
     }
     installing::install(&cli, &package, &accepted, &ctx)
+}
+
+/// Opens a package on a web server: only its end is fetched now, the parts an
+/// action reads are fetched (and verified) when it reads them.
+fn open_url(cli: &Cli, url: &str) -> Result<Package> {
+    let quiet = cli.output.quiet;
+    let options = upkg_source::RemoteOptions {
+        cache_dir: cli.source.cache_dir.clone().unwrap_or_else(upkg_source::default_cache_dir),
+        ca_file: cli.source.ca_file.clone(),
+        attempts: 5,
+        notify: Arc::new(move |message: &str| {
+            if !quiet {
+                upkg_cli::errln!("pkgrun: {message}");
+            }
+        }),
+    };
+    upkg_source::open_url(url, &options).map_err(|e| match e.class() {
+        upkg_format::FailureClass::Usage => UsageError(e.to_string()).into(),
+        _ => anyhow::Error::from(upkg_format::Error::from(e)),
+    })
 }
 
 fn durability(cli: &Cli) -> Durability {

@@ -267,3 +267,26 @@ fn an_update_reads_only_the_members_it_uses() {
     run(&mut ctx.pkgrun_trusted(&damaged, &["--target", "fresh", "-q"])).assert_code(common::exit::INVALID);
     assert!(!ctx.path("fresh/share").exists(), "the failed fresh install left nothing");
 }
+
+/// From an expanded share, an update reads only the files it needs: the patches
+/// of the files it rebuilds and the files it places whole.
+#[test]
+fn an_update_from_a_share_reads_only_the_files_it_needs() {
+    let ctx = TestContext::new();
+    let releases = Releases::new(&ctx);
+    let r1 = releases.build(1, &[]);
+    let new = releases.build(4, std::slice::from_ref(&r1));
+    run(&mut ctx.pkgrun_trusted(&new, &["-x", "share"])).assert_success();
+    install(&ctx, &r1, "t", &[]);
+    let share = ctx.path("share");
+    let (lines, reads) = plan(&ctx, &share, "t");
+    assert_eq!(method(&lines["bin/app"]), "delta");
+    let patch = lines["bin/app"]["method"]["patch"].as_str().unwrap();
+    assert_eq!(lines["bin/app"]["read"].as_u64().unwrap(), std::fs::metadata(share.join(patch)).unwrap().len());
+    assert_eq!(lines["data/blob.bin"]["read"], 64 << 10, "read whole: the file itself");
+    assert!(reads["bytes"].as_u64().unwrap() * 4 < reads["whole"].as_u64().unwrap(), "{reads}");
+    // A file of the share the update does not need may even be missing.
+    std::fs::remove_file(share.join("share/doc/page9.txt")).unwrap();
+    install(&ctx, &share, "t", &[]);
+    holds_release(&releases, &ctx.path("t"), 4).unwrap();
+}

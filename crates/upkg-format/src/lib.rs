@@ -46,7 +46,7 @@ pub use header::{
     Applicability, Codec, Delta, FileEntry, FormatVersion, Header, Kind, MAX_HEADER_LEN, Member, Mode, PackageInfo,
     Part, Payload, Policy, Restart, Role, ScriptRole, Scripts, Service, check_identifier, is_package_path,
 };
-pub use package::{ExpandedTree, Layout, Package, PackageFile, Range};
+pub use package::{ExpandedTree, FetchStats, Layout, Package, PackageFile, Range, RangeSource, SignedRange};
 pub use paths::{
     EXPANDED_HEADER, EXPANDED_SIGNATURE, PACKAGE_DIR, STATE_DIR, check_entry_path, is_state_path, parent_path,
     resolve_link_target,

@@ -66,6 +66,10 @@ pub struct InstallReport {
     /// Problems after the commit that the next run on the target finishes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What was fetched from a web server for the package so far (`None` for a
+    /// local package): the trailer, header and signature, and the parts the plans used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<upkg_format::FetchStats>,
     /// Files the plan meant to rebuild from a delta that were read whole instead,
     /// each with why (the log says so too).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -313,7 +317,7 @@ pub fn install(
         header.package.id,
         header.package.version,
         header.package.build,
-        package.path().display(),
+        package.origin(),
         path.display()
     );
     let refusal = |verdict| Refusal {
@@ -444,6 +448,7 @@ pub fn install(
         restart_required,
         recovered,
         warnings: committed.warnings,
+        fetched: package.fetch_stats(),
         fallbacks,
     })))
 }
@@ -548,6 +553,15 @@ fn stage(
         let again: BTreeSet<usize> =
             fallbacks.iter().filter_map(|f| placed.iter().find(|e| e.path == f.path).and_then(|e| e.index)).collect();
         write_staged(ctx, package, &staging, &|i| again.contains(&i), false)?;
+    }
+    if let Some(stats) = package.fetch_stats() {
+        log.line(&format!(
+            "fetched from {}: {} bytes in {} requests so far{}",
+            package.origin(),
+            stats.bytes,
+            stats.requests,
+            if stats.whole_file { " (the server sent the whole file: it ignores range requests)" } else { "" }
+        ));
     }
     // A replaced file keeps its owner and group (when running as root).
     if rustix::process::geteuid().is_root() {

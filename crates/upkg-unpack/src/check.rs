@@ -47,6 +47,7 @@ pub fn check_file(
     upkg_format::verify_payload_directory(package, header)?;
     let units = upkg_format::payload_units(header);
     let all: Vec<&Unit> = units.iter().collect();
+    package.fetch_units(&all)?;
     let files = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let patches = upkg_format::patch_files(header);
