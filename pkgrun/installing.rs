@@ -781,7 +781,12 @@ fn administrator_change(change: &upkg_install::Problem) -> String {
 
 /// `pkgrun repair --target DIR`.
 pub fn repair(cli: &Cli, target: &Path, ctx: &Context<'_>) -> Result<Outcome> {
-    let report = upkg_install::repair(ctx, target)?;
+    // A package installed without a repair copy is read again from where it came from.
+    let open = |source: &str| match upkg_source::is_url(source) {
+        true => crate::open_url(cli, source).map_err(|e| format!("{e:#}")),
+        false => upkg_format::Package::open(Path::new(source)).map_err(|e| e.to_string()),
+    };
+    let report = upkg_install::repair_from(ctx, target, &open)?;
     let outcome = if report.unrepairable.is_empty() { Outcome::Success } else { Outcome::Failure };
     if cli.output.json {
         print_report(outcome, &report)?;

@@ -172,3 +172,37 @@ fn a_transfer_cut_in_the_middle_resumes() {
     let second = report(&output)["fetched"]["bytes"].as_u64().unwrap();
     assert!(second < size(ctx.path("www/r2.upkg")), "the second run fetched {second}: what arrived was reused");
 }
+
+/// A package installed from a URL without a repair copy is fetched again from
+/// that URL by `repair` (only what it restores), verified; if the URL now holds
+/// another package, repair refuses to use it.
+#[test]
+fn repair_fetches_again_from_the_recorded_url() {
+    let ctx = TestContext::new();
+    let releases = Releases::new(&ctx);
+    let r1 = publish(&releases);
+    let nginx = servers::nginx(&ctx.path("www"), &ctx.path("nginx"));
+    run(&mut ctx.pkgrun_trusted(&r1, &["--target", "t", "-q"])).assert_success();
+    let url = nginx.url("r4.upkg");
+    run(&mut pkgrun(&ctx, &url, &["--target", "t", "-q", "--no-repair-copy"])).assert_success();
+    std::fs::write(ctx.path("t/bin/app"), b"damaged").unwrap();
+    let repair_command = || {
+        let mut command = ctx.pkgrun();
+        command.args(["repair", "--target", "t"]).env("PKGRUN_CACHE", ctx.path("cache"));
+        command
+    };
+    let repair = run(&mut repair_command());
+    repair.assert_success().assert_stderr_contains(&format!("reading it again from {url}"));
+    holds_release(&releases, &ctx.path("t"), 4).unwrap();
+
+    std::fs::copy(ctx.path("www/r3.upkg"), ctx.path("www/r4.upkg")).unwrap();
+    std::fs::write(ctx.path("t/bin/app"), b"damaged again").unwrap();
+    let refused = run(&mut repair_command());
+    refused.assert_code(exit::FAILURE);
+    assert!(
+        refused.stdout.contains("another package") || refused.stderr.contains("another package"),
+        "{}",
+        refused.render()
+    );
+    assert_eq!(std::fs::read(ctx.path("t/bin/app")).unwrap(), b"damaged again", "nothing was restored from it");
+}

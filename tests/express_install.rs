@@ -290,3 +290,21 @@ fn an_update_from_a_share_reads_only_the_files_it_needs() {
     install(&ctx, &share, "t", &[]);
     holds_release(&releases, &ctx.path("t"), 4).unwrap();
 }
+
+/// Files installed from deltas are repaired from the copy the install kept (the
+/// rebuilt, verified files), like any other.
+#[test]
+fn repair_restores_files_installed_from_deltas() {
+    let ctx = TestContext::new();
+    let releases = Releases::new(&ctx);
+    let r1 = releases.build(1, &[]);
+    let new = releases.build(4, std::slice::from_ref(&r1));
+    install(&ctx, &r1, "t", &[]);
+    install(&ctx, &new, "t", &[]);
+    std::fs::write(ctx.path("t/bin/app"), b"damaged").unwrap();
+    std::fs::remove_file(ctx.path("t/share/doc/page4.txt")).unwrap();
+    run(ctx.pkgrun().args(["verify", "--target", "t"])).assert_code(common::exit::FAILURE);
+    run(ctx.pkgrun().args(["repair", "--target", "t"])).assert_success();
+    holds_release(&releases, &ctx.path("t"), 4).unwrap();
+    run(ctx.pkgrun().args(["verify", "--target", "t"])).assert_success();
+}

@@ -430,7 +430,7 @@ pub fn install(
         steps,
         undo_scripts,
         remove_on_commit,
-        new_state: record(header, state, &plan, tx.txid(), options),
+        new_state: record(header, state, &plan, tx.txid(), options, source_of(package)),
         verdict: Verdict::Success,
     };
     let committed = tx.run(tx_plan)?;
@@ -652,8 +652,23 @@ pub(crate) fn write_new(dir: &Dir, rel: &str, mode: u32, source: &mut dyn Read) 
     Ok(())
 }
 
+/// Where a package comes from, for `repair` to fetch it again: its URL, or its absolute path.
+fn source_of(package: &Package) -> Option<String> {
+    if package.fetch_stats().is_some() {
+        return Some(package.origin());
+    }
+    std::fs::canonicalize(package.path()).ok().map(|p| p.display().to_string())
+}
+
 /// The state after the install: ownership, the package's record, the product version.
-fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, options: InstallOptions) -> State {
+fn record(
+    header: &Header,
+    state: Option<State>,
+    plan: &Plan,
+    txid: &str,
+    options: InstallOptions,
+    source: Option<String>,
+) -> State {
     let created_instance = state.is_none();
     let mut state = state.unwrap_or_else(|| State::new_instance(&header.package.applies_to.product));
     let previous_version = state.version.clone();
@@ -738,6 +753,7 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
         changes,
         cleaned_at: None,
         kept,
+        source,
     });
     state
 }

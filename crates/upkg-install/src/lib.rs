@@ -55,6 +55,6 @@ pub use transaction::{Context, Recovery, RecoveryOutcome, absolute_target};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
 pub use verify::{
-    AdoptionStatus, LogsReport, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus, Status,
-    VerifyReport, logs, repair, status, verify,
+    AdoptionStatus, LogsReport, OpenSource, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus,
+    Status, VerifyReport, logs, repair, repair_from, status, verify,
 };

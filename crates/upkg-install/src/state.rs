@@ -174,6 +174,10 @@ pub struct InstalledPackage {
     /// them cannot be uninstalled while this one is installed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
+    /// Where the package was installed from (an absolute path or a URL): where
+    /// `repair` fetches it again when no repair copy was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A path an install left as it was, and why.
