@@ -361,6 +361,8 @@ def main(argv=None) -> int:
             patches.mkdir()
             for k, path in enumerate(changed[name]):
                 old, new = rel / "C" / "root" / path, src / "root" / path
+                if old.stat().st_size == 0 or new.stat().st_size == 0:
+                    continue  # bsdiff cannot map an empty file
                 out = patches / f"{k}"
                 t0 = time.perf_counter()
                 run(["zstd", "-q", "-f", "--patch-from", str(old), str(new), "-o", f"{out}.zst",

@@ -37,8 +37,8 @@ pub fn delta_window_log(base_size: u64, size: u64) -> u32 {
 
 /// Makes the patch that rebuilds `size` bytes read from `new` out of `base`, with
 /// zstd at `level`: one frame with its content size and checksum and no dictionary
-/// id, the window sized to base and file together, long-distance matching for large
-/// ones. Streams `new`; holds `base` (the reference prefix) as given.
+/// id, the window sized to base and file together, long-distance matching beyond
+/// 64 KiB. Streams `new`; holds `base` (the reference prefix) as given.
 pub fn encode_delta(base: &[u8], new: &mut dyn Read, size: u64, level: i32, out: &mut dyn Write) -> io::Result<()> {
     let window_log = delta_window_log(base.len() as u64, size);
     let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(out, level, base)?;
@@ -47,7 +47,11 @@ pub fn encode_delta(base: &[u8], new: &mut dyn Read, size: u64, level: i32, out:
     encoder.include_checksum(true)?;
     encoder.include_dictid(false)?;
     encoder.window_log(window_log)?;
-    if window_log > 27 {
+    // The regular match finder's tables reach about 2^16 positions back at the
+    // default levels: beyond, matches in the base are found by long-distance
+    // matching, as `zstd --patch-from` turns it on (without it a patch of a large,
+    // incompressible file is as large as the file).
+    if window_log > 16 {
         encoder.long_distance_matching(true)?;
     }
     let copied = io::copy(&mut new.take(size), &mut encoder)?;
@@ -409,6 +413,26 @@ mod tests {
         assert!(check(&bytes, new.len() as u64 + 1, 5).unwrap_err().contains("rebuilds"));
         assert!(check(b"", 0, 5).unwrap_err().contains("empty"));
         assert!(check(b"not a zstd frame", 0, 5).unwrap_err().contains("not a zstd frame"));
+    }
+
+    /// Guards long-distance matching: without it, the patch of a large
+    /// incompressible file with a few small changes is as large as the file.
+    #[test]
+    fn a_large_file_changed_a_little_gets_a_small_patch() {
+        let base = sample(8 << 20, 5)
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[7])
+            .collect::<Vec<u8>>();
+        let mut new = base.clone();
+        for at in [100_000usize, 3_000_000, 7_000_000] {
+            new[at..at + 4096].fill(0x5a);
+        }
+        let bytes = patch(&base, &new);
+        assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+        let mut out = Vec::new();
+        apply_delta(&base, &mut &bytes[..], new.len() as u64, Digest::of(&new), &mut out, "delta").unwrap();
+        assert_eq!(out, new);
     }
 
     #[test]
