@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(zstd gzip tar cabextract minisign jq python3 bsdutils e2fsprogs util-linux time pigz gcab makeself man-db dpkg-dev ansible-core)
+packages=(zstd gzip tar cabextract minisign jq python3 bsdutils e2fsprogs util-linux time pigz gcab makeself man-db dpkg-dev ansible-core nginx-light openssl rsync zsync bsdiff)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -438,6 +438,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def keep_express_section(path: Path, text: str) -> str:
+    """`text` with the express-update section of the report at `path` (written by
+    bench/express.py, a separate run) kept at its end."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return text
+    begin, end = old.find(EXPRESS_BEGIN), old.find(EXPRESS_END)
+    if begin < 0 or end < begin:
+        return text
+    return text.rstrip("\n") + "\n\n" + old[begin:end + len(EXPRESS_END)] + "\n"
+
+
+#: Markers of the section bench/express.py writes into BENCHMARKS.md.
+EXPRESS_BEGIN, EXPRESS_END = "<!-- express:begin -->", "<!-- express:end -->"
+
+
 def default_report(ci: bool, large: bool) -> Path:
     return OUT_DIR / "ci-report.md" if ci else REPO / "BENCHMARKS-large.md" if large else REPO / "BENCHMARKS.md"
 
@@ -456,7 +473,7 @@ def render(args) -> int:
     runner = Runner(scratch=Path("."), env={})
     runner.display.update(DISPLAY)
     report_path = args.report or default_report(cfg["ci"], cfg["large"])
-    report_path.write_text(report.markdown(doc, phases(cfg["large"]), runner) + "\n")
+    report_path.write_text(keep_express_section(report_path, report.markdown(doc, phases(cfg["large"]), runner) + "\n"))
     print(f"== wrote {report_path} from {args.render}", flush=True)
     return 0
 
@@ -643,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in json_paths:
             path.write_text(json.dumps(doc, indent=2) + "\n")
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(report.markdown(doc, all_phases, runner) + "\n")
+        args.report.write_text(keep_express_section(args.report, report.markdown(doc, all_phases, runner) + "\n"))
 
         print("== targets" + (" (informational only in --ci: timings of a tiny corpus mean nothing)" if args.ci else ""),
               flush=True)

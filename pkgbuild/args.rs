@@ -92,4 +92,10 @@ pub struct BuildArgs {
     /// Compression threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Add deltas from this earlier release (a package file or an expanded
+    /// package directory of the same product): a patch for each file that changed
+    /// since, used by installs that hold its old contents; may be repeated (the
+    /// last few releases).
+    #[arg(long, value_name = "OLD.upkg")]
+    pub delta_from: Vec<PathBuf>,
 }

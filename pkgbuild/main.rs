@@ -244,6 +244,18 @@ fn build(
             signed,
             human::bytes(output.size)
         );
+        if let Some(deltas) = &output.deltas {
+            upkg_cli::errln!(
+                "Deltas: {} changed since the {} earlier {}; {} of {} kept ({} of patches for {} of those files compressed alone).",
+                human::count(deltas.changed_files, "file", "files"),
+                deltas.from.len(),
+                if deltas.from.len() == 1 { "release" } else { "releases" },
+                deltas.kept,
+                deltas.considered,
+                human::bytes(deltas.patch_bytes),
+                human::bytes(deltas.full_bytes)
+            );
+        }
     }
     Ok(Finished::success(Data::Build(Some(Box::new(BuildData {
         output: output.path.clone(),
@@ -258,5 +270,6 @@ fn build(
         members: header.payload.members.len(),
         stub: header.stub.is_some(),
         signer,
+        deltas: output.deltas.clone(),
     })))))
 }

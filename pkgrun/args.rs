@@ -15,7 +15,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// The package file, or an expanded package directory.
+    /// The package file, an expanded package directory, or an http:// or https:// URL.
     #[arg(value_name = "PKG")]
     pub package: Option<PathBuf>,
 
@@ -34,6 +34,22 @@ pub struct Cli {
     /// Installation.
     #[command(flatten)]
     pub install: InstallArgs,
+
+    /// Packages on web servers.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Options for a package given as an `http://` or `https://` URL.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Trust only the certificates of this PEM file for https (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Where the parts fetched from a web server are kept, verified, to resume an
+    /// interrupted transfer [default: $PKGRUN_CACHE, /var/cache/pkgrun for root, ~/.cache/pkgrun].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The action on a package; at most one.

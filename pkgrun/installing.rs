@@ -397,7 +397,11 @@ fn plan_text(plan: &Plan) -> String {
     out.push_str(&format!("Target {}: {} {from} -> {}\n", plan.target.display(), plan.product, plan.new_version));
     let width = plan.entries.iter().map(|e| e.path.len()).max().unwrap_or(0).min(60);
     for entry in &plan.entries {
-        let versions = upkg_install::describe_versions(entry);
+        let mut versions = upkg_install::describe_versions(entry);
+        let method = upkg_install::describe_method(entry);
+        if !method.is_empty() {
+            versions = if versions.is_empty() { format!("[{method}]") } else { format!("{versions} [{method}]") };
+        }
         out.push_str(format!("  {:<14} {:<width$} {versions}", entry.action.name(), entry.path).trim_end());
         out.push('\n');
     }
@@ -406,6 +410,7 @@ fn plan_text(plan: &Plan) -> String {
         "  Summary: {}\n",
         if summary.is_empty() { "nothing to do".into() } else { summary.join(", ") }
     ));
+    out.push_str(&format!("  Reads: {}\n", upkg_install::describe_reads(&plan.reads)));
     let s = &plan.space;
     let inodes = match s.available_inodes {
         Some(free) => format!("{} inodes ({} inodes free)", human::thousands(s.inodes), human::thousands(free)),
@@ -775,7 +780,12 @@ fn administrator_change(change: &upkg_install::Problem) -> String {
 /// `pkgrun repair --target DIR`.
 pub fn repair(run: &Run<'_>, target: &TargetRef) -> Result<Finished> {
     let target = resolve_target(run, target)?;
-    let report = upkg_install::repair(&run.ctx, &target)?;
+    // A package installed without a repair copy is read again from where it came from.
+    let open = |source: &str| match upkg_source::is_url(source) {
+        true => crate::open_url(run.settings, source).map_err(|e| format!("{e:#}")),
+        false => upkg_format::Package::open(Path::new(source)).map_err(|e| e.to_string()),
+    };
+    let report = upkg_install::repair_from(&run.ctx, &target, &open)?;
     let (outcome, error) = if report.unrepairable.is_empty() {
         (Outcome::Success, None)
     } else {

@@ -192,8 +192,10 @@ fn run(settings: &Settings) -> Result<Finished> {
 /// Everything done with a package file or expanded directory.
 fn package_command(run: &Run<'_>, path: &Path, trust: &TrustSettings, action: &PackageAction) -> Result<Finished> {
     let json = run.settings.output.json;
+    let url = path.to_str().filter(|p| upkg_source::is_url(p));
     if let Err(e) = std::fs::metadata(path)
         && e.kind() == std::io::ErrorKind::NotFound
+        && url.is_none()
     {
         return Err(UsageError::new(
             Reason::PackageNotFound,
@@ -201,7 +203,10 @@ fn package_command(run: &Run<'_>, path: &Path, trust: &TrustSettings, action: &P
         )
         .into());
     }
-    let package = Package::open(path)?;
+    let package = match url {
+        Some(url) => open_url(run.settings, url)?,
+        None => Package::open(path)?,
+    };
     let store = trust_store(trust)?;
     let signer = upkg_format::identify_signer(package.header_bytes(), package.signature(), &store)?;
     match action {
@@ -318,6 +323,26 @@ fn extract(run: &Run<'_>, package: Package, accepted: &upkg_format::Accepted, di
         }
     }
     Ok(Finished::success(Data::Extract(Some(Box::new(report)))))
+}
+
+/// Opens a package on a web server: only its end is fetched now, the parts an
+/// action reads are fetched (and verified) when it reads them.
+pub fn open_url(settings: &Settings, url: &str) -> Result<Package> {
+    let quiet = settings.output.quiet;
+    let options = upkg_source::RemoteOptions {
+        cache_dir: settings.remote.cache_dir.clone(),
+        ca_file: settings.remote.ca_file.clone(),
+        attempts: 5,
+        notify: Arc::new(move |message: &str| {
+            if !quiet {
+                upkg_cli::errln!("pkgrun: {message}");
+            }
+        }),
+    };
+    upkg_source::open_url(url, &options).map_err(|e| match e.class() {
+        upkg_format::FailureClass::Usage => UsageError::new(Reason::Usage, e.to_string()).into(),
+        _ => anyhow::Error::from(upkg_format::Error::from(e)),
+    })
 }
 
 fn estimate(run: &Run<'_>, package: &Package, dir: &Path) -> Result<Finished> {

@@ -27,6 +27,14 @@ pub struct Environment {
     pub fault: Option<String>,
     /// `PKGRUN_FAULT_SPARE`: the crash model's spare directory.
     pub fault_spare: Option<PathBuf>,
+    /// `PKGRUN_CACHE`: where parts fetched from web servers are kept.
+    pub cache: Option<PathBuf>,
+    /// `XDG_CACHE_HOME`.
+    pub xdg_cache_home: Option<PathBuf>,
+    /// `HOME`.
+    pub home: Option<PathBuf>,
+    /// Whether this process runs as root (its effective user id is 0).
+    pub root: bool,
     /// Whether standard input is a terminal (someone can answer a question).
     pub stdin_is_terminal: bool,
     /// Whether standard error is a terminal (progress bars can be drawn).
@@ -42,6 +50,10 @@ impl Environment {
             registry: path("PKGRUN_REGISTRY"),
             fault: std::env::var("PKGRUN_FAULT").ok(),
             fault_spare: path("PKGRUN_FAULT_SPARE"),
+            cache: path("PKGRUN_CACHE"),
+            xdg_cache_home: path("XDG_CACHE_HOME"),
+            home: path("HOME"),
+            root: rustix::process::geteuid().is_root(),
             stdin_is_terminal: std::io::stdin().is_terminal(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
         }
@@ -61,8 +73,21 @@ pub struct Settings {
     pub log_copy: Option<PathBuf>,
     /// The instance registry.
     pub registry: Registry,
+    /// How packages on web servers are fetched.
+    pub remote: RemoteSettings,
     /// What to do.
     pub command: Command,
+}
+
+/// How packages on web servers are fetched.
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    /// Where fetched parts are kept, verified, to resume a transfer: `--cache-dir`,
+    /// `$PKGRUN_CACHE`, `/var/cache/pkgrun` for root, `$XDG_CACHE_HOME/pkgrun`,
+    /// `~/.cache/pkgrun`, or the temporary directory.
+    pub cache_dir: PathBuf,
+    /// `--ca-file`: trust only these certificates for https.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How to report.
@@ -208,6 +233,10 @@ impl Settings {
             DurabilityArg::None => Durability::None,
         };
         let log_copy = cli.install.log.clone();
+        let remote = RemoteSettings {
+            cache_dir: cli.source.cache_dir.clone().unwrap_or_else(|| default_cache_dir(env)),
+            ca_file: cli.source.ca_file.clone(),
+        };
         let registry =
             Registry::at(env.registry.clone().unwrap_or_else(|| PathBuf::from(upkg_install::DEFAULT_REGISTRY)));
         let command = match cli.command {
@@ -263,8 +292,24 @@ impl Settings {
             durability,
             log_copy,
             registry,
+            remote,
             command,
         })
+    }
+}
+
+/// Where fetched parts are kept when `--cache-dir` is not given.
+fn default_cache_dir(env: &Environment) -> PathBuf {
+    if let Some(dir) = &env.cache {
+        return dir.clone();
+    }
+    if env.root {
+        return PathBuf::from("/var/cache/pkgrun");
+    }
+    match (&env.xdg_cache_home, &env.home) {
+        (Some(xdg), _) => xdg.join("pkgrun"),
+        (None, Some(home)) => home.join(".cache/pkgrun"),
+        (None, None) => std::env::temp_dir().join("pkgrun-cache"),
     }
 }
 

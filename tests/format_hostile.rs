@@ -57,6 +57,7 @@ fn file_entry(path: &str, size: u64) -> FileEntry {
         policy: Some(Policy::Newer),
         member: Some(0),
         offset: Some(0),
+        deltas: Vec::new(),
     }
 }
 

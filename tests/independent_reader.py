@@ -51,7 +51,8 @@ MAX_HEADER = 256 << 20
 MAX_SIGNATURE = 4096
 MAX_MEMBER = 64 << 20
 ZSTD_WINDOW_MAX = 1 << 25
-KNOWN_MINOR = 1
+KNOWN_MINOR = 2
+PATCH_WINDOW_MAX = 1 << 31
 MAGIC = b"\x89UPKG\r\n\x1a"
 
 # --- Ed25519 verification (RFC 8032 section 6) ---------------------------------
@@ -289,6 +290,7 @@ ENTRY = obj(
     ("policy", OPT, enum("newer", "always", "if-present", "add")),
     ("member", OPT, U32),
     ("offset", OPT, U64),
+    ("deltas", OPT, array(obj(("base", REQ, DIGEST), ("base_size", REQ, U64), ("patch", REQ, STR)))),
 )
 PACKAGE = obj(
     ("id", REQ, STR),
@@ -538,6 +540,8 @@ def validate(h):
     # Section 4.4, rule 6b: no member newer than the header's own minor version.
     if h["format"]["minor"] < 1 and any("status" in service for service in pkg["services"]):
         refuse("malformed", "services[].status (format 1.1) in a header that says 1.0")
+    if h["format"]["minor"] < 2 and any("deltas" in e for e in files):
+        refuse("malformed", "files[].deltas (format 1.2) in a header that says 1.0 or 1.1")
     check_identifier(pkg["id"])
     check_identifier(pkg["applies_to"]["product"])
     for r in pkg["applies_to"]["requires"]:
@@ -588,6 +592,7 @@ def validate(h):
         check_path(r)
         if under_package(r) or r in kinds or any(p.startswith(r + "/") for p in kinds):
             refuse("malformed", f"{r} is removed and part of the package")
+    validate_deltas(files, kinds)
     if "post_install_undo" in scripts and "post_install" not in scripts:
         refuse("malformed", "post_install_undo without post_install")
     # Section 4.4, rule 6a: the manifest's rules, checked again.
@@ -611,6 +616,29 @@ def validate(h):
         validate_cab(h)
     else:
         validate_tar(h)
+
+
+def validate_deltas(files, kinds):
+    """Section 4.4, rule 6c."""
+    patches = {}
+    for e in files:
+        if "deltas" not in e:
+            continue
+        deltas = e["deltas"]
+        if not deltas:
+            refuse("malformed", f"{e['path']}: an empty deltas array is not canonical (omit it)")
+        if e["kind"] != "file" or under_package(e["path"]):
+            refuse("malformed", f"{e['path']}: only product files have deltas")
+        bases = [d["base"] for d in deltas]
+        if any(a >= b for a, b in zip(bases, bases[1:])):
+            refuse("malformed", f"{e['path']}: deltas not sorted by base, or a base twice")
+        for d in deltas:
+            if d["base"] == e["sha256"]:
+                refuse("malformed", f"{e['path']}: a delta from its own contents")
+            if not under_package(d["patch"]) or kinds.get(d["patch"], {}).get("kind") != "file":
+                refuse("malformed", f"{e['path']}: patch {d['patch']} is not a file under .package/")
+            if patches.setdefault(d["patch"], (d["base"], e["sha256"])) != (d["base"], e["sha256"]):
+                refuse("malformed", f"patch {d['patch']} serves different deltas")
 
 
 def validate_members(payload):
@@ -835,8 +863,9 @@ def cab_checksum(data):
 # --- Members (SPEC 8, 9.5) -------------------------------------------------------------
 
 
-def zstd_single_frame(data, raw_size):
-    """Checks that `data` is one zstd frame and nothing else, with an acceptable window."""
+def zstd_single_frame(data, content_size, window_max=ZSTD_WINDOW_MAX, what="the member's raw_size"):
+    """Checks that `data` is one zstd frame and nothing else, with an acceptable
+    window and, if it says a content size, `content_size` (`what` names it)."""
     if data[:4] != b"\x28\xb5\x2f\xfd" or len(data) < 6:
         refuse("malformed", "not a zstd frame")
     fhd = data[4]
@@ -858,10 +887,10 @@ def zstd_single_frame(data, raw_size):
     pos += fcs_size
     if single:
         window = fcs
-    if window > ZSTD_WINDOW_MAX:
+    if window > window_max:
         refuse("malformed", "zstd window too large")
-    if fcs_size and fcs != raw_size:
-        refuse("malformed", "zstd frame content size differs from the member's raw_size")
+    if fcs_size and fcs != content_size:
+        refuse("malformed", f"zstd frame content size differs from {what}")
     while True:
         if pos + 3 > len(data):
             refuse("malformed", "zstd frame cut off")
@@ -1050,6 +1079,41 @@ def check_payload(h, payload):
         walk_cabinet(h, payload, bytes(raw))
     else:
         walk_tarfile(h, bytes(raw))
+    check_deltas(h)
+
+
+def check_deltas(h):
+    """Section 6.5: every patch is one zstd frame as allowed; a delta whose base the
+    package holds itself is applied (with `zstd --patch-from`) and its result checked."""
+    files = {e["path"]: e for e in h["files"]}
+    held = {}
+    for e in h["files"]:
+        if e["kind"] == "file":
+            held.setdefault((e["sha256"], e["size"]), e["path"])
+    for e in h["files"]:
+        for d in e.get("deltas", []):
+            patch = CONTENTS[d["patch"]]
+            zstd_single_frame(patch, e["size"], PATCH_WINDOW_MAX, "the file's size")
+            base_path = held.get((d["base"], d["base_size"]))
+            if base_path is None:
+                continue
+            with tempfile.TemporaryDirectory() as temp:
+                base_file = os.path.join(temp, "base")
+                with open(base_file, "wb") as out:
+                    out.write(CONTENTS[base_path])
+                run = subprocess.run(
+                    ["zstd", "-d", "-c", "-q", "--memory=2048MB", f"--patch-from={base_file}"],
+                    input=patch,
+                    capture_output=True,
+                )
+            if run.returncode != 0:
+                refuse("malformed", f"the patch {d['patch']} does not decode")
+            if len(run.stdout) != e["size"] or sha256(run.stdout).hex() != e["sha256"]:
+                refuse("digest-mismatch", f"the delta of {e['path']} rebuilds other contents")
+
+
+# Verified file contents by path, for the delta checks.
+CONTENTS = {}
 
 
 def walk_unit(h, unit_members, start, end, unit):
@@ -1075,6 +1139,8 @@ def walk_unit(h, unit_members, start, end, unit):
             refuse("malformed", f"{e['path']} is cut short")
         if e["kind"] == "file" and sha256(data).hex() != e["sha256"]:
             refuse("digest-mismatch", e["path"])
+        if e["kind"] == "file":
+            CONTENTS[e["path"]] = bytes(data)
         at += len(data)
         if codec != "cab":
             padding = unit[at : at + pad(len(data)) - len(data)]

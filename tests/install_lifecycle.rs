@@ -322,7 +322,9 @@ fn repair_keeps_the_administrators_changes_and_backs_up_what_it_replaces() {
     assert_eq!(std::fs::read_to_string(t.join("etc/acme/acme.conf")).unwrap(), conf);
 }
 
-/// Without a kept copy, repair says what it cannot do instead of guessing.
+/// Without a kept copy, repair reads the package again from where it was
+/// installed from; when it is no longer there, repair says what it cannot do
+/// instead of guessing.
 #[test]
 fn repair_without_a_kept_copy_says_so() {
     let ctx = TestContext::new();
@@ -330,9 +332,15 @@ fn repair_without_a_kept_copy_says_so() {
     install_ok(&ctx, &release, "t", &["-q", "--no-repair-copy"]);
     std::fs::write(ctx.path("t/a.txt"), b"changed\n").unwrap();
     let repair = run(&mut on_target(&ctx, &["repair"], "t"));
+    repair.assert_success().assert_stderr_contains("reading it again from");
+    assert_eq!(std::fs::read(ctx.path("t/a.txt")).unwrap(), b"a\n");
+
+    std::fs::write(ctx.path("t/a.txt"), b"changed again\n").unwrap();
+    std::fs::remove_file(ctx.path(&release)).unwrap();
+    let repair = run(&mut on_target(&ctx, &["repair"], "t"));
     repair.assert_code(exit::FAILURE);
     assert!(repair.stdout.contains("without a repair copy"), "{}", repair.render());
-    assert_eq!(std::fs::read(ctx.path("t/a.txt")).unwrap(), b"changed\n");
+    assert_eq!(std::fs::read(ctx.path("t/a.txt")).unwrap(), b"changed again\n");
 }
 
 /// `--no-backup` makes a package permanent; uninstall refuses and says why.

@@ -221,6 +221,62 @@ fn service_tree(dir: &Path) {
     write_file(&manifest, text.as_bytes(), 0o644);
 }
 
+/// Lines of text that compress about two to one, from a seed: the contents of the delta vectors.
+fn delta_text(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut text = String::new();
+    let mut line = 0;
+    while text.len() < len {
+        line += 1;
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        text.push_str(&format!("{line:05} {:016x} upkg delta vector\n", state >> 1));
+    }
+    text.truncate(len);
+    text.into_bytes()
+}
+
+/// The earlier contents of delta/v2.txt in the delta vectors: A (`release` 1), and
+/// B (`release` 2), an older release that differs from A in one line.
+fn delta_old(release: u64) -> Vec<u8> {
+    let mut text = delta_text(1, 6000);
+    if release == 2 {
+        text[3000..3039].copy_from_slice(b"a line of an older release, since fixed");
+    }
+    text
+}
+
+/// The new contents of delta/v2.txt: A with a few lines changed (C).
+fn delta_new() -> Vec<u8> {
+    let mut text = delta_old(1);
+    text[1000..1039].copy_from_slice(b"a line of the new release, changed here");
+    text[4000..4039].copy_from_slice(b"another line changed in the new release");
+    text
+}
+
+/// An earlier release of the delta tree: delta/v2.txt holds `contents`.
+fn delta_tree_old(dir: &Path, contents: &[u8]) {
+    write_file(&dir.join("root/delta/v2.txt"), contents, 0o644);
+    make_dir(&dir.join("root/delta"));
+    write_file(
+        &dir.join("package.toml"),
+        b"[package]\nid = \"upkg-test-vector\"\ntitle = \"upkg test vector\"\nversion = \"1.2.2\"\nbuild = 41\n\n[applies-to]\nproduct = \"upkg-test\"\n\n[[files]]\nsource = \"root\"\n",
+        0o644,
+    );
+}
+
+/// The new release of the delta tree: delta/v1.txt holds A (so the package holds
+/// one base of its own deltas), delta/v2.txt holds C.
+fn delta_tree_new(dir: &Path) {
+    write_file(&dir.join("root/delta/v1.txt"), &delta_old(1), 0o644);
+    write_file(&dir.join("root/delta/v2.txt"), &delta_new(), 0o644);
+    make_dir(&dir.join("root/delta"));
+    write_file(
+        &dir.join("package.toml"),
+        b"[package]\nid = \"upkg-test-vector\"\ntitle = \"upkg test vector\"\nversion = \"1.2.3\"\nbuild = 42\n\n[applies-to]\nproduct = \"upkg-test\"\n\n[[files]]\nsource = \"root\"\n",
+        0o644,
+    );
+}
+
 /// Only empty files: a cabinet of one folder without data.
 fn empty_files_tree(dir: &Path) {
     write_file(&dir.join("root/a.txt"), b"", 0o644);
@@ -273,6 +329,9 @@ impl Builder {
             ("empty", empty_tree),
             ("empty-files", empty_files_tree),
             ("boundary", boundary_tree),
+            ("delta-old-a", |d: &Path| delta_tree_old(d, &delta_old(1))),
+            ("delta-old-b", |d: &Path| delta_tree_old(d, &delta_old(2))),
+            ("delta-new", delta_tree_new),
         ] {
             let dir = temp.path().join(name);
             make_dir(&dir);
@@ -283,11 +342,38 @@ impl Builder {
 
     /// Builds tree `tree` with `codec`, signed with `key` (`None`: unsigned), with or without the stub.
     fn build(&self, tree: &str, codec: Codec, key: Option<&str>, stub: bool) -> Vec<u8> {
-        self.build_members(tree, codec, key, stub, MEMBER_SIZE)
+        self.build_full(tree, codec, key, stub, MEMBER_SIZE, &[])
     }
 
     /// [`Builder::build`] with another target member size.
     fn build_members(&self, tree: &str, codec: Codec, key: Option<&str>, stub: bool, member_size: u64) -> Vec<u8> {
+        self.build_full(tree, codec, key, stub, member_size, &[])
+    }
+
+    /// Like [`Builder::build`], with deltas from the earlier packages `from`.
+    fn build_with_deltas(&self, tree: &str, codec: Codec, key: Option<&str>, stub: bool, from: &[&[u8]]) -> Vec<u8> {
+        self.build_full(tree, codec, key, stub, MEMBER_SIZE, from)
+    }
+
+    /// [`Builder::build`] with a target member size and deltas from `from`.
+    fn build_full(
+        &self,
+        tree: &str,
+        codec: Codec,
+        key: Option<&str>,
+        stub: bool,
+        member_size: u64,
+        from: &[&[u8]],
+    ) -> Vec<u8> {
+        let delta_from: Vec<PathBuf> = from
+            .iter()
+            .map(|bytes| {
+                self.count.set(self.count.get() + 1);
+                let path = self.temp.path().join(format!("old-{}.pkg", self.count.get()));
+                std::fs::write(&path, bytes).unwrap();
+                path
+            })
+            .collect();
         self.count.set(self.count.get() + 1);
         let out = self.temp.path().join(format!("out-{}.pkg", self.count.get()));
         let options = BuildOptions {
@@ -298,6 +384,7 @@ impl Builder {
             member_size,
             threads: 2,
             created: CREATED,
+            delta_from,
         };
         upkg_build::build(&self.temp.path().join(tree), &out, &options, &|_| {})
             .unwrap_or_else(|e| panic!("building {tree}: {e}"));
@@ -435,7 +522,7 @@ fn assemble(mut package: PackageInfo, files: Vec<(FileEntry, &[u8])>, remove: &[
         payload.extend_from_slice(&encoded.bytes);
     }
     let header = Header {
-        format: FormatVersion::lowest_for(&package),
+        format: FormatVersion::lowest_for(&package, &entries),
         package,
         stub: None,
         payload: Payload {
@@ -469,6 +556,7 @@ fn entry(path: &str, kind: Kind, target: Option<&str>) -> FileEntry {
         policy,
         member: None,
         offset: None,
+        deltas: Vec::new(),
     }
 }
 
@@ -645,6 +733,34 @@ fn cab_blocks_with_history(compressor: &mut flate2::Compress, blocks: &[Vec<u8>]
     out
 }
 
+/// The package metadata of a split package.
+fn info_of(parts: &Parts) -> PackageInfo {
+    parts.header().package
+}
+
+/// A 1.2 package (assembled from its catalog) holding delta/v1.txt = `base`,
+/// delta/v2.txt = `new` with a delta from `base` whose patch holds `patch`.
+fn delta_package(info: &PackageInfo, base: &[u8], new: &[u8], patch: &[u8], key: &SecretKey) -> Vec<u8> {
+    let patch_path = format!(".package/deltas/{}-{}.zst", Digest::of(base).to_hex(), Digest::of(new).to_hex());
+    let package_file = |path: &str| FileEntry { version: None, policy: None, ..entry(path, Kind::File, None) };
+    let mut v2 = entry("delta/v2.txt", Kind::File, None);
+    v2.deltas =
+        vec![upkg_format::Delta { base: Digest::of(base), base_size: base.len() as u64, patch: patch_path.clone() }];
+    assemble(
+        info.clone(),
+        vec![
+            (entry(".package", Kind::Dir, None), b""),
+            (entry(".package/deltas", Kind::Dir, None), b""),
+            (package_file(&patch_path), patch),
+            (entry("delta", Kind::Dir, None), b""),
+            (entry("delta/v1.txt", Kind::File, None), base),
+            (v2, new),
+        ],
+        &[],
+        key,
+    )
+}
+
 // ---------------------------------------------------------------------------
 // The vectors
 
@@ -766,6 +882,83 @@ fn generate() -> Vec<Vector> {
             "malformed",
             "a format 1.1 service with a systemd unit and a status command (re-signed and re-framed): status is only for services with stop and start commands",
             service.resign(&header, &test_key),
+        );
+    }
+
+    // Format 1.2: files[].deltas.
+    let old_a = b.build("delta-old-a", Codec::TarZstd, Some("test-key"), false);
+    let old_b = b.build("delta-old-b", Codec::TarZstd, Some("test-key"), false);
+    let delta =
+        Parts::split(&b.build_with_deltas("delta-new", Codec::TarZstd, Some("test-key"), false, &[&old_a, &old_b]));
+    {
+        let header = delta.header();
+        assert_eq!(header.format.minor, 2, "deltas make a 1.2 package");
+        let v2 = header.find("delta/v2.txt").unwrap();
+        assert_eq!(v2.deltas.len(), 2, "a delta from each earlier release");
+        assert!(header.find("delta/v1.txt").unwrap().deltas.is_empty(), "delta/v1.txt did not change");
+    }
+    add(
+        "ok-delta",
+        "ok",
+        "a good package of format 1.2 built with deltas from two earlier releases: delta/v2.txt has a delta from each of its two earlier contents (zstd patch-from frames under .package/deltas/, each in members of its own); the package also holds one base itself (delta/v1.txt), so a reader applies that delta and checks the result",
+        delta.join(),
+    );
+    {
+        // The same catalog with a patch that rebuilds other contents of the same
+        // length from the same base: only applying it finds that.
+        let (a, c) = (delta_old(1), delta_new());
+        let mut other = c.clone();
+        other[2000..2010].copy_from_slice(b"NOT C HERE");
+        let mut wrong = Vec::new();
+        upkg_format::encode_delta(&a, &mut &other[..], other.len() as u64, 3, &mut wrong).unwrap();
+        add(
+            "digest-mismatch-delta-result",
+            "digest-mismatch",
+            "a 1.2 package whose delta of delta/v2.txt, from the contents of delta/v1.txt (which the package holds), is a well-formed patch that rebuilds other contents: applying it gives a SHA-256 other than the catalog's",
+            delta_package(&info_of(&delta), &a, &c, &wrong, &test_key),
+        );
+        let mut good = Vec::new();
+        upkg_format::encode_delta(&a, &mut &c[..], c.len() as u64, 3, &mut good).unwrap();
+        let mut trailing = good.clone();
+        trailing.push(0);
+        add(
+            "malformed-delta-patch-frame",
+            "malformed",
+            "a 1.2 package whose patch file is the right zstd frame followed by one more byte: a patch is exactly one frame",
+            delta_package(&info_of(&delta), &a, &c, &trailing, &test_key),
+        );
+    }
+    {
+        let mut header = delta.header();
+        header.format.minor = 1;
+        add(
+            "malformed-delta-minor-1",
+            "malformed",
+            "ok-delta, but header and trailer say format 1.1 (re-signed and re-framed): 1.1 does not define files[].deltas",
+            delta.resign(&header, &test_key),
+        );
+    }
+    {
+        let mut header = delta.header();
+        let v2 = header.files.iter_mut().find(|e| e.path == "delta/v2.txt").unwrap();
+        v2.deltas[0].patch = "delta/v1.txt".into();
+        add(
+            "malformed-delta-patch-not-package-file",
+            "malformed",
+            "ok-delta with a delta whose patch names the product file delta/v1.txt (re-signed and re-framed): a patch is a file under .package/",
+            delta.resign(&header, &test_key),
+        );
+    }
+    {
+        let header = delta.header();
+        let base = header.find("delta/v2.txt").unwrap().deltas[0].base.to_hex();
+        let text = String::from_utf8(header.to_bytes()).unwrap().replacen(&base, &base.to_uppercase(), 1);
+        let signature = test_key.sign(text.as_bytes(), &header.trusted_comment()).encode();
+        add(
+            "malformed-delta-base-digest",
+            "malformed",
+            "ok-delta with a delta keyed to a base digest in uppercase hexadecimal (re-signed and re-framed): a digest is 64 lowercase hexadecimal digits",
+            delta.frame(text.as_bytes(), signature.as_bytes(), 2),
         );
     }
 

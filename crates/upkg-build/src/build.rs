@@ -24,6 +24,7 @@ use upkg_format::{Applicability, FormatVersion, Member, Part, Payload, Role, Scr
 use upkg_format::{Codec, Digest, FileEntry, Header, Kind, Mode, SecretKey};
 use upkg_format::{EntryData, PayloadPlan, Piece};
 
+use crate::deltas::{self, DeltaReport};
 use crate::error::BuildError;
 use crate::manifest::LoadedManifest;
 use crate::sources::{self, SourceEntry};
@@ -44,6 +45,8 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Build time recorded in the package (`SOURCE_DATE_EPOCH`); 0 when unset.
     pub created: u64,
+    /// Earlier releases (package files or expanded trees) to make deltas from.
+    pub delta_from: Vec<PathBuf>,
 }
 
 impl BuildOptions {
@@ -57,6 +60,7 @@ impl BuildOptions {
             member_size: upkg_format::DEFAULT_MEMBER_SIZE,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             created: 0,
+            delta_from: Vec::new(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct BuildOutput {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
+    /// What `delta_from` made (`None` without it).
+    pub deltas: Option<DeltaReport>,
 }
 
 /// How far a build is, for a progress bar.
@@ -122,9 +128,35 @@ pub fn build(
         )));
     }
     let loaded = LoadedManifest::load(manifest)?;
-    let sources = sources::resolve(&loaded)?;
+    let mut sources = sources::resolve(&loaded)?;
+    // Deltas from earlier releases: patches packaged under .package/deltas/, and
+    // the changed files and the patches in members of their own.
+    let delta_set = if options.delta_from.is_empty() {
+        None
+    } else {
+        let product = loaded.manifest.applies_to.product.get_ref();
+        let delta_level = if codec == Codec::TarZstd { level } else { codec_default_zstd() };
+        let set = deltas::make(&sources, &options.delta_from, product, delta_level, options.threads)?;
+        sources.extend(set.extra.iter().cloned());
+        sources.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        Some(set)
+    };
     let mut files: Vec<FileEntry> = sources.iter().map(catalog_entry).collect();
-    let plan = upkg_format::plan_payload(&files, codec, options.member_size)?;
+    let isolated: Vec<bool> = match &delta_set {
+        None => vec![false; files.len()],
+        Some(set) => {
+            for entry in &mut files {
+                if let Some(deltas) = set.deltas.get(&entry.path) {
+                    entry.deltas = deltas.clone();
+                }
+            }
+            files
+                .iter()
+                .map(|e| e.kind == Kind::File && (e.is_package_file() || set.changed.contains(&e.path)))
+                .collect()
+        }
+    };
+    let plan = upkg_format::plan_payload_isolating(&files, codec, options.member_size, &|i| isolated[i])?;
     for (entry, placement) in files.iter_mut().zip(&plan.placement) {
         if let Some((offset, member)) = placement {
             entry.offset = Some(*offset);
@@ -140,7 +172,7 @@ pub fn build(
     // Check the header's rules with placeholder digests before writing anything.
     let package = package_info(&loaded, options.created);
     let mut header = Header {
-        format: FormatVersion::lowest_for(&package),
+        format: FormatVersion::lowest_for(&package, &files),
         package,
         stub: stub.as_ref().map(|(_, len)| Part { size: *len, sha256: Digest([0; 32]) }),
         payload: placeholder_payload(codec, level, &plan, directory_len),
@@ -215,6 +247,20 @@ pub fn build(
             entry.sha256 = Some(digest);
         }
     }
+    if let Some(set) = &delta_set {
+        for entry in header.files.iter().filter(|e| !e.deltas.is_empty()) {
+            if set.targets.get(&entry.path) != entry.sha256.as_ref() {
+                return Err(BuildError::Source {
+                    path: sources
+                        .iter()
+                        .find(|s| s.path == entry.path)
+                        .and_then(|s| s.source.clone())
+                        .unwrap_or_default(),
+                    reason: "it changed while the package was being built (its delta no longer matches it)".into(),
+                });
+            }
+        }
+    }
     if let Some(len) = directory_len {
         header.payload.directory = Some(Part { size: len, sha256: Digest([0; 32]) });
         let directory = upkg_format::cab_directory(&header);
@@ -236,7 +282,12 @@ pub fn build(
     if let Ok(dir) = File::open(&out_dir) {
         let _ = dir.sync_all();
     }
-    Ok(BuildOutput { header, path: output.to_owned(), size })
+    Ok(BuildOutput { header, path: output.to_owned(), size, deltas: delta_set.map(|set| set.report) })
+}
+
+/// The zstd level of deltas in gzip and cabinet packages (the patches are zstd frames whatever the codec).
+fn codec_default_zstd() -> i32 {
+    Codec::TarZstd.default_level()
 }
 
 fn catalog_entry(source: &SourceEntry) -> FileEntry {
@@ -251,6 +302,7 @@ fn catalog_entry(source: &SourceEntry) -> FileEntry {
         policy: source.policy,
         member: None,
         offset: None,
+        deltas: Vec::new(),
     }
 }
 

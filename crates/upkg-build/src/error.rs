@@ -49,6 +49,16 @@ pub enum BuildError {
     #[error("{0}")]
     Options(String),
 
+    /// An earlier release given to make deltas from cannot be read.
+    #[error("--delta-from {}: {source}", path.display())]
+    DeltaFrom {
+        /// The earlier package.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: upkg_format::Error,
+    },
+
     /// A format rule or codec limit refused the package.
     #[error(transparent)]
     Format(#[from] upkg_format::Error),
@@ -136,6 +146,10 @@ impl BuildError {
             BuildError::Manifest { .. } | BuildError::Options(_) => FailureClass::Usage,
             BuildError::Source { .. } | BuildError::SourceOutside(_) | BuildError::Stub { .. } => FailureClass::Usage,
             BuildError::Format(e) => e.class(),
+            BuildError::DeltaFrom { source, .. } => match source.class() {
+                FailureClass::Io => FailureClass::Io,
+                _ => FailureClass::Usage,
+            },
             BuildError::Io { source, .. } => upkg_format::io_class(source),
         }
     }

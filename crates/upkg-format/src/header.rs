@@ -72,17 +72,21 @@ pub struct FormatVersion {
 }
 
 impl FormatVersion {
-    /// The version a writer gives a header of `package`: the lowest minor version
-    /// that defines every member the package uses (spec section 16), so a package
-    /// that uses nothing newer stays readable, byte for byte, as format 1.0.
-    pub fn lowest_for(package: &PackageInfo) -> FormatVersion {
-        FormatVersion { major: FORMAT_MAJOR, minor: newest_member(package).map_or(0, |(minor, _)| minor) }
+    /// The version a writer gives a header of `package` and `files`: the lowest
+    /// minor version that defines every member they use (spec section 16), so a
+    /// package that uses nothing newer stays readable, byte for byte, as format 1.0.
+    pub fn lowest_for(package: &PackageInfo, files: &[FileEntry]) -> FormatVersion {
+        FormatVersion { major: FORMAT_MAJOR, minor: newest_member(package, files).map_or(0, |(minor, _)| minor) }
     }
 }
 
-/// The member of `package` that needs the newest minor version, with that version,
-/// or `None` when everything it uses is defined by 1.0.
-fn newest_member(package: &PackageInfo) -> Option<(u16, String)> {
+/// The member that needs the newest minor version, with that version, or `None`
+/// when everything used is defined by 1.0.
+fn newest_member(package: &PackageInfo, files: &[FileEntry]) -> Option<(u16, String)> {
+    // 1.2: files[].deltas.
+    if let Some(entry) = files.iter().find(|e| !e.deltas.is_empty()) {
+        return Some((2, format!("files[].deltas (the deltas of {:?})", entry.path)));
+    }
     // 1.1: services[].status.
     let index = package.services.iter().position(|s| s.status.is_some())?;
     Some((1, format!("services[{index}].status (the status command of service {:?})", package.services[index].name)))
@@ -506,6 +510,24 @@ pub struct FileEntry {
     /// Offset of the entry in the uncompressed stream (tar: its first header record; cab: its data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Patches that rebuild this file's contents from earlier contents (format 1.2;
+    /// product files only), sorted by base digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<Delta>,
+}
+
+/// A patch that rebuilds a file from earlier contents of it (format 1.2, spec
+/// section "Deltas"): a zstd frame that, decoded with the base contents as its
+/// reference prefix, gives the file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Delta {
+    /// SHA-256 of the base contents: any file with this digest can serve as base.
+    pub base: Digest,
+    /// Length of the base contents.
+    pub base_size: u64,
+    /// Catalog path of the patch: a regular file under `.package/`.
+    pub patch: String,
 }
 
 impl FileEntry {
@@ -578,7 +600,7 @@ impl Header {
         // A member that a header's own minor version does not define is not part of
         // that version's canonical encoding. The re-encoding check in `parse` cannot
         // see it, because this reader knows the member; hence this rule (spec 4.4).
-        if let Some((minor, member)) = newest_member(&self.package)
+        if let Some((minor, member)) = newest_member(&self.package, &self.files)
             && self.format.minor < minor
         {
             return bad(format!(
@@ -692,6 +714,7 @@ impl Header {
         if let Some(eula) = &self.package.eula {
             package_file("the EULA".into(), eula)?;
         }
+        self.validate_deltas(&kinds)?;
         for removed in &self.package.remove {
             if let Err(reason) = paths::check_entry_path(removed) {
                 return Err(Error::UnsafePath { path: removed.clone(), reason });
@@ -740,6 +763,44 @@ impl Header {
         }
         self.validate_members()?;
         crate::layout::validate(self)
+    }
+
+    /// The delta rules (spec 4.4, rule 6c): on product files only, sorted by base
+    /// and each base once, never the file's own digest; every patch a regular file
+    /// under `.package/`, and a patch shared by several deltas only between deltas
+    /// that rebuild the same contents from the same base.
+    fn validate_deltas(&self, kinds: &HashMap<&str, &FileEntry>) -> Result<()> {
+        let bad = |reason: String| Err(Error::malformed("header", None, reason));
+        let mut patches: HashMap<&str, (Digest, Option<Digest>)> = HashMap::new();
+        for entry in self.files.iter().filter(|e| !e.deltas.is_empty()) {
+            if entry.kind != Kind::File || entry.is_package_file() {
+                return bad(format!("{:?} has deltas, but only product files may", entry.path));
+            }
+            for (index, delta) in entry.deltas.iter().enumerate() {
+                if index > 0 && entry.deltas[index - 1].base >= delta.base {
+                    return bad(format!("the deltas of {:?} are not sorted by base, or list a base twice", entry.path));
+                }
+                if Some(delta.base) == entry.sha256 {
+                    return bad(format!("{:?} has a delta from its own contents", entry.path));
+                }
+                if !is_package_path(&delta.patch)
+                    || !kinds.get(delta.patch.as_str()).is_some_and(|e| e.kind == Kind::File)
+                {
+                    return bad(format!(
+                        "the patch {:?} of a delta of {:?} is not a file under .package/",
+                        delta.patch, entry.path
+                    ));
+                }
+                let rebuilds = (delta.base, entry.sha256);
+                if *patches.entry(&delta.patch).or_insert(rebuilds) != rebuilds {
+                    return bad(format!(
+                        "the patch {:?} serves deltas that rebuild different contents or from different bases",
+                        delta.patch
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_members(&self) -> Result<()> {
@@ -876,14 +937,14 @@ pub(crate) mod tests {
     fn the_worked_example_is_format_1_0() {
         let header = Header::parse(WORKED_EXAMPLE.as_bytes(), 0).unwrap();
         assert_eq!(header.format, FormatVersion { major: 1, minor: 0 });
-        assert_eq!(FormatVersion::lowest_for(&header.package), header.format);
+        assert_eq!(FormatVersion::lowest_for(&header.package, &header.files), header.format);
     }
 
     #[test]
     fn a_status_command_makes_format_1_1() {
         let header = Header::parse(&example_with(1, SERVICE_WITH_STATUS), 0).unwrap();
         assert_eq!(header.package.services[0].status.as_deref(), Some("bin/web status"));
-        assert_eq!(FormatVersion::lowest_for(&header.package), FormatVersion { major: 1, minor: 1 });
+        assert_eq!(FormatVersion::lowest_for(&header.package, &header.files), FormatVersion { major: 1, minor: 1 });
     }
 
     /// Guards the explicit rule: re-encoding a 1.0 header that carries `status` gives
@@ -1005,6 +1066,7 @@ pub(crate) mod tests {
             policy: Some(Policy::Newer),
             member: Some(0),
             offset: Some(0),
+            deltas: Vec::new(),
         }];
         let err = header.validate().unwrap_err();
         assert_eq!(err.class(), FailureClass::Malformed, "{err}");
@@ -1034,6 +1096,7 @@ pub(crate) mod tests {
             policy: None,
             member: None,
             offset: None,
+            deltas: Vec::new(),
         };
         let mut header = base.clone();
         header.files = vec![dir.clone()];

@@ -10,7 +10,8 @@
 //!   stream compressed in independent zstd or gzip members, or a Microsoft cabinet,
 //!   each encoded canonically from the catalog (`tarfmt`, `cabfmt`, `layout`);
 //! - `package`: opening a package file or an expanded tree, and `trust`:
-//!   which signers to accept.
+//!   which signers to accept;
+//! - `delta`: patches that rebuild a file from earlier contents (format 1.2).
 //!
 //! This crate does not touch the destination filesystem (that is `upkg-unpack`),
 //! parse manifests (`upkg-build`) or install anything (`upkg-install`). The
@@ -18,6 +19,7 @@
 
 mod buffer;
 mod cabfmt;
+mod delta;
 mod digest;
 mod error;
 mod header;
@@ -37,13 +39,17 @@ mod write;
 
 pub use buffer::with_copy_buffer;
 pub use cabfmt::civil_from_days;
+pub use delta::{
+    DELTA_WINDOW_LOG_MAX, MAX_DELTA_INPUT, PatchCheck, SelfContainedDelta, apply_delta, delta_window_log, encode_delta,
+    patch_files, self_contained_deltas,
+};
 pub use digest::{Digest, HashingReader};
 pub use error::{Error, FailureClass, Result, io_class};
 pub use header::{
-    Applicability, Codec, FileEntry, FormatVersion, Header, Kind, MAX_HEADER_LEN, Member, Mode, PackageInfo, Part,
-    Payload, Policy, Restart, Role, ScriptRole, Scripts, Service, check_identifier, is_package_path, is_serial,
+    Applicability, Codec, Delta, FileEntry, FormatVersion, Header, Kind, MAX_HEADER_LEN, Member, Mode, PackageInfo,
+    Part, Payload, Policy, Restart, Role, ScriptRole, Scripts, Service, check_identifier, is_package_path, is_serial,
 };
-pub use package::{ExpandedTree, Layout, Package, PackageFile, Range};
+pub use package::{ExpandedTree, FetchStats, Layout, Package, PackageFile, Range, RangeSource, SignedRange};
 pub use paths::{
     EXPANDED_HEADER, EXPANDED_RUNNER, EXPANDED_SIGNATURE, PACKAGE_DIR, STATE_DIR, check_entry_path, is_state_path,
     parent_path, resolve_link_target,
@@ -56,4 +62,5 @@ pub use version::{Version, VersionReq};
 pub use write::{
     DEFAULT_MEMBER_SIZE, EncodedMember, EntryData, MAX_PLANNED_MEMBER_SIZE, MEMBER_SIZE_UNIT, PayloadPlan, Piece,
     cab_directory, cab_directory_len, encode_member, finish_bytes, finish_bytes_unvalidated, plan_payload,
+    plan_payload_isolating,
 };

@@ -58,6 +58,42 @@ pub struct Layout {
     pub trailer: Range,
 }
 
+/// A byte range of a package file with the signed digest of its bytes: a member,
+/// the cabinet directory or the stub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRange {
+    /// Where it lies in the package file.
+    pub range: Range,
+    /// The SHA-256 the signed header records for it.
+    pub sha256: Digest,
+}
+
+/// How much a [`RangeSource`] fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FetchStats {
+    /// Bytes received (headers excluded), the package's trailer, header and signature included.
+    pub bytes: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Whether the server sent the whole file (it ignores range requests).
+    pub whole_file: bool,
+}
+
+/// Where the bytes of a package file come from when they are not all local yet (a
+/// package on a web server): the local file is a sparse copy that the source fills
+/// in on demand. Every range it makes present is checked against its digest
+/// first; readers check it again when they read it.
+pub trait RangeSource: Send + Sync + std::fmt::Debug {
+    /// Makes every range present in the local file and checked against its digest
+    /// (fetching only those that are not present yet).
+    fn fetch(&self, parts: &[SignedRange]) -> Result<()>;
+    /// Where the package comes from, for messages (a URL).
+    fn origin(&self) -> &str;
+    /// What was fetched so far.
+    fn stats(&self) -> FetchStats;
+}
+
 /// An opened package file.
 #[derive(Debug)]
 pub struct PackageFile {
@@ -67,9 +103,67 @@ pub struct PackageFile {
     header_bytes: Vec<u8>,
     header: Header,
     signature: Option<SignatureBlock>,
+    /// Fills in the local file on demand (`None`: the file is all there).
+    source: Option<std::sync::Arc<dyn RangeSource>>,
 }
 
 impl PackageFile {
+    /// Opens a local copy of a package whose trailer, header and signature block
+    /// are present, and whose other bytes `source` fetches when they are read.
+    pub fn open_with_source(path: &Path, source: std::sync::Arc<dyn RangeSource>) -> Result<PackageFile> {
+        let mut package = PackageFile::open(path)?;
+        package.source = Some(source);
+        Ok(package)
+    }
+
+    /// Where the package comes from: its source's origin (a URL), or its path.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Some(source) => source.origin().to_owned(),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// What its source fetched so far (`None` for a local file).
+    pub fn fetch_stats(&self) -> Option<FetchStats> {
+        self.source.as_ref().map(|s| s.stats())
+    }
+
+    /// The signed range of payload member `index`.
+    pub fn member_range(&self, index: usize) -> SignedRange {
+        let member = &self.header.payload.members[index];
+        SignedRange {
+            range: Range { offset: self.trailer.payload_offset() + member.offset, size: member.size },
+            sha256: member.sha256,
+        }
+    }
+
+    /// Makes the members of `units` (and the cabinet directory, which reading a
+    /// cabinet needs) present, in as few requests as the source can: for a
+    /// package read from elsewhere, before they are read. Does nothing for a local file.
+    pub fn fetch_units(&self, units: &[&crate::payload::Unit]) -> Result<()> {
+        let Some(source) = &self.source else { return Ok(()) };
+        let mut parts = Vec::new();
+        if let Some(directory) = &self.header.payload.directory {
+            parts.push(SignedRange {
+                range: Range { offset: self.trailer.payload_offset(), size: directory.size },
+                sha256: directory.sha256,
+            });
+        }
+        for unit in units {
+            parts.extend(unit.members.clone().map(|m| self.member_range(m)));
+        }
+        source.fetch(&parts)
+    }
+
+    /// Makes one range present (a no-op for a local file).
+    pub(crate) fn ensure(&self, part: SignedRange) -> Result<()> {
+        match &self.source {
+            Some(source) => source.fetch(&[part]),
+            None => Ok(()),
+        }
+    }
+
     /// Opens `path` and checks its structure (not the stub or payload bytes).
     pub fn open(path: &Path) -> Result<PackageFile> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -128,7 +222,7 @@ impl PackageFile {
             file.read_exact_at(&mut bytes, trailer.signature_offset()).map_err(|e| Error::io(path, e))?;
             Some(parse_signature(&bytes, &header, Some(trailer.signature_offset()))?)
         };
-        Ok(PackageFile { path: path.to_owned(), file, trailer, header_bytes, header, signature })
+        Ok(PackageFile { path: path.to_owned(), file, trailer, header_bytes, header, signature, source: None })
     }
 
     /// The file's path.
@@ -177,6 +271,7 @@ impl PackageFile {
     pub fn verify_stub(&self) -> Result<()> {
         let Some(stub) = &self.header.stub else { return Ok(()) };
         let range = self.layout().stub;
+        self.ensure(SignedRange { range, sha256: stub.sha256 })?;
         let (actual, _) = self.hash_range(range)?;
         if actual != stub.sha256 {
             return Err(Error::DigestMismatch {
@@ -442,7 +537,23 @@ impl Package {
         }
     }
 
-    /// The path the package was opened from.
+    /// Where the package comes from, for messages: a URL, or its path.
+    pub fn origin(&self) -> String {
+        match self {
+            Package::File(p) => p.origin(),
+            Package::Tree(t) => t.root.display().to_string(),
+        }
+    }
+
+    /// What was fetched from a remote source so far (`None` for a local package).
+    pub fn fetch_stats(&self) -> Option<FetchStats> {
+        match self {
+            Package::File(p) => p.fetch_stats(),
+            Package::Tree(_) => None,
+        }
+    }
+
+    /// The path the package was opened from (a local copy, for a remote package).
     pub fn path(&self) -> &Path {
         match self {
             Package::File(p) => &p.path,

@@ -104,6 +104,10 @@ fn unit_index_by_member(units: &[Unit], member_count: usize) -> Vec<usize> {
 pub fn verify_payload_directory(package: &PackageFile, header: &Header) -> Result<()> {
     let Some(directory) = &header.payload.directory else { return Ok(()) };
     let offset = package.layout().payload.offset;
+    package.ensure(crate::package::SignedRange {
+        range: crate::package::Range { offset, size: directory.size },
+        sha256: directory.sha256,
+    })?;
     let mut bytes = vec![0u8; directory.size as usize];
     package.read_exact_at(&mut bytes, offset)?;
     let actual = Digest::of(&bytes);
@@ -366,6 +370,7 @@ impl<'a> UnitStream<'a> {
         let size = member.size as usize;
         let mut compressed = take_buffer(&COMPRESSED, size);
         let verified = (|| {
+            self.package.ensure(self.package.member_range(index))?;
             self.package.read_exact_at(&mut compressed[..size], offset)?;
             let actual = Digest::of(&compressed[..size]);
             if actual != member.sha256 {

@@ -142,6 +142,7 @@ mod tests {
             policy: Some(Policy::Newer),
             member: None,
             offset: None,
+            deltas: Vec::new(),
         }
     }
 

@@ -22,8 +22,9 @@ pub const FORMAT_MAJOR: u16 = 1;
 /// this is only the highest it may write.
 ///
 /// - 1.0: the first version;
-/// - 1.1: adds `services[].status`.
-pub const FORMAT_MINOR: u16 = 1;
+/// - 1.1: adds `services[].status`;
+/// - 1.2: adds `files[].deltas`.
+pub const FORMAT_MINOR: u16 = 2;
 
 // Field offsets inside the trailer (spec table "Trailer layout").
 const OFF_HEADER_SHA256: usize = 0;

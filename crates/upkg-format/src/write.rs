@@ -67,13 +67,30 @@ pub struct PayloadPlan {
 /// Plans the payload of `files` (sorted, validated) for `codec`, cutting members
 /// near `member_size` uncompressed bytes. Fails when a codec limit is exceeded.
 pub fn plan_payload(files: &[FileEntry], codec: Codec, member_size: u64) -> Result<PayloadPlan> {
+    plan_payload_isolating(files, codec, member_size, &|_| false)
+}
+
+/// Like [`plan_payload`], and every entry `isolate` picks gets members of its own
+/// (tar: a member starts at the entry and another right after it; cab: the file is
+/// a folder of its own), so that a reader can fetch it without its neighbours: an
+/// express install reads the deltas and the changed files alone. A cabinet that
+/// would exceed its folder limit that way is planned without isolation.
+pub fn plan_payload_isolating(
+    files: &[FileEntry],
+    codec: Codec,
+    member_size: u64,
+    isolate: &dyn Fn(usize) -> bool,
+) -> Result<PayloadPlan> {
     assert!(
         member_size >= MEMBER_SIZE_UNIT && member_size.is_multiple_of(MEMBER_SIZE_UNIT),
         "member size must be a multiple of 32 KiB"
     );
     match codec {
-        Codec::TarZstd | Codec::TarGzip => Ok(plan_tar(files, member_size)),
-        Codec::Cab => plan_cab(files, member_size),
+        Codec::TarZstd | Codec::TarGzip => Ok(plan_tar(files, member_size, isolate)),
+        Codec::Cab => match plan_cab(files, member_size, isolate) {
+            Err(Error::Limit { .. }) => plan_cab(files, member_size, &|_| false),
+            other => other,
+        },
     }
 }
 
@@ -86,7 +103,7 @@ struct Span {
     padding: u64,
 }
 
-fn plan_tar(files: &[FileEntry], target: u64) -> PayloadPlan {
+fn plan_tar(files: &[FileEntry], target: u64, isolate: &dyn Fn(usize) -> bool) -> PayloadPlan {
     // Files read from disk: their sizes add up (a hostile catalog is refused by readers).
     let (offsets, raw_size) = layout::tar_offsets(files).expect("sizes of real files add up");
     let mut spans: Vec<Span> = files
@@ -113,12 +130,15 @@ fn plan_tar(files: &[FileEntry], target: u64) -> PayloadPlan {
 
     // Cut before an entry that would overflow the member, and inside an entry that is larger than a member.
     let mut cuts = vec![0u64];
+    let mut after_isolated = false;
     for span in &spans {
         let end = span.start + span.records + span.data + span.padding;
         let start = *cuts.last().expect("non-empty");
-        if end - start > target && span.start > start {
+        let isolated = span.entry.is_some_and(isolate);
+        if (end - start > target || isolated || after_isolated) && span.start > start {
             cuts.push(span.start);
         }
+        after_isolated = isolated;
         while end - cuts.last().expect("non-empty") > target {
             let next = cuts.last().expect("non-empty") + target;
             cuts.push(next);
@@ -172,21 +192,32 @@ fn plan_tar(files: &[FileEntry], target: u64) -> PayloadPlan {
     PayloadPlan { members, placement, raw_size }
 }
 
-fn plan_cab(files: &[FileEntry], target: u64) -> Result<PayloadPlan> {
+fn plan_cab(files: &[FileEntry], target: u64, isolate: &dyn Fn(usize) -> bool) -> Result<PayloadPlan> {
     let regular: Vec<usize> = files.iter().enumerate().filter(|(_, e)| e.kind == Kind::File).map(|(i, _)| i).collect();
     check_cab_limits(files, &regular)?;
 
     // Group files into folders: a folder is closed before a file that would overflow it.
     let mut folders: Vec<Vec<usize>> = Vec::new();
     let mut folder_size = 0u64;
+    let mut after_isolated = false;
     for &index in &regular {
         let size = files[index].size;
-        if folders.is_empty() || (size > 0 && folder_size > 0 && folder_size + size > target) {
+        let isolated = isolate(index) && size > 0;
+        let overflows = size > 0 && folder_size > 0 && folder_size + size > target;
+        if folders.is_empty() || ((overflows || isolated || after_isolated) && folder_size > 0) {
             folders.push(Vec::new());
             folder_size = 0;
         }
         folders.last_mut().expect("pushed").push(index);
         folder_size += size;
+        after_isolated = isolated;
+    }
+    if folders.len() as u64 > cabfmt::MAX_FOLDERS {
+        return Err(Error::Limit {
+            what: "folders in a cabinet".into(),
+            limit: cabfmt::MAX_FOLDERS,
+            actual: folders.len() as u64,
+        });
     }
     let mut members = Vec::new();
     let mut placement = vec![None; files.len()];
@@ -429,7 +460,7 @@ pub fn cab_directory_len(files: &[FileEntry], plan: &PayloadPlan) -> u64 {
 /// uses nothing of 1.1 stays a 1.0 package, byte for byte.
 pub fn finish_bytes(header: &Header, key: Option<&SecretKey>) -> Result<Vec<u8>> {
     header.validate()?;
-    let lowest = FormatVersion::lowest_for(&header.package);
+    let lowest = FormatVersion::lowest_for(&header.package, &header.files);
     if header.format != lowest {
         return Err(Error::malformed(
             "header",
@@ -468,6 +499,38 @@ mod tests {
     use super::*;
     use crate::header::tests::{SERVICE_WITH_STATUS, example_with};
     use crate::trailer::TRAILER_LEN;
+
+    fn file(path: &str, size: u64) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: Kind::File,
+            mode: crate::header::Mode(0o644),
+            size,
+            sha256: None,
+            target: None,
+            version: None,
+            policy: None,
+            member: None,
+            offset: None,
+            deltas: Vec::new(),
+        }
+    }
+
+    /// An isolated entry gets members of its own, so an express install can fetch
+    /// it alone; the others are packed as before.
+    #[test]
+    fn isolated_entries_get_members_of_their_own() {
+        let files: Vec<FileEntry> = (0..6).map(|i| file(&format!("f{i}"), 1000)).collect();
+        for codec in [Codec::TarZstd, Codec::Cab] {
+            let plain = plan_payload(&files, codec, MEMBER_SIZE_UNIT).unwrap();
+            assert_eq!(plain.members.len(), 1, "{codec}: six small files share one member");
+            let plan = plan_payload_isolating(&files, codec, MEMBER_SIZE_UNIT, &|i| i == 2 || i == 3).unwrap();
+            let member_of = |i: usize| plan.placement[i].unwrap().1.unwrap();
+            assert_eq!([member_of(0), member_of(1)], [0, 0], "{codec}");
+            assert_eq!([member_of(2), member_of(3), member_of(4), member_of(5)], [1, 2, 3, 3], "{codec}");
+            assert!(plan.members.iter().all(|m| !m.continues), "{codec}: every cut is at an entry");
+        }
+    }
 
     fn finish(minor: u16, services: &str) -> Result<Vec<u8>> {
         let header: Header = serde_json::from_slice(&example_with(minor, services)).unwrap();

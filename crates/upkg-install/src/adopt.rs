@@ -151,6 +151,7 @@ pub fn adopt(ctx: &Context<'_>, target: &Path, options: AdoptOptions) -> Result<
                 size,
                 version: None,
                 target: entry.target,
+                identity: None,
             },
         );
     }

@@ -18,7 +18,7 @@ use crate::log::{AttemptLog, Refusal, Verdict};
 use crate::plan::{self, Applicability, Instance, Plan, PlanAction, PlanOptions};
 use crate::registry;
 use crate::state::{Change, ChangeAction, InstalledPackage, Kept, KeptReason, OwnedEntry, RestartRecord, State};
-use crate::target::{StateDir, Target, TxLayout, TxPart};
+use crate::target::{Target, TxLayout, TxPart};
 use crate::transaction::{
     self, Access, Context, Intent, Opened, Progress, ProgressStage, Recovery, Session, Step, TxPlan,
 };
@@ -69,6 +69,32 @@ pub struct InstallReport {
     /// Problems after the commit that the next run on the target finishes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What was fetched from a web server for the package so far (`None` for a
+    /// local package): the trailer, header and signature, and the parts the plans used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<upkg_format::FetchStats>,
+    /// Files the plan meant to rebuild from a delta that were read whole instead,
+    /// each with why (the log says so too).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A file rebuilt from its full contents because its delta could not be used.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Fallback {
+    /// The file.
+    pub path: String,
+    /// Why the delta was not used.
+    pub reason: String,
+}
+
+/// What staging produced.
+struct Staged {
+    /// What was staged at each product path.
+    seen: HashMap<String, Seen>,
+    /// Deltas that could not be used.
+    fallbacks: Vec<Fallback>,
 }
 
 /// How an install ended when it did not fail.
@@ -167,7 +193,9 @@ fn make_plan(
     options: InstallOptions,
 ) -> Result<Plan> {
     let plan_options = PlanOptions { repair_copy: options.repair_copy, threads: ctx.threads };
-    plan::plan(package.header(), path, found.target(), state, plan_options)
+    let mut plan = plan::plan(package.header(), path, found.target(), state, plan_options)?;
+    plan::count_reads(&mut plan, package.header(), matches!(package, Package::Tree(_)));
+    Ok(plan)
 }
 
 /// Plans an install without changing anything (an interrupted transaction is
@@ -204,13 +232,11 @@ fn check(ctx: &Context<'_>, package: &Package, path: &Path, found: &Found, optio
     if header.package.eula.is_some() && !options.eula_accepted {
         return Err(InstallError::Cancelled(Cancellation::LicenceNotAccepted));
     }
-    (ctx.notify)("verifying the package");
-    match package {
-        Package::Tree(tree) => {
-            (ctx.progress)(Progress::Start { stage: ProgressStage::Verifying, total: header.expanded_size() });
-            upkg_unpack::check_tree(tree, ctx.threads, &|n| (ctx.progress)(Progress::Advance(n)))?;
-        }
-        Package::File(file) => file.verify_stub()?,
+    // The signature and the catalog cover the whole package; of its bytes, only
+    // those the plan uses are read, each checked against the catalog as it is
+    // staged (an update costs what it changes).
+    if let Package::File(file) = package {
+        file.verify_stub()?;
     }
     let plan = make_plan(ctx, package, path, found, state.as_ref(), options)?;
     if !plan.obstacles.is_empty() {
@@ -290,7 +316,7 @@ pub fn install(
         header.package.id,
         header.package.version,
         header.package.build,
-        package.path().display(),
+        package.origin(),
         path.display()
     );
     let refusal = |verdict| Refusal {
@@ -364,10 +390,12 @@ pub fn install(
             "the space for the journal could not be reserved ({error}): going on, as --skip-space-check asks"
         ));
     }
-    let staged = match stage(ctx, package, &plan, &session.state_dir, &layout, options) {
+    let staged = match stage(ctx, package, &plan, &session, &layout, options, &mut tx.log) {
         Ok(staged) => staged,
         Err(error) => return Err(tx.fail(error)),
     };
+    let fallbacks = staged.fallbacks;
+    let staged = staged.seen;
     let scripts = &header.package.scripts;
     let script_step = |role: ScriptRole| {
         scripts.get(role).map(|p| Step::Script { role, area: layout.keep(), path: p.to_owned(), arms_undo: true })
@@ -401,7 +429,7 @@ pub fn install(
         steps,
         undo_scripts,
         remove_on_commit,
-        new_state: record(header, state, &plan, tx.txid(), options),
+        new_state: record(header, state, &plan, tx.txid(), options, source_of(package)),
         verdict: Verdict::Success,
     };
     let committed = tx.run(tx_plan)?;
@@ -419,6 +447,8 @@ pub fn install(
         restart_required,
         recovered,
         warnings: committed.warnings,
+        fetched: package.fetch_stats(),
+        fallbacks,
     })))
 }
 
@@ -430,8 +460,13 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
             text if text.is_empty() => text,
             text => format!(" ({text})"),
         };
-        log.line(&format!("plan: {} {}{versions}", entry.action.name(), entry.path));
+        let method = match plan::describe_method(entry) {
+            text if text.is_empty() => text,
+            text => format!(" [{text}]"),
+        };
+        log.line(&format!("plan: {} {}{versions}{method}", entry.action.name(), entry.path));
     }
+    log.line(&format!("reads: {}", plan::describe_reads(&plan.reads)));
     let s = &plan.space;
     log.line(&format!(
         "space on {}: needs {} bytes and {} inodes at the peak (staging {}, repair copy {}, reserved {}), {} available; backups are moved, not copied ({} bytes)",
@@ -484,16 +519,22 @@ fn build_ops(header: &Header, plan: &Plan, layout: &TxLayout, staged: &HashMap<S
 }
 
 /// Stages the entries the plan adds or replaces, and keeps the header, scripts
-/// and repair copy; returns what was staged at each product path.
+/// and repair copy; returns what was staged at each product path. Only what the
+/// plan uses is read from the package: the files placed whole, the patches of
+/// those rebuilt from a delta, the package's own files. Every rebuilt file is
+/// checked against the catalog; a delta that fails (its base changed, its patch is
+/// damaged) makes that one file read whole instead, and the log says so.
 fn stage(
     ctx: &Context<'_>,
     package: &Package,
     plan: &Plan,
-    state_dir: &StateDir,
+    session: &Session,
     layout: &TxLayout,
     options: InstallOptions,
-) -> Result<HashMap<String, Seen>> {
+    log: &mut AttemptLog,
+) -> Result<Staged> {
     let header = package.header();
+    let state_dir = &session.state_dir;
     (ctx.notify)("staging the new files");
     let staging = state_dir.area(&layout.staging(), true)?;
     let keep = state_dir.area(&layout.keep(), true)?;
@@ -502,10 +543,25 @@ fn stage(
         .iter()
         .filter(|e| matches!(e.action, PlanAction::Add | PlanAction::Replace) && e.kind != Kind::Dir)
         .collect();
-    let mut selected: BTreeSet<usize> = placed.iter().filter_map(|e| e.index).collect();
-    selected.extend(header.files.iter().enumerate().filter(|(_, e)| e.is_package_file()).map(|(i, _)| i));
-    // Every member is verified, also those holding only entries this target does not need.
-    write_staged(ctx, package, &staging, &|i| selected.contains(&i), true)?;
+    // Links have no contents to read: they are written from the catalog.
+    let mut selected = plan::entries_to_read(header, &plan.entries);
+    selected.extend(placed.iter().filter(|e| e.kind == Kind::Symlink).filter_map(|e| e.index));
+    write_staged(ctx, package, &staging, &|i| selected.contains(&i), false)?;
+    let fallbacks = crate::express::rebuild(ctx, header, &placed, &session.target.root, &staging, log)?;
+    if !fallbacks.is_empty() {
+        let again: BTreeSet<usize> =
+            fallbacks.iter().filter_map(|f| placed.iter().find(|e| e.path == f.path).and_then(|e| e.index)).collect();
+        write_staged(ctx, package, &staging, &|i| again.contains(&i), false)?;
+    }
+    if let Some(stats) = package.fetch_stats() {
+        log.line(&format!(
+            "fetched from {}: {} bytes in {} requests so far{}",
+            package.origin(),
+            stats.bytes,
+            stats.requests,
+            if stats.whole_file { " (the server sent the whole file: it ignores range requests)" } else { "" }
+        ));
+    }
     // A replaced file keeps its owner and group (when running as root).
     if rustix::process::geteuid().is_root() {
         for entry in plan.entries.iter().filter(|e| e.action == PlanAction::Replace) {
@@ -547,7 +603,7 @@ fn stage(
             .ok_or_else(|| InstallError::io(staging.join(&entry.path), std::io::ErrorKind::NotFound.into()))?;
         staged.insert(entry.path.clone(), seen);
     }
-    Ok(staged)
+    Ok(Staged { seen: staged, fallbacks })
 }
 
 /// Writes the selected entries of `package` into `dir`, verified, with the
@@ -598,8 +654,23 @@ pub(crate) fn write_new(dir: &Dir, rel: &str, mode: u32, source: &mut dyn Read) 
     Ok(())
 }
 
+/// Where a package comes from, for `repair` to fetch it again: its URL, or its absolute path.
+fn source_of(package: &Package) -> Option<String> {
+    if package.fetch_stats().is_some() {
+        return Some(package.origin());
+    }
+    std::fs::canonicalize(package.path()).ok().map(|p| p.display().to_string())
+}
+
 /// The state after the install: ownership, the package's record, the product version.
-fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, options: InstallOptions) -> State {
+fn record(
+    header: &Header,
+    state: Option<State>,
+    plan: &Plan,
+    txid: &str,
+    options: InstallOptions,
+    source: Option<String>,
+) -> State {
     let created_instance = state.is_none();
     let mut state = state.unwrap_or_else(|| State::new_instance(&header.package.applies_to.product));
     let previous_version = state.version.clone();
@@ -608,6 +679,11 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
     for entry in &plan.entries {
         let catalog = entry.index.map(|i| &header.files[i]);
         let leave = |reason| Kept { path: entry.path.clone(), reason };
+        if !entry.action.changes()
+            && let (Some(identity), Some(owned)) = (entry.refreshed, state.files.get_mut(&entry.path))
+        {
+            owned.identity = Some(identity);
+        }
         let action = match entry.action {
             PlanAction::Add => ChangeAction::Added,
             PlanAction::Replace => ChangeAction::Replaced,
@@ -646,6 +722,7 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
                     size: catalog.size,
                     version: catalog.version.clone(),
                     target: catalog.target.clone(),
+                    identity: None,
                 },
             )
         };
@@ -678,6 +755,7 @@ fn record(header: &Header, state: Option<State>, plan: &Plan, txid: &str, option
         changes,
         cleaned_at: None,
         kept,
+        source,
     });
     state
 }

@@ -23,6 +23,7 @@
 mod adopt;
 mod cleanup;
 mod error;
+mod express;
 mod install;
 mod inuse;
 mod journal;
@@ -40,19 +41,21 @@ mod verify;
 pub use adopt::{AdoptOptions, AdoptReport, adopt};
 pub use cleanup::{CleanedPackage, CleanupReport, cleanup};
 pub use error::{Cancellation, InstallError, LogPlace, Result};
-pub use install::{InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
+pub use install::{Fallback, InstallOptions, InstallOutcome, InstallReport, Planned, install, plan_install};
 pub use inuse::{Holder, InUse};
 pub use journal::Action;
 pub use log::{Attempt, AttemptVerdict, is_verdict};
-pub use plan::{Plan, PlanAction, PlanEntry, SpaceCheck, describe_versions};
+pub use plan::{
+    Method, Plan, PlanAction, PlanEntry, Reads, SpaceCheck, describe_method, describe_reads, describe_versions,
+};
 pub use registry::{DEFAULT_REGISTRY, Entry as RegistryEntry, InstanceName, Registry};
 pub use run::{SUPERVISE_ARG, kill_transaction_processes, supervise};
-pub use state::BASELINE_PACKAGE;
+pub use state::{BASELINE_PACKAGE, Identity};
 pub use target::STATE_DIR;
 pub use transaction::{Context, Progress, ProgressStage, Recovery, RecoveryOutcome, absolute_target};
 pub use uninstall::{UninstallReport, uninstall};
 pub use util::describe;
 pub use verify::{
-    AdoptionStatus, LogsReport, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus, Status,
-    VerifyReport, logs, repair, status, verify,
+    AdoptionStatus, LogsReport, OpenSource, Owner, PackageStatus, Problem, ProblemKind, RepairReport, RestartStatus,
+    Status, VerifyReport, logs, repair, repair_from, status, verify,
 };

@@ -6,18 +6,18 @@
 //! version of a file is the one the installer recorded, trusted only while the
 //! file still has the recorded contents.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use upkg_format::{FileEntry, Header, Version};
+use upkg_format::{Digest, FileEntry, Header, Version};
 use upkg_format::{Kind, Policy, Restart, ScriptRole};
 use upkg_fs::{Dir, EntryKind, FreeSpace, FsError};
 
 use crate::error::{InstallError, Result};
 use crate::inuse::{self, InUse};
 use crate::journal::Seen;
-use crate::state::State;
+use crate::state::{Identity, OwnedEntry, State};
 use crate::target::{STATE_DIR, StateDir, Target};
 
 /// What the plan does with one path.
@@ -82,6 +82,13 @@ pub struct PlanEntry {
     pub package_version: Option<Version>,
     /// Size of the package's file (of the installed one for removals).
     pub size: u64,
+    /// How the contents of a file the plan adds or replaces are obtained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Bytes read from the package for it (compressed members, or the file in an
+    /// expanded tree); a member shared with other entries is counted for each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
     /// Catalog index of the package's entry.
     #[serde(skip)]
     pub index: Option<usize>,
@@ -89,6 +96,89 @@ pub struct PlanEntry {
     /// the path is changed.
     #[serde(skip)]
     pub(crate) seen: Option<Seen>,
+    /// The identity to record for an installed file the plan read and found as the
+    /// installer recorded it (kept by the plan: its record stays, with this identity).
+    #[serde(skip)]
+    pub(crate) refreshed: Option<Identity>,
+}
+
+/// How the contents of a file the plan places are obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Method {
+    /// Read whole from the package.
+    Full,
+    /// Rebuilt from a file of the target (the base) and a patch of the package,
+    /// and checked against the catalog; read whole instead if that fails.
+    Delta {
+        /// The target's file used as base.
+        base_path: String,
+        /// Its digest, the delta's key.
+        base: Digest,
+        /// The patch, a file of the package.
+        patch: String,
+    },
+}
+
+/// What the plan reads from the package.
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Reads {
+    /// Files read whole.
+    pub files_full: u64,
+    /// Files rebuilt from a delta.
+    pub files_delta: u64,
+    /// Payload units read (a unit is a member and those continuing it; 0 from an expanded tree).
+    pub units: u64,
+    /// Bytes read: the units holding what the plan needs (the cabinet directory
+    /// too), or the files of an expanded tree.
+    pub bytes: u64,
+    /// What reading the whole package would cost: the payload, or every file of the tree.
+    pub whole: u64,
+}
+
+/// A plan line's method and bytes, in words: `full, 12.3 KiB`, `delta from
+/// bin/app, 210 bytes`; empty for lines that place nothing.
+pub fn describe_method(entry: &PlanEntry) -> String {
+    let read = entry.read.map(human_bytes).unwrap_or_default();
+    match &entry.method {
+        None => String::new(),
+        Some(Method::Full) => format!("full, {read}"),
+        Some(Method::Delta { base_path, .. }) if *base_path == entry.path => format!("delta, {read}"),
+        Some(Method::Delta { base_path, .. }) => format!("delta from {base_path}, {read}"),
+    }
+}
+
+/// The plan's reads in words.
+pub fn describe_reads(reads: &Reads) -> String {
+    let percent = if reads.whole == 0 { 0.0 } else { reads.bytes as f64 * 100.0 / reads.whole as f64 };
+    format!(
+        "{} of the package's {} ({percent:.1}%): {} read whole, {} rebuilt from deltas",
+        human_bytes(reads.bytes),
+        human_bytes(reads.whole),
+        count(reads.files_full, "file", "files"),
+        count(reads.files_delta, "file", "files"),
+    )
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Bytes in binary units (libraries do not depend on the CLI's formatting).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return count(bytes, "byte", "bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The versions of a plan line: `1.0 -> 2.0` for a change, `installed 2.1,
@@ -158,6 +248,8 @@ pub struct Plan {
     pub summary: Vec<(PlanAction, usize)>,
     /// The space check.
     pub space: SpaceCheck,
+    /// What the install reads from the package.
+    pub reads: Reads,
     /// Files to replace or remove that running processes hold open.
     pub in_use: Vec<InUse>,
     /// Whether a restart will be required afterwards.
@@ -271,13 +363,23 @@ pub(crate) fn inspect_instance(target: Option<&Target>, state_dir: Option<&State
 enum Present {
     Absent,
     Dir,
-    File { seen: Seen },
-    Link { seen: Seen },
+    /// A file; `refreshed` is its identity when it was read and still has the
+    /// contents the installer recorded (git's index refresh): the next commit
+    /// records it, so that later plans need not read it again.
+    File {
+        seen: Seen,
+        refreshed: Option<Identity>,
+    },
+    Link {
+        seen: Seen,
+    },
     Other,
 }
 
-/// What stands at `path`; a link or a file on the way is refused, naming it.
-fn inventory(root: &Dir, path: &str) -> Result<Present> {
+/// What stands at `path`; a link or a file on the way is refused, naming it. A
+/// file the installer wrote and nobody changed since (its recorded identity) is
+/// not read again: its digest is the recorded one.
+fn inventory(root: &Dir, path: &str, owned: Option<&OwnedEntry>) -> Result<Present> {
     let refuse = |e: FsError| match e {
         FsError::Link { path: link } => InstallError::Refused(format!(
             "cannot install {path:?}: {} is a symbolic link in the target, and the package would write through it",
@@ -294,8 +396,17 @@ fn inventory(root: &Dir, path: &str) -> Result<Present> {
         EntryKind::Dir => Present::Dir,
         EntryKind::Symlink => Present::Link { seen: Seen::from_entry(root, path, &entry, None)? },
         EntryKind::File => {
-            let (digest, _) = root.hash_file(path, &|_| {})?;
-            Present::File { seen: Seen::from_entry(root, path, &entry, Some(digest))? }
+            let recorded = owned.filter(|o| o.identity.is_some_and(|i| i.matches(&entry))).and_then(|o| o.sha256);
+            let (digest, refreshed) = match recorded {
+                Some(digest) => (digest, None),
+                None => {
+                    let now = crate::state::now_ns();
+                    let digest = root.hash_file(path, &|_| {})?.0;
+                    let intact = owned.is_some_and(|o| o.sha256 == Some(digest) && o.size == entry.size);
+                    (digest, if intact { Identity::capture(&entry, now) } else { None })
+                }
+            };
+            Present::File { seen: Seen::from_entry(root, path, &entry, Some(digest))?, refreshed }
         }
         _ => Present::Other,
     })
@@ -344,7 +455,10 @@ pub(crate) fn plan(
     let present: Vec<Result<Present>> = match target {
         Some(target) => pool.install(|| {
             use rayon::prelude::*;
-            product_entries.par_iter().map(|(_, entry)| inventory(&target.root, &entry.path)).collect()
+            product_entries
+                .par_iter()
+                .map(|(_, entry)| inventory(&target.root, &entry.path, state_ref.files.get(&entry.path)))
+                .collect()
         }),
         None => product_entries.iter().map(|_| Ok(Present::Absent)).collect(),
     };
@@ -360,8 +474,11 @@ pub(crate) fn plan(
             installed_version: None,
             package_version: package_version.clone(),
             size: entry.size,
+            method: None,
+            read: None,
             index: Some(*index),
             seen: None,
+            refreshed: None,
         };
         let conflict = |what: &str| {
             Err(InstallError::Refused(format!(
@@ -394,7 +511,7 @@ pub(crate) fn plan(
                     (Present::Absent, _) => (false, None),
                     (Present::Dir, _) => return conflict("a directory"),
                     (Present::Other, _) => return conflict("a special file"),
-                    (Present::File { seen }, Kind::File) => {
+                    (Present::File { seen, .. }, Kind::File) => {
                         let identical =
                             seen.size == entry.size && seen.sha256 == entry.sha256 && seen.mode == entry.mode.0;
                         let intact = owned.is_some_and(|o| o.sha256 == seen.sha256);
@@ -404,8 +521,11 @@ pub(crate) fn plan(
                     _ => (false, None),
                 };
                 line.installed_version = recorded_version.clone();
+                if let Present::File { refreshed, .. } = &present {
+                    line.refreshed = *refreshed;
+                }
                 line.seen = match &present {
-                    Present::File { seen } | Present::Link { seen } => Some(seen.clone()),
+                    Present::File { seen, .. } | Present::Link { seen } => Some(seen.clone()),
                     _ => None,
                 };
                 // Another build of this same package put the file there: the build
@@ -431,11 +551,11 @@ pub(crate) fn plan(
     }
     for removed in &header.package.remove {
         let present = match target {
-            Some(target) => inventory(&target.root, removed)?,
+            Some(target) => inventory(&target.root, removed, state_ref.files.get(removed))?,
             None => Present::Absent,
         };
         let (kind, seen) = match present {
-            Present::File { seen } => (Kind::File, seen),
+            Present::File { seen, .. } => (Kind::File, seen),
             Present::Link { seen } => (Kind::Symlink, seen),
             Present::Absent => continue,
             Present::Dir | Present::Other => {
@@ -451,10 +571,15 @@ pub(crate) fn plan(
             installed_version: state_ref.files.get(removed).and_then(|o| o.version.clone()),
             package_version: None,
             size: seen.size,
+            method: None,
+            read: None,
             index: None,
             seen: Some(seen),
+            refreshed: None,
         });
     }
+
+    choose_methods(header, &mut entries, target, state_ref);
 
     // Files to replace or remove that processes hold open.
     let touched: Vec<(String, upkg_fs::Inode, u64)> = entries
@@ -474,7 +599,7 @@ pub(crate) fn plan(
         Some(target) => preflight(&target.root, header, &entries)?,
         None => preflight_new_instance(target_path, header)?,
     };
-    let state_bytes = state.map_or(0, |s| serde_json::to_vec_pretty(s).map_or(0, |v| v.len() as u64));
+    let state_bytes = state.map_or(0, state_bytes_bound);
     let space = space_check(header, free, &entries, &in_use, options.repair_copy, state_bytes, state.is_none());
     let restart_required = match header.package.restart {
         Restart::Always => true,
@@ -523,12 +648,160 @@ pub(crate) fn plan(
         entries,
         summary,
         space,
+        reads: Reads::default(),
         in_use,
         restart_required,
         scripts,
         services,
         obstacles,
     })
+}
+
+/// Decides how each file the plan places is obtained: from a delta when a file of
+/// the target has one of its bases (the same path first, then any path the plan
+/// saw, or an owned file elsewhere whose recorded identity still holds), the full
+/// contents otherwise.
+fn choose_methods(header: &Header, entries: &mut [PlanEntry], target: Option<&Target>, state: &State) {
+    let mut bases: HashMap<(Digest, u64), String> = HashMap::new();
+    for entry in entries.iter() {
+        if let Some(seen) = entry.seen.as_ref().filter(|s| s.kind == EntryKind::File)
+            && let Some(digest) = seen.sha256
+        {
+            bases.entry((digest, seen.size)).or_insert_with(|| entry.path.clone());
+        }
+    }
+    let wanted: HashSet<(Digest, u64)> = entries
+        .iter()
+        .filter_map(|e| e.index)
+        .flat_map(|i| header.files[i].deltas.iter().map(|d| (d.base, d.base_size)))
+        .collect();
+    if let Some(target) = target
+        && wanted.iter().any(|key| !bases.contains_key(key))
+    {
+        // Files the package no longer lists (renamed, say) can serve too, when the
+        // installer wrote them and nobody changed them since: no reading needed.
+        for (path, owned) in &state.files {
+            let (Some(digest), Some(identity)) = (owned.sha256, owned.identity) else { continue };
+            let key = (digest, owned.size);
+            if !wanted.contains(&key) || bases.contains_key(&key) || header.find(path).is_some() {
+                continue;
+            }
+            if let Ok(Some(found)) = target.root.entry(path)
+                && identity.matches(&found)
+            {
+                bases.insert(key, path.clone());
+            }
+        }
+    }
+    for entry in entries.iter_mut() {
+        if !matches!(entry.action, PlanAction::Add | PlanAction::Replace) || entry.kind != Kind::File {
+            continue;
+        }
+        let Some(catalog) = entry.index.map(|i| &header.files[i]) else { continue };
+        let usable = |d: &&upkg_format::Delta| d.base_size <= upkg_format::MAX_DELTA_INPUT;
+        let same_path = catalog
+            .deltas
+            .iter()
+            .filter(usable)
+            .find(|d| entry.seen.as_ref().is_some_and(|s| s.sha256 == Some(d.base) && s.size == d.base_size));
+        let chosen = same_path.map(|d| (d, entry.path.clone())).or_else(|| {
+            catalog.deltas.iter().filter(usable).find_map(|d| bases.get(&(d.base, d.base_size)).map(|p| (d, p.clone())))
+        });
+        entry.method = Some(match chosen {
+            Some((delta, base_path)) => Method::Delta { base_path, base: delta.base, patch: delta.patch.clone() },
+            None => Method::Full,
+        });
+    }
+}
+
+/// The catalog indices an install reads from the package: the files it places
+/// whole, the patches of those it rebuilds, and the package's own files (scripts,
+/// licence) but the patches it does not use.
+pub(crate) fn entries_to_read(header: &Header, entries: &[PlanEntry]) -> BTreeSet<usize> {
+    let mut selected = BTreeSet::new();
+    let patches: HashSet<&str> = header.files.iter().flat_map(|e| e.deltas.iter().map(|d| d.patch.as_str())).collect();
+    for (index, entry) in header.files.iter().enumerate() {
+        if entry.kind == Kind::File && entry.is_package_file() && !patches.contains(entry.path.as_str()) {
+            selected.insert(index);
+        }
+    }
+    for entry in entries {
+        match (&entry.method, entry.index) {
+            (Some(Method::Delta { patch, .. }), _) => {
+                selected.extend(header.files.binary_search_by(|e| e.path.as_bytes().cmp(patch.as_bytes())).ok());
+            }
+            (Some(Method::Full), Some(index)) => {
+                selected.insert(index);
+            }
+            _ => {}
+        }
+    }
+    selected
+}
+
+/// Fills in what the plan reads: per placed file and in total, from a package
+/// file (the payload units holding each entry) or an expanded tree (the files).
+pub(crate) fn count_reads(plan: &mut Plan, header: &Header, from_tree: bool) {
+    let index_of = |path: &str| header.files.binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes())).ok();
+    let selected = entries_to_read(header, &plan.entries);
+    let units = if from_tree { Vec::new() } else { upkg_format::payload_units(header) };
+    let mut unit_of: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (u, unit) in units.iter().enumerate() {
+        for &entry in &unit.entries {
+            unit_of.entry(entry).or_default().push(u);
+        }
+    }
+    let cost = |index: usize| -> u64 {
+        if from_tree {
+            header.files[index].size
+        } else {
+            unit_of.get(&index).map_or(0, |us| us.iter().map(|&u| units[u].size).sum())
+        }
+    };
+    let mut reads = Reads::default();
+    for entry in &mut plan.entries {
+        let read_index = match &entry.method {
+            Some(Method::Full) => entry.index,
+            Some(Method::Delta { patch, .. }) => index_of(patch),
+            None => None,
+        };
+        if let Some(index) = read_index {
+            entry.read = Some(cost(index));
+        }
+        match entry.method {
+            Some(Method::Full) => reads.files_full += 1,
+            Some(Method::Delta { .. }) => reads.files_delta += 1,
+            None => {}
+        }
+    }
+    if from_tree {
+        reads.bytes = selected.iter().map(|&i| header.files[i].size).sum();
+        reads.whole = header.expanded_size();
+    } else {
+        let used: BTreeSet<usize> = selected.iter().flat_map(|i| unit_of.get(i).cloned().unwrap_or_default()).collect();
+        reads.units = used.len() as u64;
+        reads.bytes =
+            used.iter().map(|&u| units[u].size).sum::<u64>() + header.payload.directory.as_ref().map_or(0, |d| d.size);
+        reads.whole = header.payload.size;
+    }
+    plan.reads = reads;
+}
+
+/// The bytes of `state` rewritten, with every file given an identity of the
+/// longest spelling: which files have one depends on timing (see
+/// [`crate::state::Identity::capture`]), and the estimate must not.
+fn state_bytes_bound(state: &State) -> u64 {
+    let mut bound = state.clone();
+    for owned in bound.files.values_mut().filter(|o| o.kind == Kind::File) {
+        owned.identity = Some(crate::state::Identity {
+            dev: u64::MAX,
+            ino: u64::MAX,
+            size: u64::MAX,
+            mtime_ns: i128::from(i64::MAX),
+            ctime_ns: i128::from(i64::MAX),
+        });
+    }
+    serde_json::to_vec_pretty(&bound).map_or(0, |v| v.len() as u64)
 }
 
 /// Finds, before any script runs or service stops, what would make the install

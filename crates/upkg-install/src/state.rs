@@ -174,6 +174,10 @@ pub struct InstalledPackage {
     /// them cannot be uninstalled while this one is installed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
+    /// Where the package was installed from (an absolute path or a URL): where
+    /// `repair` fetches it again when no repair copy was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A path an install left as it was, and why.
@@ -274,6 +278,64 @@ pub struct OwnedEntry {
     /// Link target (links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// What the file was right after the installer put it in place (files
+    /// written by an install or a repair): while the file still has this identity,
+    /// its contents are still `sha256` and a plan need not read it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// A file's identity as git's index records it: device, inode, size, and the
+/// modification and status-change times. Writing the file changes its mtime and
+/// ctime, replacing it changes its inode, and setting its mtime back changes its
+/// ctime, so a file whose identity is unchanged has not been written since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size.
+    pub size: u64,
+    /// Modification time (ns).
+    pub mtime_ns: i128,
+    /// Status change time (ns).
+    pub ctime_ns: i128,
+}
+
+/// How far the filesystem's coarse clock may lag the precise one (a few
+/// scheduler ticks): file times are taken from the coarse clock.
+const CLOCK_TICK_NS: i128 = 20_000_000;
+
+impl Identity {
+    /// The identity of `entry`, if it can be trusted later: the file's mtime must be
+    /// older than the filesystem's clock can still give (`now` minus a tick), or a
+    /// write right after this moment could leave the same mtime (git's "racy"
+    /// entries). Such a file simply gets no identity and is read next time.
+    pub fn capture(entry: &upkg_fs::Entry, now_ns: i128) -> Option<Identity> {
+        (entry.kind == upkg_fs::EntryKind::File && entry.mtime_ns < now_ns - CLOCK_TICK_NS).then_some(Identity {
+            dev: entry.inode.dev,
+            ino: entry.inode.ino,
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            ctime_ns: entry.ctime_ns,
+        })
+    }
+
+    /// Whether `entry` is still the file this identity describes.
+    pub fn matches(&self, entry: &upkg_fs::Entry) -> bool {
+        entry.kind == upkg_fs::EntryKind::File
+            && entry.inode.dev == self.dev
+            && entry.inode.ino == self.ino
+            && entry.size == self.size
+            && entry.mtime_ns == self.mtime_ns
+            && entry.ctime_ns == self.ctime_ns
+    }
+}
+
+/// The current time in nanoseconds since the epoch, for [`Identity::capture`].
+pub(crate) fn now_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
 }
 
 #[cfg(test)]
@@ -336,6 +398,7 @@ mod tests {
             size: 0,
             version: None,
             target: None,
+            identity: None,
         };
         state.files.insert(path.to_owned(), entry);
         serde_json::to_vec(&state).unwrap()

@@ -18,6 +18,7 @@
 //! removed, last. A run that finds a journal finishes the cleanup of a committed
 //! transaction, or rolls it back: every step of both can be interrupted and redone.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use upkg_format::ScriptRole;
 use upkg_format::Service;
+use upkg_fs::EntryKind;
 use upkg_unpack::Durability;
 
 use crate::error::{Cancellation, InstallError, LogPlace, Result};
@@ -33,7 +35,7 @@ use crate::journal::{
 };
 use crate::log::{AttemptLog, Verdict};
 use crate::run::{self, RunFailure, ServiceState, ServiceVerb};
-use crate::state::State;
+use crate::state::{Identity, State};
 use crate::target::{Area, StateDir, Target, TargetLock, TxLayout, TxPart, state_error};
 use crate::util;
 
@@ -80,6 +82,8 @@ pub enum ProgressStage {
     Verifying,
     /// Writing and verifying the new files beside the target (bytes).
     Staging,
+    /// Rebuilding changed files from deltas and the installed files (bytes).
+    Rebuilding,
     /// Backing up and replacing files, one journalled operation at a time (operations).
     Applying,
     /// Reading and hashing the installed files (bytes).
@@ -97,6 +101,7 @@ impl ProgressStage {
         match self {
             ProgressStage::Verifying => "verifying",
             ProgressStage::Staging => "staging",
+            ProgressStage::Rebuilding => "rebuilding",
             ProgressStage::Applying => "applying",
             ProgressStage::Hashing => "hashing",
         }
@@ -309,6 +314,10 @@ pub(crate) struct Transaction<'s, 'a> {
     before: Option<State>,
     /// Operations applied so far (a prefix of the journal's).
     applied: usize,
+    /// The identity of each file put in place from the staging area, taken right
+    /// after its rename: what the commit records, so that later plans need not
+    /// read files nobody changed since (see [`Identity::capture`]).
+    identities: HashMap<String, Identity>,
 }
 
 /// What a committed transaction leaves for the report.
@@ -380,7 +389,7 @@ pub(crate) fn begin<'s, 'a>(
         }
     };
     log.release_reserves_of(reserves);
-    let mut tx = Transaction { ctx, session, journal, log, before, applied: 0 };
+    let mut tx = Transaction { ctx, session, journal, log, before, applied: 0, identities: HashMap::new() };
     tx.log.line(&format!("pkgrun {} log of transaction {txid}", env!("CARGO_PKG_VERSION")));
     tx.log.line(&crate::log::attempt_line(tx.journal.action, &tx.journal.package_id, tx.journal.package_build));
     tx.log.line(first_line);
@@ -526,6 +535,7 @@ impl Transaction<'_, '_> {
                             op.path()
                         ));
                     }
+                    self.capture_identity(self.applied);
                     self.applied += 1;
                     (self.ctx.progress)(Progress::Advance(1));
                 }
@@ -540,11 +550,38 @@ impl Transaction<'_, '_> {
         Ok(())
     }
 
+    /// Records the identity of the file operation `index` put in place from the
+    /// staging area (verified contents, the catalog's digest), if it is that file.
+    fn capture_identity(&mut self, index: usize) {
+        let (Op::Place { path, from, entry } | Op::Replace { path, from, entry, .. }) = &self.journal.ops[index] else {
+            return;
+        };
+        if *from != self.layout().staging() || entry.kind != EntryKind::File || entry.sha256.is_none() {
+            return;
+        }
+        let now = crate::state::now_ns();
+        if let Ok(Some(found)) = self.target().root.entry(path)
+            && found.inode == entry.inode
+            && let Some(identity) = Identity::capture(&found, now)
+        {
+            self.identities.insert(path.clone(), identity);
+        }
+    }
+
     /// Commits: makes everything durable, replaces `state.json` (recording the
     /// transaction), removes the leftovers, writes the verdict, removes the journal.
     fn commit(mut self, mut state: State, verdict: Verdict) -> Result<Committed> {
         let durable = self.ctx.durable();
         state.last_transaction = Some(self.journal.txid.clone());
+        // Every path this transaction moved an entry to gets the identity taken
+        // right after, or none: an identity recorded earlier no longer holds.
+        for op in &self.journal.ops {
+            if let Op::Place { path, entry, .. } | Op::Replace { path, entry, .. } = op
+                && let Some(owned) = state.files.get_mut(path)
+            {
+                owned.identity = self.identities.get(path).copied().filter(|_| owned.sha256 == entry.sha256);
+            }
+        }
         let saved = (|| {
             if durable {
                 self.target().root.syncfs()?;

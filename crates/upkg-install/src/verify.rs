@@ -468,6 +468,36 @@ struct Restore {
 /// package replaced by a link, the link goes to the backup and the directory is
 /// created again.
 pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
+    repair_from(ctx, target, &|source| upkg_format::Package::open(Path::new(source)).map_err(|e| e.to_string()))
+}
+
+/// The package `record` was installed from, opened again from its recorded source
+/// and checked to be the same package: its signed header is the one kept at install.
+fn fetch_again(
+    state_dir: &crate::target::StateDir,
+    record: &crate::state::InstalledPackage,
+    open: &OpenSource<'_>,
+) -> std::result::Result<upkg_format::Package, String> {
+    let source = record.source.as_deref().ok_or("no source was recorded for it")?;
+    let kept = state_dir
+        .area(&state_dir.tx(&record.transaction).keep(), false)
+        .and_then(|keep| Ok(keep.read(upkg_format::EXPANDED_HEADER)?))
+        .map_err(|e| format!("its kept header cannot be read ({e})"))?;
+    let package = open(source).map_err(|e| format!("it cannot be read again from {source}: {e}"))?;
+    if package.header_bytes() != kept.as_slice() {
+        return Err(format!("{source} now holds another package than the one installed"));
+    }
+    Ok(package)
+}
+
+/// Opens the package an install recorded as its source (a path or a URL).
+pub type OpenSource<'a> = dyn Fn(&str) -> std::result::Result<upkg_format::Package, String> + 'a;
+
+/// [`repair`], where a package installed without a repair copy is fetched again
+/// from the source its install recorded, opened by `open` (a URL needs the caller's
+/// HTTP client): it must be the very package installed (the same signed header as
+/// the one kept), and what it gives is verified against the catalog like any read.
+pub fn repair_from(ctx: &Context<'_>, target: &Path, open: &OpenSource<'_>) -> Result<RepairReport> {
     drop(ctx.open_log_copy()?);
     let (session, state) = open_attempt(ctx, target, Action::Repair, None)?;
     let root = &session.target.root;
@@ -506,10 +536,25 @@ pub fn repair(ctx: &Context<'_>, target: &Path) -> Result<RepairReport> {
             report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, "its package is no longer recorded")));
             continue;
         };
-        let Some(package) = kept_package(&session.state_dir, record)? else {
-            let reason = "its package was installed without a repair copy: reinstall it with --force";
-            report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, reason)));
-            continue;
+        let package = match kept_package(&session.state_dir, record)? {
+            Some(package) => package,
+            None => match fetch_again(&session.state_dir, record, open) {
+                Ok(package) => {
+                    (ctx.notify)(&format!(
+                        "{} was installed without a repair copy: reading it again from {}",
+                        record.id,
+                        package.origin()
+                    ));
+                    package
+                }
+                Err(reason) => {
+                    let reason = format!(
+                        "its package was installed without a repair copy, and {reason}: reinstall it with --force"
+                    );
+                    report.unrepairable.extend(problems.iter().map(|p| unrepairable(p, &reason)));
+                    continue;
+                }
+            },
         };
         let mut selected = BTreeSet::new();
         for problem in problems {

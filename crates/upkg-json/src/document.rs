@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use upkg_build::DeltaReport;
 use upkg_format::{Codec, FailureClass, FileEntry, FormatVersion, Layout, PackageInfo, Signer, Version};
 use upkg_install::{
     AdoptReport, CleanupReport, InstallReport, LogPlace, LogsReport, Plan, Recovery, RegistryEntry, RepairReport,
@@ -487,6 +488,8 @@ pub struct BuildData {
     pub stub: bool,
     /// Who signed it.
     pub signer: BuildSigner,
+    /// The deltas made with `--delta-from` (null without it).
+    pub deltas: Option<DeltaReport>,
 }
 
 /// `pkgbuild keygen`: the key pair written.

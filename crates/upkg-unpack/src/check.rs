@@ -12,7 +12,7 @@ use upkg_format::Kind;
 use upkg_format::Unit;
 use upkg_format::with_copy_buffer;
 use upkg_format::{EXPANDED_HEADER, EXPANDED_RUNNER, EXPANDED_SIGNATURE};
-use upkg_format::{Error, ExpandedTree, Package, PackageFile};
+use upkg_format::{Error, ExpandedTree, Package, PackageFile, PatchCheck};
 
 use crate::error::{TreeProblem, UnpackError};
 use crate::write::for_each_unit;
@@ -48,24 +48,36 @@ pub fn check_file(
     upkg_format::verify_payload_directory(package, header)?;
     let units = upkg_format::payload_units(header);
     let all: Vec<&Unit> = units.iter().collect();
+    package.fetch_units(&all)?;
     let files = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
+    let patches = upkg_format::patch_files(header);
     for_each_unit(&all, threads, &|unit| {
-        let mut visit = |_: usize, data: &mut dyn Read| -> Result<(), Error> {
+        let mut visit = |index: usize, data: &mut dyn Read| -> Result<(), Error> {
+            let mut patch = patches.get(&index).map(|&size| PatchCheck::new(size));
             with_copy_buffer(|buf| {
                 loop {
                     let n = data.read(buf).map_err(upkg_format::payload_read_error)?;
                     if n == 0 {
                         return Ok(());
                     }
+                    if let Some(patch) = &mut patch {
+                        patch.update(&buf[..n]);
+                    }
                     bytes.fetch_add(n as u64, Ordering::Relaxed);
                     progress(n as u64);
                 }
             })?;
+            if let Some(patch) = patch {
+                patch.finish().map_err(|reason| bad_patch(header, index, reason))?;
+            }
             files.fetch_add(1, Ordering::Relaxed);
             Ok(())
         };
         upkg_format::walk_unit(package, header, unit, &mut visit).map_err(UnpackError::Format)
+    })?;
+    check_self_contained_deltas(header, &|index, out| {
+        upkg_format::read_payload_file(package, header, index, out).map_err(UnpackError::Format)
     })?;
     // Empty files of a cabinet without data are visited too (in the folder `units`
     // gives such a cabinet), so `files` already counts every regular file.
@@ -74,6 +86,48 @@ pub fn check_file(
         files: files.into_inner(),
         bytes: bytes.into_inner(),
     })
+}
+
+/// The error of a patch file that is not one allowed zstd frame.
+fn bad_patch(header: &upkg_format::Header, index: usize, reason: String) -> Error {
+    Error::malformed(format!("the patch {:?}", header.files[index].path), None, reason)
+}
+
+/// Feeds what is written to a [`PatchCheck`].
+struct CheckWriter<'a>(&'a mut PatchCheck);
+
+impl std::io::Write for CheckWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Applies every delta whose base the package holds itself and checks the result
+/// against the signed digest (spec section "Deltas"); `read` writes a verified
+/// file's contents. Bases are held in memory, as when an installer applies them.
+fn check_self_contained_deltas(
+    header: &upkg_format::Header,
+    read: &dyn Fn(usize, &mut dyn std::io::Write) -> Result<(), UnpackError>,
+) -> Result<(), UnpackError> {
+    for delta in upkg_format::self_contained_deltas(header) {
+        let mut base = Vec::new();
+        read(delta.base, &mut base)?;
+        let mut patch = Vec::new();
+        read(delta.patch, &mut patch)?;
+        let target = &header.files[delta.target];
+        let what = format!(
+            "the delta of {:?} from {:?} (patch {:?})",
+            target.path, header.files[delta.base].path, header.files[delta.patch].path
+        );
+        let expected = target.sha256.expect("validated: files have digests");
+        upkg_format::apply_delta(&base, &mut &patch[..], target.size, expected, &mut std::io::sink(), &what)?;
+    }
+    Ok(())
 }
 
 /// Verifies an expanded tree: every catalog entry present with its kind, mode,
@@ -162,6 +216,21 @@ pub fn check_tree(
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         return Err(UnpackError::TreeMismatch { root: root.to_owned(), problems });
     }
+    // The tree's files are now known to match the catalog: check the patches' frames
+    // and apply the deltas whose bases the package holds, as for a package file.
+    let read = |index: usize, out: &mut dyn std::io::Write| -> Result<(), UnpackError> {
+        let path = &header.files[index].path;
+        let mut file = dir.open_file(path)?;
+        std::io::copy(&mut file, out).map_err(|e| UnpackError::io(dir.join(path), e))?;
+        Ok(())
+    };
+    for (&index, &size) in &upkg_format::patch_files(header) {
+        let mut check = PatchCheck::new(size);
+        let mut sink = CheckWriter(&mut check);
+        read(index, &mut sink)?;
+        check.finish().map_err(|reason| UnpackError::Format(bad_patch(header, index, reason)))?;
+    }
+    check_self_contained_deltas(header, &read)?;
     let files = header.files.iter().filter(|e| e.kind == Kind::File).count() as u64;
     Ok(CheckReport { members: 0, files, bytes: bytes.into_inner() })
 }

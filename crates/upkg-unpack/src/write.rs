@@ -284,6 +284,8 @@ fn write_from_file(
     let units = upkg_format::payload_units(header);
     let wanted: Vec<&Unit> =
         units.iter().filter(|u| options.verify_all || u.entries.iter().any(|&i| select(i))).collect();
+    // A package read from elsewhere fetches what is wanted first, in few requests.
+    package.fetch_units(&wanted)?;
     for_each_unit(&wanted, options.threads, &|unit| {
         let mut visit = |index: usize, data: &mut dyn Read| -> Result<(), Error> {
             if !select(index) || header.files[index].kind != Kind::File {
