@@ -37,7 +37,7 @@ fn publish(releases: &Releases<'_>) -> PathBuf {
 }
 
 fn report(output: &common::RunOutput) -> serde_json::Value {
-    output.json()["targets"][0]["report"].clone()
+    output.json()["data"]["targets"][0]["report"].clone()
 }
 
 fn size(path: impl AsRef<Path>) -> u64 {
@@ -57,7 +57,7 @@ fn an_update_from_nginx_fetches_only_what_the_plan_shows() {
     let url = nginx.url("r4.upkg");
     let plan = run(&mut pkgrun(&ctx, &url, &["--plan", "--json", "--target", "t"]));
     plan.assert_success();
-    let reads = plan.json()["targets"][0]["plan"]["reads"].clone();
+    let reads = plan.json()["data"]["targets"][0]["plan"]["reads"].clone();
     let output = run(&mut pkgrun(&ctx, &url, &["--target", "t", "--json", "-q"]));
     output.assert_success();
     holds_release(&releases, &ctx.path("t"), 4).unwrap();

@@ -30,7 +30,7 @@ fn plan(ctx: &TestContext, package: &Path, target: &str) -> (BTreeMap<String, se
     let output = run(&mut ctx.pkgrun_trusted(package, &["--plan", "--json", "--target", target]));
     output.assert_success();
     let json = output.json();
-    let plan = &json["targets"][0]["plan"];
+    let plan = &json["data"]["targets"][0]["plan"];
     let lines = plan["entries"].as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap().to_owned(), e.clone()));
     (lines.collect(), plan["reads"].clone())
 }
@@ -67,7 +67,7 @@ fn an_update_from_each_of_three_releases_reads_only_what_changed() {
         assert!(bytes < 80 << 10 && bytes * 4 < whole, "release {n}: reads {reads}");
         assert_eq!(reads["files_full"], 2, "release {n}: {reads}");
         let report = install(&ctx, &new, &target, &[]);
-        let report = &report["targets"][0]["report"];
+        let report = &report["data"]["targets"][0]["report"];
         assert!(report.get("fallbacks").is_none(), "release {n}: {report}");
         holds_release(&releases, &ctx.path(&target), 4).unwrap();
         run(ctx.pkgrun().args(["verify", "--target", &target])).assert_success();
@@ -195,7 +195,7 @@ fn a_damaged_delta_falls_back_to_that_file_only() {
     assert_eq!(method(&lines["bin/app"]), "delta");
     assert_eq!(method(&lines["lib/libcore.so"]), "delta");
     let report = install(&ctx, &damaged, "t", &[]);
-    let report = &report["targets"][0]["report"];
+    let report = &report["data"]["targets"][0]["report"];
     let fallbacks: Vec<&str> =
         report["fallbacks"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(fallbacks, ["bin/app", "lib/libcore.so"], "{report}");

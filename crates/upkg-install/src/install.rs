@@ -235,8 +235,9 @@ fn check(ctx: &Context<'_>, package: &Package, path: &Path, found: &Found, optio
     // The signature and the catalog cover the whole package; of its bytes, only
     // those the plan uses are read, each checked against the catalog as it is
     // staged (an update costs what it changes).
-    if let Package::File(file) = package {
-        file.verify_stub()?;
+    match package {
+        Package::File(file) => file.verify_stub()?,
+        Package::Tree(tree) => upkg_unpack::check_tree_runner(tree)?,
     }
     let plan = make_plan(ctx, package, path, found, state.as_ref(), options)?;
     if !plan.obstacles.is_empty() {

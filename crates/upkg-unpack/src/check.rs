@@ -235,6 +235,20 @@ pub fn check_tree(
     Ok(CheckReport { members: 0, files, bytes: bytes.into_inner() })
 }
 
+/// Checks an expanded tree's runner alone (what [`check_tree`] checks of it): an
+/// install from a share reads only the files it uses, but the runner is code
+/// every host of the share may run, so a changed one is refused whatever is installed.
+pub fn check_tree_runner(tree: &ExpandedTree) -> Result<(), UnpackError> {
+    let dir = upkg_fs::Dir::open(tree.root())?;
+    let problems = Mutex::new(Vec::new());
+    let report = |path: &str, kind: &'static str, detail: String| {
+        problems.lock().expect("problems lock").push(TreeProblem { path: path.to_owned(), kind, detail });
+    };
+    check_runner(&dir, tree, &report)?;
+    let problems = problems.into_inner().expect("problems lock");
+    if problems.is_empty() { Ok(()) } else { Err(UnpackError::TreeMismatch { root: tree.root().to_owned(), problems }) }
+}
+
 /// Checks the tree's runner, `.package/pkgrun`, when there is one (spec section
 /// 12): a regular file of mode 0755 holding exactly the stub the signed header
 /// describes. A link is refused outright (unsafe-path): running it would run

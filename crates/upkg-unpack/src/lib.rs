@@ -16,7 +16,7 @@ mod expand;
 mod space;
 mod write;
 
-pub use check::{CheckReport, check, check_file, check_tree};
+pub use check::{CheckReport, check, check_file, check_tree, check_tree_runner};
 pub use error::{TreeProblem, UnpackError};
 pub use expand::{ExpandReport, expand, preflight};
 pub use space::{FreeSpace, SpaceEstimate, estimate, needed};
