@@ -63,6 +63,14 @@ def run(argv, *, env=None, cwd=None, capture=True) -> str:
     return proc.stdout if capture else ""
 
 
+def envelope_data(text: str, what: str) -> dict:
+    """The `data` of a successful --json document (docs/JSON.md)."""
+    document = json.loads(text)
+    if not document.get("ok"):
+        raise Failure(f"{what} did not succeed: {json.dumps(document.get('error'))}")
+    return document["data"]
+
+
 def timed(argv, *, env=None, cwd=None) -> tuple[float, int, str]:
     """Runs `argv` under GNU time: (wall seconds, peak RSS bytes, stdout). Flushes earlier writes first."""
     os.sync()
@@ -258,7 +266,7 @@ def main(argv=None) -> int:
             for d in deltas:
                 argv += ["--delta-from", d]
             seconds, _, out_json = timed(argv, env=env)
-            return seconds, json.loads(out_json)
+            return seconds, envelope_data(out_json, "pkgbuild build")
 
         for name in "ABC":
             build(rel / name, www / f"{name}.upkg")
@@ -272,7 +280,7 @@ def main(argv=None) -> int:
         def install(package, target: Path, *extra) -> tuple[float, int, dict]:
             seconds, peak, out = timed([pkgrun, package, "--trust", pub, "--target", target, "-q", "--json", *extra],
                                        env=env)
-            return seconds, peak, json.loads(out)
+            return seconds, peak, envelope_data(out, "pkgrun install")
 
         # Targets at release A or C are installed afresh (untimed) for every measurement,
         # not copied: a copy has new inodes, so the installer would read every file again.
