@@ -455,7 +455,9 @@ pub fn install(
 
 fn log_plan(log: &mut AttemptLog, plan: &Plan) {
     let summary: Vec<String> = plan.summary.iter().map(|(a, n)| format!("{n} {}", a.name())).collect();
-    log.line(&format!("plan: {}", summary.join(", ")));
+    // One write for the whole plan (a line per entry): tens of thousands of writes
+    // would cost more than the update itself.
+    let mut lines = format!("plan: {}", summary.join(", "));
     for entry in &plan.entries {
         let versions = match plan::describe_versions(entry) {
             text if text.is_empty() => text,
@@ -465,8 +467,9 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
             text if text.is_empty() => text,
             text => format!(" [{text}]"),
         };
-        log.line(&format!("plan: {} {}{versions}{method}", entry.action.name(), entry.path));
+        lines.push_str(&format!("\nplan: {} {}{versions}{method}", entry.action.name(), entry.path));
     }
+    log.line(&lines);
     log.line(&format!("reads: {}", plan::describe_reads(&plan.reads)));
     let s = &plan.space;
     log.line(&format!(

@@ -789,19 +789,45 @@ pub(crate) fn count_reads(plan: &mut Plan, header: &Header, from_tree: bool) {
 
 /// The bytes of `state` rewritten, with every file given an identity of the
 /// longest spelling: which files have one depends on timing (see
-/// [`crate::state::Identity::capture`]), and the estimate must not.
+/// [`crate::state::Identity::capture`]), and the estimate must not. Counted as
+/// the state is serialized as it is, plus, for each file, what the longest
+/// identity adds beyond the one it has: no copy of the state is made.
 fn state_bytes_bound(state: &State) -> u64 {
-    let mut bound = state.clone();
-    for owned in bound.files.values_mut().filter(|o| o.kind == Kind::File) {
-        owned.identity = Some(crate::state::Identity {
-            dev: u64::MAX,
-            ino: u64::MAX,
-            size: u64::MAX,
-            mtime_ns: i128::from(i64::MAX),
-            ctime_ns: i128::from(i64::MAX),
-        });
+    let longest = crate::state::Identity {
+        dev: u64::MAX,
+        ino: u64::MAX,
+        size: u64::MAX,
+        mtime_ns: i128::from(i64::MAX),
+        ctime_ns: i128::from(i64::MAX),
+    };
+    let identity_len = |identity: Option<&crate::state::Identity>| {
+        // `,"identity":` and the value, as serde_json writes a present member.
+        identity.map_or(0, |identity| serialized_len(identity) + r#","identity":"#.len() as u64)
+    };
+    let longest_len = identity_len(Some(&longest));
+    let missing: u64 = state
+        .files
+        .values()
+        .filter(|owned| owned.kind == Kind::File)
+        .map(|owned| longest_len - identity_len(owned.identity.as_ref()))
+        .sum();
+    serialized_len(state) + missing
+}
+
+/// The length of `value` written as compact JSON, counted without keeping it.
+fn serialized_len(value: &impl serde::Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    serde_json::to_vec_pretty(&bound).map_or(0, |v| v.len() as u64)
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
 }
 
 /// Finds, before any script runs or service stops, what would make the install

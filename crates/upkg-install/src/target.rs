@@ -240,10 +240,23 @@ impl StateDir {
         })
     }
 
+    /// The bytes of `state.json` as they are (`None`: there is none), to be put
+    /// back exactly by [`StateDir::restore_state_bytes`].
+    pub fn state_bytes(&self) -> Result<Option<Vec<u8>>> {
+        self.dir.read_if_exists(STATE_FILE).map_err(state_error)
+    }
+
+    /// Puts back `state.json` as [`StateDir::state_bytes`] read it, atomically and durably.
+    pub fn restore_state_bytes(&self, bytes: &[u8]) -> Result<()> {
+        let save = || self.dir.replace_file(STATE_FILE, 0o644, |out| out.write_all(bytes));
+        with_room(&self.dir, save).map_err(state_error)
+    }
+
     /// Replaces `state.json` atomically and durably: the commit point.
     pub fn save_state(&self, state: &State) -> Result<()> {
         let save = || {
-            self.dir.replace_file(STATE_FILE, 0o644, |out| serde_json::to_writer_pretty(out, state).map_err(Into::into))
+            // Compact: it is rewritten whole by every transaction (`jq .` shows it indented).
+            self.dir.replace_file(STATE_FILE, 0o644, |out| serde_json::to_writer(out, state).map_err(Into::into))
         };
         with_room(&self.dir, save).map_err(state_error)
     }

@@ -310,8 +310,8 @@ pub(crate) struct Transaction<'s, 'a> {
     journal: Journal,
     /// The attempt log.
     pub log: AttemptLog,
-    /// The state before, restored if the commit fails half-way.
-    before: Option<State>,
+    /// `state.json` as it was before, put back byte for byte if the commit fails half-way.
+    before: Option<Vec<u8>>,
     /// Operations applied so far (a prefix of the journal's).
     applied: usize,
     /// The identity of each file put in place from the staging area, taken right
@@ -339,7 +339,9 @@ pub(crate) fn begin<'s, 'a>(
 ) -> Result<Transaction<'s, 'a>> {
     let log_copy = ctx.open_log_copy()?;
     let state_dir = &session.state_dir;
-    let before = state_dir.load_state()?;
+    // Kept as bytes: parsing the state again would cost as much as the update of
+    // a large instance, and putting back the same bytes is exact.
+    let before = state_dir.state_bytes()?;
     let txid = util::new_txid();
     let logs = state_dir.logs()?;
     let reserves = state_dir.dir.try_clone()?;
@@ -623,7 +625,7 @@ impl Transaction<'_, '_> {
             return Ok(());
         }
         match &self.before {
-            Some(before) => self.state_dir().save_state(before),
+            Some(before) => self.state_dir().restore_state_bytes(before),
             None => {
                 self.state_dir().dir.unlink("state.json")?;
                 Ok(self.state_dir().dir.sync()?)
