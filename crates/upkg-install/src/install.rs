@@ -455,10 +455,16 @@ pub fn install(
 
 fn log_plan(log: &mut AttemptLog, plan: &Plan) {
     let summary: Vec<String> = plan.summary.iter().map(|(a, n)| format!("{n} {}", a.name())).collect();
-    // One write for the whole plan (a line per entry): tens of thousands of writes
-    // would cost more than the update itself.
+    // The plan's lines (one per entry) in writes of a thousand lines: tens of
+    // thousands of writes would cost more than the update itself, and one string
+    // of them all would hold megabytes.
+    const LINES_PER_WRITE: usize = 1000;
     let mut lines = format!("plan: {}", summary.join(", "));
-    for entry in &plan.entries {
+    for (index, entry) in plan.entries.iter().enumerate() {
+        if index % LINES_PER_WRITE == LINES_PER_WRITE - 1 {
+            log.line(&lines);
+            lines.clear();
+        }
         let versions = match plan::describe_versions(entry) {
             text if text.is_empty() => text,
             text => format!(" ({text})"),
@@ -467,7 +473,10 @@ fn log_plan(log: &mut AttemptLog, plan: &Plan) {
             text if text.is_empty() => text,
             text => format!(" [{text}]"),
         };
-        lines.push_str(&format!("\nplan: {} {}{versions}{method}", entry.action.name(), entry.path));
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(&format!("plan: {} {}{versions}{method}", entry.action.name(), entry.path));
     }
     log.line(&lines);
     log.line(&format!("reads: {}", plan::describe_reads(&plan.reads)));
