@@ -15,6 +15,9 @@ description:
   - Runs C(pkgrun status --json) on one target: the product and its version, the
     installed packages, the last failed attempt and a pending restart. Changes
     nothing.
+  - Like M(upkg.rollout.pkgrun), it runs pkgrun through the task's connection (no
+    Python needed on the host), and a host that cannot be reached fails the task
+    with C(reason=unreachable).
 version_added: "0.1.0"
 options:
   target:
@@ -65,7 +68,12 @@ outcome:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import PKGRUN_ARGUMENT_SPEC, Pkgrun, fail_with
+from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import (
+    PKGRUN_ARGUMENT_SPEC,
+    Pkgrun,
+    PkgrunFailure,
+    status,
+)
 
 
 def main():
@@ -75,18 +83,21 @@ def main():
         mutually_exclusive=[("target", "instance")],
         supports_check_mode=True,
     )
-    pkgrun = Pkgrun(module)
-    document = pkgrun.run(["status"] + pkgrun.target_ref_args())
-    if not document.get("ok"):
-        fail_with(module, document)
-    status = document["data"]
-    module.exit_json(
-        changed=False,
-        status=status,
-        installed=[p["id"] for p in status.get("packages", [])],
-        outcome=document["outcome"],
-        exit_code=document["exit_code"],
-    )
+    params = module.params
+
+    def execute(command, environment):
+        return module.run_command(command, environ_update=environment)
+
+    pkgrun = Pkgrun(params, execute, params.get("executable") or module.get_bin_path("pkgrun", required=True))
+    try:
+        result = status(pkgrun)
+    except PkgrunFailure as failed:
+        for warning in pkgrun.warnings:
+            module.warn(warning)
+        module.fail_json(**failed.result)
+    for warning in pkgrun.warnings:
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
