@@ -99,7 +99,9 @@ fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
         ("share", ctx.path("share").display().to_string()),
         ("url", format!("http://127.0.0.1:{}/acme-sp.upkg", server.port)),
     ];
-    ctx.mkdir("hosts", 0o755);
+    // The targets' names would be changed by a "$HOME" expansion (Ansible's "path" type).
+    let hosts = "hosts ($HOME's)";
+    ctx.mkdir(hosts, 0o755);
     let mut inventory = format!(
         "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    pkgrun: {}\n    key: {}\n  hosts:\n",
         ansible_python(),
@@ -107,11 +109,11 @@ fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
         ctx.path(TEST_PUB).display()
     );
     for (host, source) in &sources {
-        acme_instance(&ctx, &release, &format!("hosts/{host}"));
+        acme_instance(&ctx, &release, &format!("{hosts}/{host}"));
         inventory.push_str(&format!(
             "    {host}: {{package: \"{source}\", target: {}, registry: {}}}\n",
-            ctx.path(format!("hosts/{host}")).display(),
-            ctx.path(format!("hosts/{host}.registry")).display()
+            yaml(&ctx.path(format!("{hosts}/{host}")).display().to_string()),
+            yaml(&ctx.path(format!("{hosts}/{host}.registry")).display().to_string())
         ));
     }
     ctx.write_file("inventory.yml", inventory.as_bytes(), 0o644);
@@ -153,7 +155,7 @@ fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
             "{context}"
         );
         let log = install["log"].as_str().expect("the install's log");
-        assert!(log.starts_with(&ctx.path(format!("hosts/{host}/.pkgrun/logs/")).display().to_string()), "{context}");
+        assert!(log.starts_with(&ctx.path(format!("{hosts}/{host}/.pkgrun/logs/")).display().to_string()), "{context}");
         assert!(std::fs::read_to_string(log).expect("read the log").contains("INSTALL SUCCESS"), "{context}");
         assert_eq!(install["package"]["id"], "acme-server-2.2.0-sp1");
         assert_eq!(install["restart_required"], false);

@@ -10,16 +10,13 @@ itself), and hosts need no Python. The decisions are the module's own code
 (``module_utils/pkgrun.py``), given another way to start pkgrun.
 
 The module runs instead when the package is an http(s) URL (the host
-downloads it, with Python's HTTP client) or a path starts with ``~`` (expanded
-on the host). Either way a host that cannot be reached fails the task with
+downloads it, with Python's HTTP client). Either way a host that cannot be reached fails the task with
 ``reason: unreachable`` (see ``plugin_utils/remote.py``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
-
-import copy
 
 from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -36,25 +33,9 @@ from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import (
 from ansible_collections.upkg.rollout.plugins.plugin_utils.remote import executor, unreachable
 
 
-def remote_spec(spec):
-    """The spec with paths as plain strings: they are paths on the host, which
-    must not be expanded on the control node."""
-    spec = copy.deepcopy(spec)
-    for option in spec.values():
-        if option.get("type") == "path":
-            option["type"] = "str"
-        if option.get("elements") == "path":
-            option["elements"] = "str"
-    return spec
-
-
 def needs_module(params):
-    """The module runs on the host when it has to: a URL to download, a ``~`` to expand."""
-    if params.get("package") and is_url(params["package"]):
-        return True
-    paths = [params.get(name) for name in ("package", "executable", "registry", "target", "trusted_keys")]
-    paths += params.get("trust") or []
-    return any(p and p.startswith("~") for p in paths)
+    """The module runs on the host when a URL is to be downloaded there."""
+    return bool(params.get("package")) and is_url(params["package"])
 
 
 class ActionModule(ActionBase):
@@ -64,7 +45,7 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
         host = self._task.delegate_to or (task_vars or {}).get("inventory_hostname", "the host")
-        validation = ArgumentSpecValidator(remote_spec(PKGRUN_MODULE_SPEC), **PKGRUN_MODULE_RULES).validate(
+        validation = ArgumentSpecValidator(PKGRUN_MODULE_SPEC, **PKGRUN_MODULE_RULES).validate(
             self._task.args)
         if validation.error_messages:
             result.update(failed=True, msg="; ".join(validation.error_messages))

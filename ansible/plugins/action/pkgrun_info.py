@@ -3,8 +3,7 @@
 # MIT OR Apache-2.0
 """The ``upkg.rollout.pkgrun_info`` task on the control node: ``pkgrun status
 --json`` run through the connection (no Python module shipped; see
-``action/pkgrun.py``), unless a path starts with ``~`` (the module expands it
-on the host)."""
+``action/pkgrun.py``)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -13,7 +12,6 @@ __metaclass__ = type
 from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
-from ansible_collections.upkg.rollout.plugins.action.pkgrun import remote_spec
 from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import (
     PKGRUN_ARGUMENT_SPEC,
     Pkgrun,
@@ -31,7 +29,7 @@ class ActionModule(ActionBase):
         del tmp
         host = self._task.delegate_to or (task_vars or {}).get("inventory_hostname", "the host")
         validation = ArgumentSpecValidator(
-            remote_spec(PKGRUN_ARGUMENT_SPEC),
+            PKGRUN_ARGUMENT_SPEC,
             required_one_of=[("target", "instance")],
             mutually_exclusive=[("target", "instance")],
         ).validate(self._task.args)
@@ -39,9 +37,6 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="; ".join(validation.error_messages))
             return result
         params = validation.validated_parameters
-        if any((params.get(name) or "").startswith("~") for name in PKGRUN_ARGUMENT_SPEC):
-            result.update(self._execute_module(task_vars=task_vars))
-            return result
         pkgrun = Pkgrun(params, executor(self), params.get("executable") or "pkgrun")
         try:
             result.update(status(pkgrun))

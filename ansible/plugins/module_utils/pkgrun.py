@@ -33,11 +33,14 @@ import tempfile
 # changes these (docs/JSON.md, "The envelope").
 SCHEMA_VERSION = 1
 
-# Options every module takes to find and run pkgrun on the managed host.
+# Options every module takes to find and run pkgrun on the managed host. Paths
+# are strings, used as given: Ansible's "path" type would expand "~" and "$VAR"
+# (on the control node, when an action plugin validates), and a directory may be
+# named with a "$".
 PKGRUN_ARGUMENT_SPEC = dict(
-    executable=dict(type="path"),
-    registry=dict(type="path"),
-    target=dict(type="path"),
+    executable=dict(type="str"),
+    registry=dict(type="str"),
+    target=dict(type="str"),
     instance=dict(type="str"),
 )
 
@@ -46,8 +49,8 @@ PKGRUN_MODULE_SPEC = dict(
     package=dict(type="str"),
     id=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    trust=dict(type="list", elements="path", default=[]),
-    trusted_keys=dict(type="path"),
+    trust=dict(type="list", elements="str", default=[]),
+    trusted_keys=dict(type="str"),
     accept_eula=dict(type="bool", default=False),
     force=dict(type="bool", default=False),
     allow_downgrade=dict(type="bool", default=False),

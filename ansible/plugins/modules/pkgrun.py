@@ -28,7 +28,9 @@ description:
   - The collection's action plugin runs pkgrun on the host through the task's
     connection, as M(ansible.builtin.raw) runs a command: the host needs no Python,
     and no module is shipped for each call. This module itself runs on the host
-    only when the package is a URL (the host downloads it) or a path starts with C(~).
+    only when the package is a URL (the host downloads it).
+  - Paths are used as given, with no C(~) or C($VAR) expansion: a directory may be
+    named with a C($).
   - A host that cannot be reached fails the task with C(reason=unreachable) (and
     C(unreachable_host)), instead of leaving the play as Ansible's unreachable
     hosts do, so that a block's C(rescue) runs for it (a rollout rolls its pool
@@ -55,24 +57,24 @@ options:
     description:
       - The product instance's directory. With I(instance) on an install, the
         instance is registered under that name.
-    type: path
+    type: str
   instance:
     description: A registered instance name (C(pkgrun instances)), alone or with I(target).
     type: str
   executable:
     description: The pkgrun executable (default C(pkgrun) on the host's PATH).
-    type: path
+    type: str
   registry:
     description: The instance registry (C(PKGRUN_REGISTRY); default C(/etc/pkgrun/instances)).
-    type: path
+    type: str
   trust:
     description: Public keys (minisign C(.pub)) to trust besides the trusted-keys directory.
     type: list
-    elements: path
+    elements: str
     default: []
   trusted_keys:
     description: The trusted-keys directory (default C($PKGRUN_TRUSTED_KEYS), else C(/etc/pkgrun/trusted-keys)).
-    type: path
+    type: str
   accept_eula:
     description: Accept the package's licence (an unattended install of a package with one is refused without it).
     type: bool
@@ -204,7 +206,8 @@ def main():
     params = module.params
 
     def execute(command, environment):
-        return module.run_command(command, environ_update=environment)
+        # As given: run_command would expand "~" and "$VAR" in every argument.
+        return module.run_command(command, environ_update=environment, expand_user_and_vars=False)
 
     pkgrun = Pkgrun(params, execute, params.get("executable") or module.get_bin_path("pkgrun", required=True))
     source = params.get("package")

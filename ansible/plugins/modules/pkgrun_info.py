@@ -17,21 +17,21 @@ description:
     nothing.
   - Like M(upkg.rollout.pkgrun), it runs pkgrun through the task's connection (no
     Python needed on the host), and a host that cannot be reached fails the task
-    with C(reason=unreachable).
+    with C(reason=unreachable). Paths are used as given (no C(~) or C($VAR) expansion).
 version_added: "0.1.0"
 options:
   target:
     description: The product instance's directory.
-    type: path
+    type: str
   instance:
     description: A registered instance name (C(pkgrun instances)), instead of I(target).
     type: str
   executable:
     description: The pkgrun executable (default C(pkgrun) on the host's PATH).
-    type: path
+    type: str
   registry:
     description: The instance registry (C(PKGRUN_REGISTRY); default C(/etc/pkgrun/instances)).
-    type: path
+    type: str
 notes:
   - Supports check mode.
 author:
@@ -86,7 +86,8 @@ def main():
     params = module.params
 
     def execute(command, environment):
-        return module.run_command(command, environ_update=environment)
+        # As given: run_command would expand "~" and "$VAR" in every argument.
+        return module.run_command(command, environ_update=environment, expand_user_and_vars=False)
 
     pkgrun = Pkgrun(params, execute, params.get("executable") or module.get_bin_path("pkgrun", required=True))
     try:
