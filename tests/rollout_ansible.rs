@@ -18,22 +18,25 @@ use rollout_support::*;
 
 // ---- The modules ----------------------------------------------------------------------------
 
-/// A web server on loopback (Python's `http.server`) serving `dir`, stopped on drop.
+/// A web server on loopback (Python's `http.server`) serving `dir`, stopped on
+/// drop; its log of requests goes to `log`.
 struct WebServer {
     child: std::process::Child,
     port: u16,
+    log: std::path::PathBuf,
 }
 
 impl WebServer {
-    fn serve(dir: &Path) -> WebServer {
+    fn serve(dir: &Path, log: &Path) -> WebServer {
         use std::io::BufRead as _;
         require_tool("python3", "python3");
+        let log_file = std::fs::File::create(log).expect("create the server's log");
         let mut child = Command::new("python3")
             .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("start python3 -m http.server");
         let mut line = String::new();
@@ -41,7 +44,14 @@ impl WebServer {
         // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
         let port = line.split(" port ").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok());
         let port = port.unwrap_or_else(|| panic!("no port in the server's banner {line:?}"));
-        WebServer { child, port }
+        WebServer { child, port, log: log.to_owned() }
+    }
+
+    /// How many times `path` was fetched (GET) since the log was last cleared, and clears it.
+    fn fetches(&self, path: &str) -> usize {
+        let text = std::fs::read_to_string(&self.log).expect("read the server's log");
+        std::fs::write(&self.log, "").expect("clear the server's log");
+        text.lines().filter(|l| l.contains(&format!("\"GET {path} HTTP/"))).count()
     }
 }
 
@@ -83,13 +93,15 @@ fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
     run(ctx.pkgrun().arg(&service_pack).args(["-x", "share", "-q", "--trust", TEST_PUB])).assert_success();
     ctx.mkdir("web", 0o755);
     std::fs::copy(&service_pack, ctx.path("web/acme-sp.upkg")).expect("copy the package to the web root");
-    let server = WebServer::serve(&ctx.path("web"));
+    let server = WebServer::serve(&ctx.path("web"), &ctx.path("web.log"));
     let sources = [
         ("file", service_pack.display().to_string()),
         ("share", ctx.path("share").display().to_string()),
         ("url", format!("http://127.0.0.1:{}/acme-sp.upkg", server.port)),
     ];
-    ctx.mkdir("hosts", 0o755);
+    // The targets' names would be changed by a "$HOME" expansion (Ansible's "path" type).
+    let hosts = "hosts ($HOME's)";
+    ctx.mkdir(hosts, 0o755);
     let mut inventory = format!(
         "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    pkgrun: {}\n    key: {}\n  hosts:\n",
         ansible_python(),
@@ -97,11 +109,11 @@ fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
         ctx.path(TEST_PUB).display()
     );
     for (host, source) in &sources {
-        acme_instance(&ctx, &release, &format!("hosts/{host}"));
+        acme_instance(&ctx, &release, &format!("{hosts}/{host}"));
         inventory.push_str(&format!(
             "    {host}: {{package: \"{source}\", target: {}, registry: {}}}\n",
-            ctx.path(format!("hosts/{host}")).display(),
-            ctx.path(format!("hosts/{host}.registry")).display()
+            yaml(&ctx.path(format!("{hosts}/{host}")).display().to_string()),
+            yaml(&ctx.path(format!("{hosts}/{host}.registry")).display().to_string())
         ));
     }
     ctx.write_file("inventory.yml", inventory.as_bytes(), 0o644);
@@ -143,7 +155,7 @@ fn the_module_installs_from_a_file_a_share_and_a_url_idempotently() {
             "{context}"
         );
         let log = install["log"].as_str().expect("the install's log");
-        assert!(log.starts_with(&ctx.path(format!("hosts/{host}/.pkgrun/logs/")).display().to_string()), "{context}");
+        assert!(log.starts_with(&ctx.path(format!("{hosts}/{host}/.pkgrun/logs/")).display().to_string()), "{context}");
         assert!(std::fs::read_to_string(log).expect("read the log").contains("INSTALL SUCCESS"), "{context}");
         assert_eq!(install["package"]["id"], "acme-server-2.2.0-sp1");
         assert_eq!(install["restart_required"], false);
@@ -333,7 +345,9 @@ fn the_sample_rolls_across_seven_hosts_in_the_seeds_order() {
 /// A pool upgraded in batches (`serial = "2"` over four hosts) that fails in its
 /// second batch is rolled back whole: the first batch, already back in service at
 /// the new version, is taken out again, rolled back and brought back with the
-/// second, so the pool ends at one version with its membership restored.
+/// second, so the pool ends at one version with its membership restored. The
+/// package is a URL (a real web server on loopback): every run fetches it once
+/// per host, for its plan; the install uses that copy.
 #[test]
 fn a_pool_failing_in_a_later_batch_is_rolled_back_whole() {
     let ctx = TestContext::in_memory();
@@ -346,29 +360,37 @@ fn a_pool_failing_in_a_later_batch_is_rolled_back_whole() {
     let cut = manifest.find("[[rollout]]").expect("the sample has roles");
     let manifest = format!("{}[[rollout]]\nname = \"web\"\nserial = \"2\"\n", &manifest[..cut]);
     std::fs::write(src.join("package.toml"), manifest).expect("write the manifest");
-    let package = ctx.build("acme-batches", "batches.upkg", &common::BuildOptions::default());
+    ctx.mkdir("www", 0o755);
+    let package = ctx.build("acme-batches", "www/batches.upkg", &common::BuildOptions::default());
     let playbook = ctx.path("batches.yml");
     run(ctx.pkgrun().arg(&package).arg("--rollout-playbook").arg(&playbook)).assert_success();
+    let server = WebServer::serve(&ctx.path("www"), &ctx.path("www.log"));
 
     let hosts = ["web1", "web2", "web3", "web4"];
     let dir = ctx.mkdir("farm/hosts", 0o755).parent().expect("farm").to_owned();
     for host in hosts {
         acme_instance(&ctx, &release, &format!("farm/hosts/{host}"));
     }
-    std::fs::write(dir.join("hook.sh"), HOOK).expect("write the hook");
-    set_executable(&dir.join("hook.sh"));
+    let hook = dir.join(HOOK_DIR).join("hook.sh");
+    std::fs::create_dir_all(hook.parent().expect("the hook's directory")).expect("mkdir");
+    std::fs::write(&hook, HOOK).expect("write the hook");
+    set_executable(&hook);
     std::fs::write(dir.join("lb-members"), lines(&hosts)).expect("write the members");
     std::fs::create_dir_all(dir.join("faults")).expect("mkdir faults");
     std::fs::write(dir.join("faults/web3.health"), "always").expect("inject");
-    let hook = dir.join("hook.sh").display().to_string();
+    let hook = sh_quote(&hook.display().to_string());
     let mut inventory = format!(
-        "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    upkg_package: {}\n\
-         \x20   upkg_trust: [{}]\n    upkg_accept_eula: true\n    upkg_pkgrun: {}\n    upkg_drain: {hook} drain\n\
-         \x20   upkg_enable: {hook} enable\n    upkg_health_check: {hook} health\n  children:\n    web:\n      hosts:\n",
+        "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n\
+         \x20   upkg_package: http://127.0.0.1:{}/batches.upkg\n\
+         \x20   upkg_trust: [{}]\n    upkg_accept_eula: true\n    upkg_pkgrun: {}\n    upkg_drain: {}\n\
+         \x20   upkg_enable: {}\n    upkg_health_check: {}\n  children:\n    web:\n      hosts:\n",
         ansible_python(),
-        ctx.path(&package).display(),
+        server.port,
         ctx.path(TEST_PUB).display(),
         common::pkgrun_exe().display(),
+        yaml(&format!("{hook} drain")),
+        yaml(&format!("{hook} enable")),
+        yaml(&format!("{hook} health")),
     );
     for host in hosts {
         inventory.push_str(&format!(
@@ -379,8 +401,7 @@ fn a_pool_failing_in_a_later_batch_is_rolled_back_whole() {
     }
     std::fs::write(dir.join("inventory.yml"), inventory).expect("write the inventory");
     let cfg = write_ansible_cfg(&dir, &install_collection(&ctx));
-    let before: Vec<Vec<String>> =
-        hosts.iter().map(|h| tree_listing(&dir.join("hosts").join(h), &[".pkgrun", "var/run"])).collect();
+    let before: Vec<Vec<String>> = hosts.iter().map(|h| product_tree(&dir.join("hosts").join(h))).collect();
 
     let first = run(ansible_playbook(&ctx, &cfg).arg("-i").arg(dir.join("inventory.yml")).arg(&playbook));
     let events = std::fs::read_to_string(dir.join("events")).unwrap_or_default();
@@ -390,13 +411,19 @@ fn a_pool_failing_in_a_later_batch_is_rolled_back_whole() {
     assert!(events.contains("enable web2 | web1=new web2=new web3=old web4=old"), "{describe}");
     // ...and is at the previous version again, like the whole pool, every host in rotation.
     for (host, tree) in hosts.iter().zip(&before) {
-        let now = tree_listing(&dir.join("hosts").join(host), &[".pkgrun", "var/run"]);
+        let now = product_tree(&dir.join("hosts").join(host));
         assert_eq!(&now, tree, "{host} is not back at its previous tree\n{describe}");
     }
     let members = std::fs::read_to_string(dir.join("lb-members")).expect("read the members");
     assert_eq!(members, lines(&hosts), "{describe}");
     let last_drain_of_web1 = events.rfind("drain web1").expect("web1 taken out");
     assert!(events.find("FAULT health web3").unwrap() < last_drain_of_web1, "web1 not taken out again: {describe}");
+    // Every host planned and all four installed: one download each, for the plan.
+    assert_eq!(server.fetches("/batches.upkg"), hosts.len(), "{describe}");
+    // The state directory is beside the playbook by default; nothing is left out of service.
+    let state = ctx.path("upkg-rollout-state");
+    assert!(state.is_dir(), "no rollout state beside the playbook");
+    assert_eq!(std::fs::read_dir(&state).expect("read the state").count(), 0, "records left\n{describe}");
 
     std::fs::remove_file(dir.join("faults/web3.health")).expect("heal");
     std::fs::write(dir.join("events"), "").expect("clear the events");
@@ -407,4 +434,12 @@ fn a_pool_failing_in_a_later_batch_is_rolled_back_whole() {
         let acmed = std::fs::read_to_string(dir.join("hosts").join(host).join("bin/acmed")).expect("read acmed");
         assert!(acmed.contains("ACMED_VERSION=2.2.0"), "{host} not upgraded by the rerun:\n{events}");
     }
+    assert_eq!(server.fetches("/batches.upkg"), hosts.len(), "{}", second.render());
+    // No copy is left on the hosts once installed.
+    let kept: Vec<_> = std::fs::read_dir(dir.join("ansible-tmp"))
+        .expect("read the remote temporary directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("upkg-download-"))
+        .collect();
+    assert!(kept.is_empty(), "downloads left on the hosts: {kept:?}");
 }

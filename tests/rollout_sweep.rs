@@ -8,7 +8,6 @@ mod install_support;
 mod rollout_support;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use common::{TestContext, exit, tree_listing};
 use install_support::ACME_SERVICE_MARKER;
@@ -35,61 +34,25 @@ fn sweep_cases() -> Vec<(&'static str, Step)> {
 /// all-old or all-new (the front-ends rolled back together to exactly their
 /// previous trees when one failed), a failed cluster node is rolled back, the
 /// nodes done before it stay upgraded; the load balancer's and the cluster's
-/// membership are restored; no host of a later tier, nor a later cluster node,
-/// was touched (its whole target, the installer's state included, is as before);
-/// a second run, the failure gone, finishes the rollout, and the hosts the first
-/// run had finished are neither taken out of service nor changed.
+/// membership are restored and no record of a host out of service is left; no
+/// host of a later tier, nor a later cluster node, was touched (its whole
+/// target, the installer's state included, is as before); a second run, the
+/// failure gone, finishes the rollout, and the hosts the first run had finished
+/// are neither taken out of service nor changed.
 ///
-/// The cases run in parallel (`UPKG_ROLLOUT_JOBS`, default 4: a case waits on
-/// services stopping and starting as much as it computes), each in a farm of its own.
+/// The cases run in parallel (`run_cases`), each in a farm of its own.
 #[test]
 fn failure_sweep_every_host_and_step() {
     let ctx = TestContext::in_memory();
     let golden = Golden::new(&ctx);
     let golden_trees: BTreeMap<&str, Vec<String>> =
         all_hosts().map(|h| (h, tree_listing(&golden.hosts.join(h), &[]))).collect();
-    // UPKG_ROLLOUT_CASES=web2,app1-Enable runs only the cases whose `host-Step` contains one of these.
-    let only: Vec<String> =
-        std::env::var("UPKG_ROLLOUT_CASES").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
-    let cases: Vec<(&str, Step)> = sweep_cases()
-        .into_iter()
-        .filter(|(host, step)| only.is_empty() || only.iter().any(|o| format!("{host}-{step:?}").contains(o.as_str())))
-        .collect();
-    let jobs: usize = std::env::var("UPKG_ROLLOUT_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(4).max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let started = Instant::now();
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut failures = Vec::new();
-                    loop {
-                        let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(&(host, step)) = cases.get(index) else { break };
-                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            sweep_case(&ctx, &golden, &golden_trees, index, host, step)
-                        }));
-                        if let Err(panic) = outcome {
-                            let message = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                                .unwrap_or_default();
-                            failures.push(format!("case {index} ({host}, {step:?}): {message}"));
-                        }
-                    }
-                    failures
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("a sweep worker")).collect()
-    });
-    eprintln!(
-        "failure sweep: {} cases (host x step) in {:.1} s with {jobs} in parallel",
-        cases.len(),
-        started.elapsed().as_secs_f64()
+    let cases = sweep_cases();
+    run_cases(
+        &cases,
+        |_, (host, step)| format!("{host}-{step:?}"),
+        |index, &(host, step)| sweep_case(&ctx, &golden, &golden_trees, index, host, step),
     );
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
 
 fn sweep_case(
@@ -101,7 +64,7 @@ fn sweep_case(
     step: Step,
 ) {
     let farm = Farm::new(ctx, golden, &format!("case-{index:02}-{host}-{step:?}"));
-    farm.inject(golden, host, step);
+    farm.inject(host, step);
     let first = farm.run(ctx, &golden.playbook, 1);
     let what = format!("{step:?} failing on {host}");
 
@@ -135,9 +98,11 @@ fn sweep_case(
     // Rolled back means exactly the previous tree (the installer's state aside).
     let rolled_back: Vec<&str> = if in_front { FRONT_END.to_vec() } else { vec![host] };
     for h in rolled_back {
-        let product = tree_listing(&farm.target(h), &[".pkgrun", "var/run"]);
-        let before = tree_listing(&golden.hosts.join(h), &[".pkgrun", "var/run"]);
-        assert_eq!(product, before, "{what}: {h} is not exactly at its previous tree\n{}", first.describe());
+        assert!(
+            farm.product_tree(h) == golden.old_tree,
+            "{what}: {h} is not exactly at its previous tree\n{}",
+            first.describe()
+        );
     }
     for h in &untouched {
         assert_eq!(&farm.full_tree(h), &golden_trees[h], "{what}: {h} (later) was touched\n{}", first.describe());
@@ -146,6 +111,7 @@ fn sweep_case(
     assert_eq!(farm.members("lb-members"), FRONT_END.map(String::from), "{what}: LB\n{}", first.describe());
     assert_eq!(farm.members("cluster-members"), BACK_END.map(String::from), "{what}: cluster\n{}", first.describe());
     assert_one_version_in_rotation(&first, &what);
+    assert_eq!(farm.records(), Vec::<String>::new(), "{what}: hosts recorded out of service\n{}", first.describe());
     if step == Step::Install {
         // The module's failure carries pkgrun's reason and the attempt's log.
         let log = format!("\"log\": \"{}/.pkgrun/logs/", farm.target(host).display());
@@ -169,6 +135,12 @@ fn sweep_case(
     assert_eq!(farm.members("lb-members"), FRONT_END.map(String::from));
     assert_eq!(farm.members("cluster-members"), BACK_END.map(String::from));
     assert_one_version_in_rotation(&second, &what);
-    // Keep the temporary root small while the other cases run (UPKG_KEEP_TEMP=1 keeps a failed case's farm).
-    std::fs::remove_dir_all(&farm.dir).expect("remove the case's farm");
+    assert_eq!(farm.records(), Vec::<String>::new(), "{what}: hosts recorded out of service after the rerun");
+    for h in all_hosts() {
+        assert!(farm.product_tree(h) == golden.new_tree, "{what}: {h} is not exactly at the new tree");
+    }
+    // Keep the temporary root small while the other cases run (UPKG_KEEP_TEMP=1 keeps them all).
+    if std::env::var_os("UPKG_KEEP_TEMP").is_none() {
+        std::fs::remove_dir_all(&farm.dir).expect("remove the case's farm");
+    }
 }

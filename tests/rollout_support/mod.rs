@@ -1,7 +1,7 @@
 //! What the farm rollout tests share (`tests/rollout_ansible.rs`,
-//! `tests/rollout_sweep.rs`): real Ansible (`ansible-playbook` from Debian's
-//! `ansible-core`, which `./test.sh` installs), the collection installed with
-//! `ansible-galaxy`, and a farm on one machine.
+//! `tests/rollout_sweep.rs`, `tests/rollout_recovery.rs`): real Ansible
+//! (`ansible-playbook` from Debian's `ansible-core`, which `./test.sh` installs),
+//! the collection installed with `ansible-galaxy`, and a farm on one machine.
 //!
 //! Every inventory host uses the local connection and has its own target
 //! directory (an Acme 2.1 instance, running), its own named instance and its own
@@ -11,10 +11,25 @@
 //! holding the workload). Every hook call appends a line to `events` with what the
 //! load balancer or the cluster held at that moment and at which version, so the
 //! tests can check the order and what clients met.
+//!
+//! The farm's paths and commands are what an attacker or a careless inventory
+//! would make them: the targets live in a directory whose name holds a space, a
+//! quote, `$HOME`, `;`, `#` and parentheses; the package's path holds spaces; the
+//! hook lives in a directory with a space and every command in the inventory is
+//! shell text with a quoted path and a trailing `#` comment.
+//!
+//! Failures and interruptions are files named after the host: `faults/HOST.ACTION`
+//! makes a hook action (or pkgrun's `install` or `uninstall`, through the farm's
+//! pkgrun wrapper, [`PKGRUN_WRAPPER`]) fail; `triggers/HOST.POINT` runs a shell
+//! snippet once at a point of a hook (`before-drain`, `after-health`, ...) or of
+//! pkgrun (`mid-install`), which is how ansible-playbook is killed ([`KILL`]) or a
+//! host made unreachable (`unreachable/HOST`, read by the farm's connection
+//! plugin, [`FLAKY_CONNECTION`]).
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -29,21 +44,55 @@ pub const WORKLOAD_OWNER: &str = "app1";
 /// The order the cluster nodes are upgraded in: passive first, the owner last.
 pub const BACK_END_ORDER: [&str; 4] = ["app2", "app3", "app4", "app1"];
 
+/// Where the farm's targets live, below its directory (see the module's doc).
+pub const TARGETS_DIR: &str = "targets (it's $HOME; #1)";
+/// Where the hook and the pkgrun wrapper live, below the farm's directory.
+pub const HOOK_DIR: &str = "hook scripts";
+
+/// Files of a target that change while its service runs, or that are the installer's own.
+pub const PRODUCT_EXCLUDE: &[&str] = &[".pkgrun", "var/run"];
+
+/// Files the sample's upgrade script writes with the time of the upgrade: their
+/// contents are not compared (their presence, mode and size are).
+pub const TIMESTAMPED: &[&str] = &["var/log/acme/upgrade.log", "var/lib/acme/upgrade-2.2.0/log-line"];
+
+/// A target's product tree: `tree_listing` without [`PRODUCT_EXCLUDE`], the
+/// contents of [`TIMESTAMPED`] files left out.
+pub fn product_tree(dir: &Path) -> Vec<String> {
+    tree_listing(dir, PRODUCT_EXCLUDE)
+        .into_iter()
+        .map(|line| match TIMESTAMPED.iter().find(|t| line.starts_with(&format!("file {t} "))) {
+            Some(_) => line.rsplit_once(' ').map(|(keep, _)| format!("{keep} -")).unwrap_or(line),
+            None => line,
+        })
+        .collect()
+}
+
 pub fn all_hosts() -> impl Iterator<Item = &'static str> {
     FRONT_END.iter().chain(BACK_END.iter()).copied()
 }
 
-/// The simulated load balancer and cluster, and the failure injection.
+/// The simulated load balancer and cluster, the failure injection and the triggers.
 ///
 /// `hook.sh ACTION` with the playbook's UPKG_* variables. A file
 /// `faults/HOST.ACTION` makes that action fail for that host: every time, or once
-/// when it holds `once` (a failure the next call, the rollback's, gets past).
+/// when it holds `once` (a failure the next call, the rollback's, gets past). A
+/// file `triggers/HOST.before-ACTION` or `triggers/HOST.after-ACTION` is a shell
+/// snippet run once at that point (renamed `.fired` first).
 pub const HOOK: &str = r#"#!/bin/sh
 set -eu
-farm=$(cd "$(dirname "$0")" && pwd)
+farm=$(cd "$(dirname "$0")/.." && pwd)
 action=$1
 host=$UPKG_HOST
 version() { if grep -q '^ACMED_VERSION=2.2.0' "$farm/hosts/$1/bin/acmed"; then echo new; else echo old; fi; }
+trigger() {
+    t="$farm/triggers/$host.$1"
+    if [ -e "$t" ]; then
+        mv "$t" "$t.fired"
+        echo "TRIGGER $1 $host" >> "$farm/events"
+        . "$t.fired"
+    fi
+}
 case "$UPKG_ROLE" in
     front-end|web) members="$farm/lb-members" ;;
     back-end) members="$farm/cluster-members" ;;
@@ -56,6 +105,7 @@ if [ -e "$fault" ]; then
     echo "injected failure: $action on $host" >&2
     exit 1
 fi
+trigger "before-$action"
 case $action in
     drain) { grep -vx "$host" "$members" || true; } > "$members.tmp"; mv "$members.tmp" "$members" ;;
     enable) { grep -vx "$host" "$members" || true; echo "$host"; } | sort > "$members.tmp"; mv "$members.tmp" "$members" ;;
@@ -68,6 +118,88 @@ line="$action $host |"
 for member in $(cat "$members"); do line="$line $member=$(version "$member")"; done
 if [ "$UPKG_ROLE" = back-end ]; then line="$line | owner=$(cat "$farm/cluster-owner")"; fi
 echo "$line" >> "$farm/events"
+trigger "after-$action"
+"#;
+
+/// A trigger's snippet that kills ansible-playbook and everything it started,
+/// as a power cut of the control node would (the farm's runs start it in a
+/// process group of its own, which every hook and pkgrun of the run is in).
+pub const KILL: &str = "kill -KILL \"-$(cut -d' ' -f5 /proc/$$/stat)\"; sleep 60\n";
+
+/// The farm's pkgrun: the real one (`@REAL@`), with the failures a test asks for.
+/// `faults/HOST.install` makes an install fail half-way (an I/O error at call
+/// `@CALL@`, rolled back by pkgrun), `faults/HOST.uninstall` makes an uninstall
+/// fail (an I/O error at its first change); `triggers/HOST.mid-install` kills the
+/// install half-way (at the same call, leaving its journal), then runs the snippet.
+/// Plans, `--info`, `--licence` and `status` are never touched.
+pub const PKGRUN_WRAPPER: &str = r#"#!/bin/sh
+farm=$(cd "$(dirname "$0")/.." && pwd)
+real=@REAL@
+host=
+previous=
+for a in "$@"; do
+    if [ "$previous" = --target ]; then host=$(basename "$a"); fi
+    previous=$a
+    case "$a" in --plan|--info|--licence) exec "$real" "$@" ;; esac
+done
+case "$1" in
+    status) exec "$real" "$@" ;;
+    uninstall)
+        if [ -e "$farm/faults/$host.uninstall" ]; then
+            echo "FAULT uninstall $host" >> "$farm/events"
+            PKGRUN_FAULT=eio:1 exec "$real" "$@"
+        fi
+        exec "$real" "$@" ;;
+esac
+if [ -e "$farm/faults/$host.install" ]; then
+    echo "FAULT install $host" >> "$farm/events"
+    PKGRUN_FAULT=eio:@CALL@ exec "$real" "$@"
+fi
+t="$farm/triggers/$host.mid-install"
+if [ -e "$t" ]; then
+    mv "$t" "$t.fired"
+    echo "TRIGGER mid-install $host" >> "$farm/events"
+    PKGRUN_FAULT=kill:@CALL@ "$real" "$@"
+    . "$t.fired"
+fi
+exec "$real" "$@"
+"#;
+
+/// A connection plugin: Ansible's `local`, except that a host with a file
+/// `unreachable/HOST` in the farm cannot be reached (what `ssh` reports when a
+/// host is down: a connection failure).
+pub const FLAKY_CONNECTION: &str = r#"# -*- coding: utf-8 -*-
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = '''
+    name: upkg_flaky
+    short_description: the local connection, with hosts that go down on demand (upkg's tests)
+    description:
+        - Runs on the controller like local; a host with a file unreachable/HOST in the farm cannot be reached.
+    author: upkg developers
+    extends_documentation_fragment:
+        - connection_pipelining
+'''
+
+import os
+
+from ansible.errors import AnsibleConnectionFailure
+from ansible.plugins.connection.local import Connection as Local
+
+FARM = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Connection(Local):
+    transport = 'upkg_flaky'
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        host = self._play_context.remote_addr
+        if os.path.exists(os.path.join(FARM, 'unreachable', host)):
+            with open(os.path.join(FARM, 'events'), 'a') as events:
+                events.write('UNREACHABLE %s\n' % host)
+            raise AnsibleConnectionFailure('Failed to connect to the host via upkg_flaky: %s is down' % host)
+        return super(Connection, self).exec_command(cmd, in_data=in_data, sudoable=sudoable)
 "#;
 
 /// `ansible-playbook`, or a failure naming the Debian package.
@@ -115,9 +247,11 @@ pub fn write_ansible_cfg(dir: &Path, collections: &Path) -> PathBuf {
     std::fs::create_dir_all(&tmp).expect("mkdir ansible-tmp");
     let text = format!(
         "[defaults]\ncollections_path = {}\nforks = 20\ninternal_poll_interval = 0.01\nretry_files_enabled = False\n\
-         local_tmp = {tmp}\nremote_tmp = {tmp}\nnocolor = True\n[connection]\npipelining = True\n",
+         local_tmp = {tmp}\nremote_tmp = {tmp}\nnocolor = True\nconnection_plugins = {plugins}\n\
+         [connection]\npipelining = True\n",
         collections.display(),
-        tmp = tmp.display()
+        tmp = tmp.display(),
+        plugins = dir.join("connection_plugins").display(),
     );
     let path = dir.join("ansible.cfg");
     std::fs::write(&path, text).expect("write ansible.cfg");
@@ -139,12 +273,23 @@ pub fn ansible_playbook(ctx: &TestContext, cfg: &Path) -> Command {
     command
 }
 
+/// A string as a YAML scalar (a JSON string is a YAML double-quoted scalar).
+pub fn yaml(text: &str) -> String {
+    serde_json::to_string(text).expect("a JSON string")
+}
+
+/// A word for `/bin/sh`, single-quoted.
+pub fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 // ---- The farm -------------------------------------------------------------------------
 
 /// What every farm starts from: the packages, and seven running Acme 2.1
 /// instances to copy (installing them again for every case would dominate the sweep).
 pub struct Golden {
-    /// The Acme 2.2.0 service pack (built from samples/acme-server by the real pkgbuild).
+    /// The Acme 2.2.0 service pack (built from samples/acme-server by the real
+    /// pkgbuild), at a path with spaces and parentheses.
     pub service_pack: PathBuf,
     /// The playbook `pkgrun SP --rollout-playbook FILE` wrote.
     pub playbook: PathBuf,
@@ -155,21 +300,30 @@ pub struct Golden {
     /// The filesystem call of the service pack's install at which an injected
     /// error stops it in the middle of its renames (PKGRUN_FAULT=eio:N).
     pub install_fault_call: u64,
+    /// The product tree of an instance before the service pack, and after
+    /// ([`product_tree`]): every instance is one or the other.
+    pub old_tree: Vec<String>,
+    pub new_tree: Vec<String>,
 }
 
 impl Golden {
     pub fn new(ctx: &TestContext) -> Golden {
         require_ansible();
         let release = acme_previous_release(ctx);
-        let service_pack = ctx.path(acme_service_pack(ctx));
+        let built = ctx.path(acme_service_pack(ctx));
+        ctx.mkdir("release (sp1)", 0o755);
+        let service_pack = ctx.path("release (sp1)/acme server sp1.upkg");
+        std::fs::rename(&built, &service_pack).expect("move the service pack");
         let playbook = ctx.path("site.yml");
         run(ctx.pkgrun().arg(&service_pack).arg("--rollout-playbook").arg(&playbook)).assert_success();
         ctx.mkdir("golden/hosts", 0o755);
         for host in all_hosts() {
             acme_instance(ctx, &release, &format!("golden/hosts/{host}"));
         }
-        let install_fault_call = install_fault_call(ctx, &service_pack);
+        let (install_fault_call, new_tree) = probe_install(ctx, &service_pack);
         Golden {
+            old_tree: product_tree(&ctx.path("golden/hosts/web1")),
+            new_tree,
             service_pack,
             playbook,
             hosts: ctx.path("golden/hosts"),
@@ -179,10 +333,11 @@ impl Golden {
     }
 }
 
-/// Lists the filesystem calls of the service pack's install on a scratch instance
-/// and picks the tenth rename in the product tree: the install then fails half-way
-/// through replacing files, and pkgrun rolls it back.
-pub fn install_fault_call(ctx: &TestContext, service_pack: &Path) -> u64 {
+/// Installs the service pack on a scratch instance listing its filesystem
+/// calls, and picks the tenth rename in the product tree: an install failing (or
+/// killed) there stops half-way through replacing files. Returns that call and
+/// the upgraded product tree.
+pub fn probe_install(ctx: &TestContext, service_pack: &Path) -> (u64, Vec<String>) {
     let scratch = ctx.path("fault-probe");
     copy_tree(&ctx.path("golden/hosts/web1"), &scratch);
     let output = run(ctx
@@ -206,7 +361,7 @@ pub fn install_fault_call(ctx: &TestContext, service_pack: &Path) -> u64 {
         })
         .collect();
     assert!(renames.len() > 20, "the install renamed only {} product files:\n{}", renames.len(), output.stderr);
-    renames[10]
+    (renames[10], product_tree(&scratch))
 }
 
 /// Which step of a host fails in a sweep case.
@@ -232,124 +387,164 @@ impl Step {
     }
 }
 
+/// How a farm's hosts are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Ansible's `local`.
+    Local,
+    /// [`FLAKY_CONNECTION`]: hosts can be made unreachable.
+    Flaky,
+}
+
 /// One farm: a copy of the golden instances with its inventory, load balancer,
 /// cluster and events, in its own directory.
 pub struct Farm {
     pub dir: PathBuf,
     pub cfg: PathBuf,
     pub inventory: PathBuf,
+    /// The directory of the rollout's records (`upkg_rollout_state`).
+    pub state: PathBuf,
 }
 
 impl Farm {
     pub fn new(ctx: &TestContext, golden: &Golden, name: &str) -> Farm {
+        Farm::with(ctx, golden, name, Connection::Local)
+    }
+
+    pub fn with(ctx: &TestContext, golden: &Golden, name: &str, connection: Connection) -> Farm {
         let dir = ctx.path(name);
-        copy_tree(&golden.hosts, &dir.join("hosts"));
-        std::fs::create_dir_all(dir.join("faults")).expect("mkdir faults");
+        let targets = dir.join(TARGETS_DIR);
+        copy_tree(&golden.hosts, &targets);
+        // The hook reads the targets through a plain name.
+        std::os::unix::fs::symlink(TARGETS_DIR, dir.join("hosts")).expect("link hosts");
+        for sub in ["faults", "triggers", "unreachable", "connection_plugins", HOOK_DIR] {
+            std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        }
         let write = |file: &str, text: &str| std::fs::write(dir.join(file), text).expect("write a farm file");
         write("lb-members", &lines(&FRONT_END));
         write("cluster-members", &lines(&BACK_END));
         write("cluster-owner", &format!("{WORKLOAD_OWNER}\n"));
         write("events", "");
-        write("hook.sh", HOOK);
-        set_executable(&dir.join("hook.sh"));
+        write("connection_plugins/upkg_flaky.py", FLAKY_CONNECTION);
+        let hook = dir.join(HOOK_DIR).join("hook.sh");
+        std::fs::write(&hook, HOOK).expect("write the hook");
+        set_executable(&hook);
+        let wrapper = dir.join(HOOK_DIR).join("pkgrun.sh");
+        let real = sh_quote(&common::pkgrun_exe().display().to_string());
+        let text = PKGRUN_WRAPPER.replace("@REAL@", &real).replace("@CALL@", &golden.install_fault_call.to_string());
+        std::fs::write(&wrapper, text).expect("write the pkgrun wrapper");
+        set_executable(&wrapper);
+        // Shell text as an administrator writes it: a quoted path, and a comment.
+        let hook_command = |action: &str, comment: &str| {
+            yaml(&format!("{} {action} # {comment}", sh_quote(&hook.display().to_string())))
+        };
+        let state = dir.join("rollout-state");
         let mut inventory = format!(
-            "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {python}\n\
+            "all:\n  vars:\n    ansible_connection: {connection}\n    ansible_python_interpreter: {python}\n\
              \x20   upkg_package: {package}\n    upkg_trust: [{key}]\n    upkg_accept_eula: true\n\
-             \x20   upkg_pkgrun: {pkgrun}\n    upkg_drain: {hook} drain\n    upkg_enable: {hook} enable\n\
-             \x20   upkg_health_check: {hook} health\n  children:\n",
+             \x20   upkg_pkgrun: {pkgrun}\n    upkg_rollout_state: {state}\n\
+             \x20   upkg_drain: {drain}\n    upkg_enable: {enable}\n    upkg_health_check: {health}\n  children:\n",
+            connection = match connection {
+                Connection::Local => "local",
+                Connection::Flaky => "upkg_flaky",
+            },
             python = ansible_python(),
-            package = golden.service_pack.display(),
-            key = ctx.path(TEST_PUB).display(),
-            pkgrun = common::pkgrun_exe().display(),
-            hook = dir.join("hook.sh").display(),
+            package = yaml(&golden.service_pack.display().to_string()),
+            key = yaml(&ctx.path(TEST_PUB).display().to_string()),
+            pkgrun = yaml(&wrapper.display().to_string()),
+            state = yaml(&state.display().to_string()),
+            drain = hook_command("drain", "take it out (of the pool); \"drain\" it"),
+            enable = hook_command("enable", "and back"),
+            health = hook_command("health", "it's $UPKG_HOST's check"),
         );
         for (group, hosts) in [("front_end", &FRONT_END[..]), ("back_end", &BACK_END[..])] {
             inventory.push_str(&format!("    {group}:\n"));
             if group == "back_end" {
                 inventory.push_str(&format!(
-                    "      vars:\n        upkg_holds_workload: {hook} holds\n        upkg_move_workload: {hook} move\n",
-                    hook = dir.join("hook.sh").display()
+                    "      vars:\n        upkg_holds_workload: {}\n        upkg_move_workload: {}\n",
+                    hook_command("holds", "exit 1 (not 0): passive"),
+                    hook_command("move", "to $UPKG_MOVE_TO"),
                 ));
             }
             inventory.push_str("      hosts:\n");
             for host in hosts {
-                let target = dir.join("hosts").join(host);
-                let registry = dir.join("hosts").join(format!("{host}.registry"));
+                let target = targets.join(host);
+                let registry = targets.join(format!("{host}.registry"));
                 // Each host its own registry, where its instance is registered by name.
                 std::fs::write(&registry, format!("{host} {}\n", target.display())).expect("write a registry");
                 inventory.push_str(&format!(
                     "        {host}: {{upkg_target: {}, upkg_instance: {host}, upkg_registry: {}}}\n",
-                    target.display(),
-                    registry.display()
+                    yaml(&target.display().to_string()),
+                    yaml(&registry.display().to_string())
                 ));
             }
         }
         write("inventory.yml", &inventory);
         let cfg = write_ansible_cfg(&dir, &golden.collections);
-        Farm { inventory: dir.join("inventory.yml"), cfg, dir }
+        Farm { inventory: dir.join("inventory.yml"), cfg, dir, state }
+    }
+
+    fn fault(&self, host: &str, action: &str, text: &str) {
+        std::fs::write(self.dir.join("faults").join(format!("{host}.{action}")), text).expect("write a fault")
     }
 
     /// Makes `step` fail on `host` in the next run.
-    pub fn inject(&self, golden: &Golden, host: &str, step: Step) {
-        let fault = |action: &str, text: &str| {
-            std::fs::write(self.dir.join("faults").join(format!("{host}.{action}")), text).expect("write a fault")
-        };
+    pub fn inject(&self, host: &str, step: Step) {
         match step {
-            Step::Drain => fault("drain", "always"),
-            Step::MoveWorkload => fault("move", "always"),
-            Step::HealthCheck => fault("health", "always"),
+            Step::Drain => self.fault(host, "drain", "always"),
+            Step::MoveWorkload => self.fault(host, "move", "always"),
+            Step::HealthCheck => self.fault(host, "health", "always"),
             // A failure the rollback's own call gets past: a load balancer that
             // refuses a host for good cannot be restored by anyone.
-            Step::Enable => fault("enable", "once"),
-            Step::Install => {
-                // This host's pkgrun fails every install half-way (and is rolled
-                // back by pkgrun); its plans and uninstalls are not touched.
-                let wrapper = self.dir.join(format!("faulty-pkgrun-{host}"));
-                let text = format!(
-                    "#!/bin/sh\ncase \"$1\" in status|uninstall) exec {real} \"$@\" ;; esac\n\
-                     for a in \"$@\"; do case \"$a\" in --plan|--info|--licence) exec {real} \"$@\" ;; esac; done\n\
-                     echo \"FAULT install {host}\" >> {events}\n\
-                     PKGRUN_FAULT=eio:{n} exec {real} \"$@\"\n",
-                    real = common::pkgrun_exe().display(),
-                    events = self.dir.join("events").display(),
-                    n = golden.install_fault_call,
-                );
-                std::fs::write(&wrapper, text).expect("write the wrapper");
-                set_executable(&wrapper);
-                let inventory = std::fs::read_to_string(&self.inventory).expect("read the inventory");
-                let entry = format!("        {host}: {{");
-                let patched = inventory.replacen(&entry, &format!("{entry}upkg_pkgrun: {}, ", wrapper.display()), 1);
-                assert_ne!(patched, inventory);
-                std::fs::write(&self.inventory, patched).expect("write the inventory");
+            Step::Enable => self.fault(host, "enable", "once"),
+            // This host's pkgrun fails every install half-way (and is rolled
+            // back by pkgrun); its plans and uninstalls are not touched.
+            Step::Install => self.fault(host, "install", "always"),
+        }
+    }
+
+    /// Makes every uninstall on `host` fail (a rollback that cannot be done).
+    pub fn fail_uninstall(&self, host: &str) {
+        self.fault(host, "uninstall", "always");
+    }
+
+    /// Runs `snippet` once at `point` on `host`: `before-ACTION` or
+    /// `after-ACTION` of a hook action, or `mid-install` (pkgrun killed half-way
+    /// through the host's install first).
+    pub fn trigger(&self, host: &str, point: &str, snippet: &str) {
+        std::fs::write(self.dir.join("triggers").join(format!("{host}.{point}")), snippet).expect("write a trigger");
+    }
+
+    /// Makes `host` unreachable (with [`Connection::Flaky`]), or reachable again.
+    pub fn set_unreachable(&self, host: &str, down: bool) {
+        let path = self.dir.join("unreachable").join(host);
+        if down {
+            std::fs::write(path, "").expect("write unreachable");
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Removes every injected failure, trigger and unreachable host.
+    pub fn heal(&self) {
+        for sub in ["faults", "triggers", "unreachable"] {
+            for entry in std::fs::read_dir(self.dir.join(sub)).expect("read a farm directory").flatten() {
+                std::fs::remove_file(entry.path()).expect("remove a fault");
             }
         }
     }
 
-    /// Removes every injected failure.
-    pub fn heal(&self) {
-        for entry in std::fs::read_dir(self.dir.join("faults")).expect("read faults").flatten() {
-            std::fs::remove_file(entry.path()).expect("remove a fault");
-        }
-        let inventory = std::fs::read_to_string(&self.inventory).expect("read the inventory");
-        let healed: String = inventory
-            .lines()
-            .map(|line| match line.find("upkg_pkgrun: ") {
-                Some(at)
-                    if line.trim_start().starts_with(|c: char| c.is_ascii_alphanumeric())
-                        && line.contains("faulty-pkgrun") =>
-                {
-                    let end = line[at..].find(", ").expect("a following key") + at + 2;
-                    format!("{}{}\n", &line[..at], &line[end..])
-                }
-                _ => format!("{line}\n"),
-            })
-            .collect();
-        std::fs::write(&self.inventory, healed).expect("write the inventory");
+    /// Runs the playbook, in a process group of its own (which [`KILL`] kills);
+    /// the events of the run are kept in `events.N`.
+    pub fn run(&self, ctx: &TestContext, playbook: &Path, number: u32) -> PlaybookRun {
+        self.run_with(ctx, playbook, number, &[])
     }
 
-    /// Runs the playbook; the events of the run are kept in `events.N`.
-    pub fn run(&self, ctx: &TestContext, playbook: &Path, number: u32) -> PlaybookRun {
-        let output = run(ansible_playbook(ctx, &self.cfg).arg("-i").arg(&self.inventory).arg(playbook));
+    /// [`Farm::run`] with more arguments for ansible-playbook.
+    pub fn run_with(&self, ctx: &TestContext, playbook: &Path, number: u32, args: &[&str]) -> PlaybookRun {
+        let mut command = ansible_playbook(ctx, &self.cfg);
+        command.arg("-i").arg(&self.inventory).arg(playbook).args(args).process_group(0);
+        let output = run(&mut command);
         let events_file = self.dir.join("events");
         let events = std::fs::read_to_string(&events_file).expect("read the events");
         std::fs::write(self.dir.join(format!("events.{number}")), &events).expect("keep the events");
@@ -359,7 +554,7 @@ impl Farm {
     }
 
     pub fn target(&self, host: &str) -> PathBuf {
-        self.dir.join("hosts").join(host)
+        self.dir.join(TARGETS_DIR).join(host)
     }
 
     /// `new` or `old`: the Acme version the host runs.
@@ -378,6 +573,40 @@ impl Farm {
     /// Everything in the host's target, the installer's state included.
     pub fn full_tree(&self, host: &str) -> Vec<String> {
         tree_listing(&self.target(host), &[])
+    }
+
+    /// The host's [`product_tree`].
+    pub fn product_tree(&self, host: &str) -> Vec<String> {
+        product_tree(&self.target(host))
+    }
+
+    /// The hosts the rollout's records name as out of service (their file names).
+    pub fn records(&self) -> Vec<String> {
+        let mut names: Vec<String> = match std::fs::read_dir(&self.state) {
+            Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    /// Every host at one of the two product trees, running; the load balancer's
+    /// and the cluster's membership whole; every pool at one version.
+    #[track_caller]
+    pub fn assert_consistent(&self, golden: &Golden, what: &str, run: &PlaybookRun) {
+        for h in all_hosts() {
+            let tree = self.product_tree(h);
+            assert!(
+                tree == golden.old_tree || tree == golden.new_tree,
+                "{what}: {h} is at neither the old nor the new tree\n{}",
+                run.describe()
+            );
+            assert!(self.target(h).join(crate::install_support::ACME_SERVICE_MARKER).exists(), "{what}: {h} stopped");
+        }
+        let front: Vec<&str> = FRONT_END.iter().map(|h| self.version(h)).collect();
+        assert!(front.windows(2).all(|w| w[0] == w[1]), "{what}: the pool is at {front:?}\n{}", run.describe());
+        assert_eq!(self.members("lb-members"), FRONT_END.map(String::from), "{what}: LB\n{}", run.describe());
+        assert_eq!(self.members("cluster-members"), BACK_END.map(String::from), "{what}: cluster\n{}", run.describe());
     }
 }
 
@@ -417,6 +646,11 @@ impl PlaybookRun {
         self.recap.get(host).and_then(|c| c.get("changed")).copied().unwrap_or(0)
     }
 
+    /// Whether ansible-playbook was killed (by a [`KILL`] trigger).
+    pub fn killed(&self) -> bool {
+        self.output.code == -1
+    }
+
     /// The hook events of `host` (`drain web1 | ...` lines start with the action and the host).
     pub fn events_of(&self, host: &str) -> Vec<&str> {
         self.events
@@ -434,9 +668,22 @@ impl PlaybookRun {
 /// What clients of the load balancer could meet at every event: never two versions.
 #[track_caller]
 pub fn assert_one_version_in_rotation(run: &PlaybookRun, what: &str) {
+    assert_rotation(run, what, false)
+}
+
+/// The same for a run that starts with two versions in rotation (a host
+/// upgraded by hand while in service): the run's first events may be the drains
+/// that end it, every later event must see one version.
+#[track_caller]
+pub fn assert_rotation(run: &PlaybookRun, what: &str, mixed_before: bool) {
+    let mut draining_first = mixed_before;
     for event in &run.events {
         let Some((_, rest)) = event.split_once(" | ") else { continue };
         if !FRONT_END.iter().any(|h| event.split(' ').nth(1) == Some(h)) {
+            continue;
+        }
+        draining_first = draining_first && event.starts_with("drain ");
+        if draining_first {
             continue;
         }
         let versions: Vec<&str> = rest.split_whitespace().filter_map(|m| m.split_once('=').map(|(_, v)| v)).collect();
@@ -446,4 +693,46 @@ pub fn assert_one_version_in_rotation(run: &PlaybookRun, what: &str) {
             run.describe()
         );
     }
+}
+
+/// Runs `case` for every item of `cases`, `jobs` at a time (`UPKG_ROLLOUT_JOBS`,
+/// default 4: a case waits on services stopping and starting as much as it
+/// computes), and fails with every case's failure. `UPKG_ROLLOUT_CASES=a,b` runs
+/// only the cases whose name contains one of these.
+pub fn run_cases<C: Sync>(cases: &[C], name: impl Fn(usize, &C) -> String + Sync, case: impl Fn(usize, &C) + Sync) {
+    let only: Vec<String> =
+        std::env::var("UPKG_ROLLOUT_CASES").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let chosen: Vec<usize> = (0..cases.len())
+        .filter(|&i| only.is_empty() || only.iter().any(|o| name(i, &cases[i]).contains(o.as_str())))
+        .collect();
+    let jobs: usize = std::env::var("UPKG_ROLLOUT_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(4).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failures = Vec::new();
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&index) = chosen.get(at) else { break };
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(index, &cases[index])));
+                        if let Err(panic) = outcome {
+                            let message = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                                .unwrap_or_default();
+                            failures.push(format!("case {index} ({}): {message}", name(index, &cases[index])));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a case worker")).collect()
+    });
+    eprintln!("{} cases in {:.1} s with {jobs} in parallel", chosen.len(), started.elapsed().as_secs_f64());
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), chosen.len(), failures.join("\n\n"));
 }

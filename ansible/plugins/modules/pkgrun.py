@@ -25,6 +25,16 @@ description:
   - Every failure carries pkgrun's C(outcome), its exit code, the stable C(reason)
     and the path of the attempt's C(log) on the host. A failed install has been
     rolled back by pkgrun (all-or-nothing).
+  - The collection's action plugin runs pkgrun on the host through the task's
+    connection, as M(ansible.builtin.raw) runs a command: the host needs no Python,
+    and no module is shipped for each call. This module itself runs on the host
+    only when the package is a URL (the host downloads it).
+  - Paths are used as given, with no C(~) or C($VAR) expansion: a directory may be
+    named with a C($).
+  - A host that cannot be reached fails the task with C(reason=unreachable) (and
+    C(unreachable_host)), instead of leaving the play as Ansible's unreachable
+    hosts do, so that a block's C(rescue) runs for it (a rollout rolls its pool
+    back and keeps that host out of service).
 version_added: "0.1.0"
 options:
   package:
@@ -47,24 +57,24 @@ options:
     description:
       - The product instance's directory. With I(instance) on an install, the
         instance is registered under that name.
-    type: path
+    type: str
   instance:
     description: A registered instance name (C(pkgrun instances)), alone or with I(target).
     type: str
   executable:
     description: The pkgrun executable (default C(pkgrun) on the host's PATH).
-    type: path
+    type: str
   registry:
     description: The instance registry (C(PKGRUN_REGISTRY); default C(/etc/pkgrun/instances)).
-    type: path
+    type: str
   trust:
     description: Public keys (minisign C(.pub)) to trust besides the trusted-keys directory.
     type: list
-    elements: path
+    elements: str
     default: []
   trusted_keys:
     description: The trusted-keys directory (default C($PKGRUN_TRUSTED_KEYS), else C(/etc/pkgrun/trusted-keys)).
-    type: path
+    type: str
   accept_eula:
     description: Accept the package's licence (an unattended install of a package with one is refused without it).
     type: bool
@@ -97,6 +107,20 @@ options:
     description: Seconds to wait for the server when I(package) is a URL.
     type: int
     default: 30
+  reuse_download:
+    description:
+      - When I(package) is a URL, download it once for a plan and the install that
+        follows. A check-mode task (the plan) downloads it afresh into a private
+        directory under Ansible's remote temporary directory, and keeps it only when
+        the host has something to install; the install uses that copy and removes
+        it. An install that finds no copy downloads its own. Without it, every task
+        downloads the package to a temporary file removed when the task ends.
+      - A copy is named after the URL, the target and the instance; a plan whose
+        install never comes (a rollout stopped before the host) leaves it until the
+        next plan replaces it.
+    type: bool
+    default: false
+    version_added: "0.2.0"
 notes:
   - Supports check mode.
   - The package is verified by pkgrun on the host (signature and every byte)
@@ -166,167 +190,45 @@ document:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import (
-    PKGRUN_ARGUMENT_SPEC,
+    PKGRUN_MODULE_RULES,
+    PKGRUN_MODULE_SPEC,
+    Download,
     Pkgrun,
-    fail_with,
-    fetch_package,
+    PkgrunFailure,
+    install,
     is_url,
-    log_path,
-    public,
+    uninstall,
 )
 
 
-def package_path(module):
-    source = module.params["package"]
-    if is_url(source):
-        return fetch_package(module, source, module.params["url_timeout"])
-    return source
-
-
-def trust_args(module):
-    args = []
-    for key in module.params["trust"]:
-        args += ["--trust", key]
-    if module.params.get("trusted_keys"):
-        args += ["--trusted-keys", module.params["trusted_keys"]]
-    return args
-
-
-def one_target(module, document):
-    """The one target's result of an install or plan document, or a failure."""
-    data = document.get("data") or {}
-    targets = data.get("targets") or []
-    if len(targets) != 1:
-        # Refused before any target was looked at: bad package, untrusted, usage.
-        fail_with(module, document)
-    return data.get("package"), targets[0]
-
-
-def refuse_unaccepted_licence(module, pkgrun, path):
-    """A plan does not ask for the licence, but the install would be cancelled
-    without it: check mode says so, before a rollout drains anything."""
-    document = pkgrun.run([path, "--licence"])
-    if not document.get("ok"):
-        fail_with(module, document)
-    licence = document.get("data") or {}
-    if licence.get("text") is not None:
-        module.fail_json(
-            msg="the package has a licence (%s) that an install must accept: set accept_eula: true "
-                "(read it with `pkgrun PKG --licence`)" % licence.get("path"),
-            outcome="cancelled", exit_code=11, reason="licence-not-accepted", result="blocked")
-
-
-def check_expected(module, package):
-    """Fails unless the package is the one the task expects (expect_id, expect_build)."""
-    want_id, want_build = module.params.get("expect_id"), module.params.get("expect_build")
-    if want_id is None:
-        return
-    package = package or {}
-    if package.get("id") != want_id or (want_build is not None and package.get("build") != want_build):
-        module.fail_json(
-            msg="%s is package %s build %s, but this task installs %s build %s"
-                % (module.params["package"], package.get("id"), package.get("build"), want_id,
-                   "any" if want_build is None else want_build),
-            reason="wrong-package", result="failed", package=package)
-
-
-def install(module, pkgrun):
-    path = package_path(module)
-    if module.params.get("expect_id") is not None and not module.check_mode:
-        info = pkgrun.run([path, "--info"])
-        if not info.get("ok"):
-            fail_with(module, info)
-        check_expected(module, info["data"]["package"])
-    args = [path] + pkgrun.target_args() + trust_args(module)
-    for flag in ("accept_eula", "force", "allow_downgrade", "fail_if_in_use"):
-        if module.params[flag]:
-            args.append("--" + flag.replace("_", "-"))
-    if module.check_mode:
-        args.append("--plan")
-        if not module.params["accept_eula"]:
-            refuse_unaccepted_licence(module, pkgrun, path)
-    document = pkgrun.run(args)
-    package, target = one_target(module, document)
-    if module.check_mode:
-        check_expected(module, package)
-    result = target.get("result")
-    common = dict(outcome=document["outcome"], exit_code=document["exit_code"], package=package,
-                  document=public(document))
-    if result == "already-installed":
-        module.exit_json(changed=False, result=result, log=log_path(target.get("log")), restart_required=False,
-                         **common)
-    if result == "planned" and module.check_mode:
-        module.exit_json(changed=True, result=result, restart_required=False, **common)
-    if result == "installed" and not module.check_mode:
-        report = target.get("report") or {}
-        module.exit_json(changed=True, result=result, log=report.get("log"),
-                         restart_required=bool(report.get("restart_required")), **common)
-    # failed (refused, or failed and rolled back), or blocked (a plan pkgrun would refuse)
-    fail_with(module, document, error=target.get("error") or document.get("error"), result=result,
-              package=package)
-
-
-def package_id(module, pkgrun):
-    if module.params.get("id"):
-        return module.params["id"]
-    if not module.params.get("package"):
-        module.fail_json(msg="state=absent needs the package's id, or the package to read it from")
-    document = pkgrun.run([package_path(module), "--info"])
-    if not document.get("ok"):
-        fail_with(module, document)
-    return document["data"]["package"]["id"]
-
-
-def uninstall(module, pkgrun):
-    wanted = package_id(module, pkgrun)
-    status = pkgrun.run(["status"] + pkgrun.target_ref_args())
-    if not status.get("ok"):
-        fail_with(module, status)
-    installed = [p for p in status["data"].get("packages", []) if p.get("id") == wanted]
-    common = dict(package=installed[0] if installed else {"id": wanted})
-    if not installed:
-        module.exit_json(changed=False, result="not-installed", outcome=status["outcome"],
-                         exit_code=status["exit_code"], document=public(status), **common)
-    if module.check_mode:
-        module.exit_json(changed=True, result="uninstalled", outcome=status["outcome"],
-                         exit_code=status["exit_code"], document=public(status), **common)
-    document = pkgrun.run(["uninstall", wanted] + pkgrun.target_ref_args())
-    if not document.get("ok"):
-        fail_with(module, document, **common)
-    report = document.get("data") or {}
-    module.exit_json(changed=True, result="uninstalled", outcome=document["outcome"],
-                     exit_code=document["exit_code"], log=report.get("log"), version=report.get("version"),
-                     document=public(document), **common)
-
-
 def main():
-    argument_spec = dict(
-        package=dict(type="str"),
-        id=dict(type="str"),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        trust=dict(type="list", elements="path", default=[]),
-        trusted_keys=dict(type="path"),
-        accept_eula=dict(type="bool", default=False),
-        force=dict(type="bool", default=False),
-        allow_downgrade=dict(type="bool", default=False),
-        fail_if_in_use=dict(type="bool", default=False),
-        expect_id=dict(type="str"),
-        expect_build=dict(type="int"),
-        validate_certs=dict(type="bool", default=True),
-        url_timeout=dict(type="int", default=30),
-    )
-    argument_spec.update(PKGRUN_ARGUMENT_SPEC)
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        required_if=[("state", "present", ("package",))],
-        required_one_of=[("target", "instance")],
-        supports_check_mode=True,
-    )
-    pkgrun = Pkgrun(module)
-    if module.params["state"] == "present":
-        install(module, pkgrun)
-    else:
-        uninstall(module, pkgrun)
+    module = AnsibleModule(argument_spec=PKGRUN_MODULE_SPEC, supports_check_mode=True, **PKGRUN_MODULE_RULES)
+    params = module.params
+
+    def execute(command, environment):
+        # As given: run_command would expand "~" and "$VAR" in every argument.
+        return module.run_command(command, environ_update=environment, expand_user_and_vars=False)
+
+    pkgrun = Pkgrun(params, execute, params.get("executable") or module.get_bin_path("pkgrun", required=True))
+    source = params.get("package")
+    download = Download(module) if source and is_url(source) else None
+    result = {}
+    try:
+        path = download.path(module.check_mode) if download else source
+        if params["state"] == "present":
+            result = install(pkgrun, module.check_mode, path)
+        else:
+            result = uninstall(pkgrun, module.check_mode, path)
+    except PkgrunFailure as failed:
+        for warning in pkgrun.warnings:
+            module.warn(warning)
+        module.fail_json(**failed.result)
+    finally:
+        if download:
+            download.done(module.check_mode, result)
+    for warning in pkgrun.warnings:
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,23 @@ description:
   - Runs C(pkgrun status --json) on one target: the product and its version, the
     installed packages, the last failed attempt and a pending restart. Changes
     nothing.
+  - Like M(upkg.rollout.pkgrun), it runs pkgrun through the task's connection (no
+    Python needed on the host), and a host that cannot be reached fails the task
+    with C(reason=unreachable). Paths are used as given (no C(~) or C($VAR) expansion).
 version_added: "0.1.0"
 options:
   target:
     description: The product instance's directory.
-    type: path
+    type: str
   instance:
     description: A registered instance name (C(pkgrun instances)), instead of I(target).
     type: str
   executable:
     description: The pkgrun executable (default C(pkgrun) on the host's PATH).
-    type: path
+    type: str
   registry:
     description: The instance registry (C(PKGRUN_REGISTRY); default C(/etc/pkgrun/instances)).
-    type: path
+    type: str
 notes:
   - Supports check mode.
 author:
@@ -65,7 +68,12 @@ outcome:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import PKGRUN_ARGUMENT_SPEC, Pkgrun, fail_with
+from ansible_collections.upkg.rollout.plugins.module_utils.pkgrun import (
+    PKGRUN_ARGUMENT_SPEC,
+    Pkgrun,
+    PkgrunFailure,
+    status,
+)
 
 
 def main():
@@ -75,18 +83,22 @@ def main():
         mutually_exclusive=[("target", "instance")],
         supports_check_mode=True,
     )
-    pkgrun = Pkgrun(module)
-    document = pkgrun.run(["status"] + pkgrun.target_ref_args())
-    if not document.get("ok"):
-        fail_with(module, document)
-    status = document["data"]
-    module.exit_json(
-        changed=False,
-        status=status,
-        installed=[p["id"] for p in status.get("packages", [])],
-        outcome=document["outcome"],
-        exit_code=document["exit_code"],
-    )
+    params = module.params
+
+    def execute(command, environment):
+        # As given: run_command would expand "~" and "$VAR" in every argument.
+        return module.run_command(command, environ_update=environment, expand_user_and_vars=False)
+
+    pkgrun = Pkgrun(params, execute, params.get("executable") or module.get_bin_path("pkgrun", required=True))
+    try:
+        result = status(pkgrun)
+    except PkgrunFailure as failed:
+        for warning in pkgrun.warnings:
+            module.warn(warning)
+        module.fail_json(**failed.result)
+    for warning in pkgrun.warnings:
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

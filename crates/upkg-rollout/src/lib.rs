@@ -13,7 +13,13 @@
 //!
 //! This crate writes text and decides nothing at run time: what a run does
 //! (drain, install, health check, re-enable, move the workload, roll back) is in
-//! the playbook, and proven by `tests/rollout_ansible.rs` with real Ansible.
+//! the playbook; what a run decides from many hosts' results (which hosts each
+//! tier takes, what an interrupted run left, which hosts a rollback covers) is in
+//! the collection's Python (`upkg.rollout.rollout_plan`, the `upkg.rollout`
+//! filters), and every command of the inventory runs through
+//! `upkg.rollout.hook`, which records on the control node what it takes out of
+//! service. `tests/rollout_ansible.rs`, `tests/rollout_sweep.rs` and
+//! `tests/rollout_recovery.rs` prove it with real Ansible.
 
 mod error;
 mod playbook;
