@@ -11,8 +11,8 @@ use upkg_cli::human;
 use upkg_format::Package;
 use upkg_install::{AdoptOptions, InstallOutcome, InstanceName, Plan, Planned};
 use upkg_json::{
-    Data, ErrorReport, ForgetData, InstallResult, InstanceCondition, InstanceListing, InstancesData, LicenceData,
-    LogRef, Outcome, PackageId, PlanResult, Reason, TargetResult, TargetsData,
+    Data, ErrorReport, ForgetData, InstallResult, InstanceCondition, InstanceListing, InstancesData, Licence,
+    LicenceData, LogRef, Outcome, PackageId, PlanResult, Reason, TargetResult, TargetsData,
 };
 
 use crate::Run;
@@ -155,6 +155,15 @@ fn accept_eula(run: &Run<'_>, package: &Package, install: &InstallSettings) -> R
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
+/// The package's licence, accepted or not.
+fn licence_state(package: &Package, accepted: bool) -> Licence {
+    match (&package.header().package.eula, accepted) {
+        (None, _) => Licence::None,
+        (Some(_), true) => Licence::Accepted,
+        (Some(_), false) => Licence::NotAccepted,
+    }
+}
+
 /// The overall outcome of per-target outcomes: the worst one, except that with
 /// `--all-instances` instances that do not qualify are only reported when another does.
 fn overall<R>(results: &[TargetResult<R>], all_instances: bool) -> Outcome {
@@ -266,7 +275,8 @@ pub fn install(
         InstallResult::Failed { error } => Some(error),
         _ => None,
     });
-    let data = Data::Install(Some(Box::new(TargetsData { package: PackageId::of(header), targets: results })));
+    let licence = licence_state(package, options.eula_accepted);
+    let data = Data::Install(Some(Box::new(TargetsData { package: PackageId::of(header), licence, targets: results })));
     Ok(Finished { data, outcome: overall, error })
 }
 
@@ -387,7 +397,19 @@ pub fn plan(run: &Run<'_>, package: &Package, install: &InstallSettings) -> Resu
         PlanResult::Failed { error } | PlanResult::Blocked { error, .. } => Some(error),
         _ => None,
     });
-    let data = Data::Plan(Some(Box::new(TargetsData { package: PackageId::of(package.header()), targets: results })));
+    let licence = licence_state(package, install.accept_eula);
+    if licence == Licence::NotAccepted && !run.settings.output.json {
+        upkg_cli::out!(
+            "Licence: this package has a licence (EULA) to accept: {}; read it with `pkgrun PKG --licence`\n",
+            if run.settings.output.prompts {
+                "the install asks (or pass --accept-eula)"
+            } else {
+                "pass --accept-eula (this run asks no questions: without it the install is refused)"
+            }
+        );
+    }
+    let data =
+        Data::Plan(Some(Box::new(TargetsData { package: PackageId::of(package.header()), licence, targets: results })));
     Ok(Finished { data, outcome: overall, error })
 }
 

@@ -192,6 +192,25 @@ fn eula_must_be_accepted() {
     install_ok(&ctx, &base, "t", &["-q"]);
     let licensed = eula_package(&ctx);
     let before = product_tree(&ctx, "t", &[]);
+
+    // The plan says a licence is to be accepted, and how.
+    let plan = run(&mut install(&ctx, &licensed, "t", &["--plan"]));
+    plan.assert_success();
+    assert!(
+        plan.stdout.contains("Licence: this package has a licence (EULA) to accept: pass --accept-eula"),
+        "{}",
+        plan.render()
+    );
+    for (flags, licence) in
+        [(&["--plan", "--json"][..], "not-accepted"), (&["--plan", "--json", "--accept-eula"], "accepted")]
+    {
+        let plan = run(&mut install(&ctx, &licensed, "t", flags));
+        assert_eq!(plan.json()["data"]["licence"], licence, "{}", plan.render());
+    }
+    let plan = run(&mut install(&ctx, &base, "t2", &["--plan", "--json"]));
+    assert_eq!(plan.json()["data"]["licence"], "none", "{}", plan.render());
+    let plan = run(&mut install(&ctx, &licensed, "t", &["--plan", "--accept-eula"]));
+    assert!(!plan.stdout.contains("Licence:"), "{}", plan.render());
     for flags in [&["-q"][..], &["--passive"], &[]] {
         let output = run(&mut install(&ctx, &licensed, "t", flags));
         output.assert_code(CANCELLED);

@@ -324,8 +324,24 @@ pub enum PlaybookOutput {
 pub struct TargetsData<R> {
     /// The package.
     pub package: PackageId,
+    /// The package's licence (EULA), and whether it is accepted.
+    pub licence: Licence,
     /// One result per target, in the order they were given.
     pub targets: Vec<TargetResult<R>>,
+}
+
+/// A package's licence (EULA) as an install or a plan sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum Licence {
+    /// The package has none.
+    None,
+    /// Accepted: `--accept-eula`, or a yes at the terminal.
+    Accepted,
+    /// Not accepted: a terminal install asks; any other install is refused
+    /// (`licence-not-accepted`).
+    NotAccepted,
 }
 
 /// One target's result.

@@ -19,8 +19,8 @@ mod schema;
 
 pub use document::{
     BuildData, BuildSigner, CheckData, Data, Document, Empty, EntryCounts, ErrorReport, EstimateData, ForgetData,
-    InfoData, InstallResult, InstanceCondition, InstanceListing, InstancesData, KeygenData, LicenceData, ListData,
-    LogRef, PackageForm, PackageId, PlanResult, PlaybookOutput, RolloutPlaybookData, SCHEMA_VERSION, Sizes,
+    InfoData, InstallResult, InstanceCondition, InstanceListing, InstancesData, KeygenData, Licence, LicenceData,
+    ListData, LogRef, PackageForm, PackageId, PlanResult, PlaybookOutput, RolloutPlaybookData, SCHEMA_VERSION, Sizes,
     TargetResult, TargetsData,
 };
 pub use outcome::{Outcome, Tool};
