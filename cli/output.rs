@@ -18,14 +18,28 @@ pub fn stdout(args: fmt::Arguments<'_>) {
     }
     let mut out = std::io::stdout().lock();
     if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
-        if error.kind() == ErrorKind::BrokenPipe {
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        } else {
-            // Another error (a full disk behind a redirection) is not quiet.
-            let _ = writeln!(std::io::stderr(), "error: writing to standard output: {error}");
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        }
+        closed(error);
     }
+}
+
+/// Writes to standard output through `write` (buffered: a large document is
+/// streamed, not built whole in memory first), unless its reader has gone.
+pub fn stdout_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    if let Err(error) = write(&mut out).and_then(|()| out.flush()) {
+        closed(error);
+    }
+}
+
+fn closed(error: std::io::Error) {
+    if error.kind() != ErrorKind::BrokenPipe {
+        // Another error (a full disk behind a redirection) is not quiet.
+        let _ = writeln!(std::io::stderr(), "error: writing to standard output: {error}");
+    }
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
 }
 
 /// Whether standard output's reader has gone (or writing to it failed).

@@ -26,7 +26,8 @@ impl Finished {
     pub fn exit(self, tool: Tool, json: bool) -> ExitCode {
         let code = self.outcome.exit_code();
         if json {
-            crate::outln!("{}", Document::new(tool, self.data, self.outcome, self.error).to_json());
+            let document = Document::new(tool, self.data, self.outcome, self.error);
+            crate::output::stdout_with(|out| document.write_json(out));
         }
         ExitCode::from(code)
     }

@@ -206,3 +206,40 @@ fn repair_fetches_again_from_the_recorded_url() {
     );
     assert_eq!(std::fs::read(ctx.path("t/bin/app")).unwrap(), b"damaged again", "nothing was restored from it");
 }
+
+/// A header larger than the first request (64 KiB from the end): the rest of it
+/// is fetched once, streamed into the local copy, and the install reads from it
+/// like any other.
+#[test]
+fn a_header_larger_than_the_first_request_is_fetched_once_more() {
+    let ctx = TestContext::new();
+    let manifest = "[package]\nid = \"many-r1\"\ntitle = \"Many files\"\nversion = \"1.0\"\nbuild = 1\nrestart = \"never\"\n\n\
+                    [applies-to]\nproduct = \"many\"\nfresh-install = true\n\n[[files]]\nsource = \"root\"\ndest = \".\"\n";
+    ctx.write_file("many/package.toml", manifest.as_bytes(), 0o644);
+    let files = 800;
+    for n in 0..files {
+        ctx.write_file(format!("many/root/data/file-{n:04}.txt"), format!("file {n}\n").as_bytes(), 0o644);
+    }
+    ctx.mkdir("www", 0o755);
+    run(&mut ctx.build_command("many", "www/many.upkg", &common::BuildOptions::default())).assert_success();
+    let package = std::fs::read(ctx.path("www/many.upkg")).unwrap();
+    let trailer = &package[package.len() - 96..];
+    let header_len = u64::from_le_bytes(trailer[48..56].try_into().unwrap());
+    assert!(header_len > 64 << 10, "the header ({header_len} bytes) must not fit in the first request");
+
+    let nginx = servers::nginx(&ctx.path("www"), &ctx.path("nginx"));
+    let output = run(&mut pkgrun(&ctx, &nginx.url("many.upkg"), &["--target", "t", "--json", "-q"]));
+    output.assert_success();
+    for n in [0, files / 2, files - 1] {
+        assert_eq!(
+            std::fs::read(ctx.path(format!("t/data/file-{n:04}.txt"))).unwrap(),
+            format!("file {n}\n").as_bytes()
+        );
+    }
+    let requests = nginx.requests();
+    assert!(requests[0].starts_with("bytes=-65536 206 "), "{requests:?}");
+    let second_end = package.len() as u64 - (64 << 10) - 1;
+    assert!(requests[1].starts_with("bytes=") && requests[1].contains(&format!("-{second_end} 206 ")), "{requests:?}");
+    let fetched = report(&output)["fetched"]["bytes"].as_u64().unwrap();
+    assert!(fetched <= package.len() as u64, "{fetched}");
+}

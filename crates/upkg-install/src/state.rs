@@ -85,7 +85,12 @@ impl RestartRecord {
 impl State {
     /// Parses `state.json`; the error says what is wrong.
     pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<State, String> {
-        let state: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut state: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        // serde grows each list by doubling (JSON gives no length): up to half of a
+        // large history would be spare capacity held for the whole run.
+        for package in &mut state.packages {
+            package.changes.shrink_to_fit();
+        }
         if state.format != STATE_FORMAT {
             return Err(format!("state format {} is not the one this pkgrun knows ({STATE_FORMAT})", state.format));
         }

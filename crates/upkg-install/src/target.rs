@@ -240,15 +240,27 @@ impl StateDir {
         })
     }
 
-    /// The bytes of `state.json` as they are (`None`: there is none), to be put
-    /// back exactly by [`StateDir::restore_state_bytes`].
-    pub fn state_bytes(&self) -> Result<Option<Vec<u8>>> {
-        self.dir.read_if_exists(STATE_FILE).map_err(state_error)
+    /// `state.json` as it is now, held open (`None`: there is none), to be put back
+    /// exactly by [`StateDir::restore_state`]. Every write of the state replaces the
+    /// file (a new inode renamed over it), so the held one keeps its bytes without
+    /// the process holding them (megabytes for a large instance).
+    pub fn hold_state(&self) -> Result<Option<std::fs::File>> {
+        match self.dir.open_file(STATE_FILE) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(state_error(e)),
+        }
     }
 
-    /// Puts back `state.json` as [`StateDir::state_bytes`] read it, atomically and durably.
-    pub fn restore_state_bytes(&self, bytes: &[u8]) -> Result<()> {
-        let save = || self.dir.replace_file(STATE_FILE, 0o644, |out| out.write_all(bytes));
+    /// Puts back `state.json` as [`StateDir::hold_state`] held it, atomically and durably.
+    pub fn restore_state(&self, held: &std::fs::File) -> Result<()> {
+        let save = || {
+            self.dir.replace_file(STATE_FILE, 0o644, |out| {
+                let mut held = held;
+                std::io::Seek::rewind(&mut held)?;
+                std::io::copy(&mut held, out).map(drop)
+            })
+        };
         with_room(&self.dir, save).map_err(state_error)
     }
 

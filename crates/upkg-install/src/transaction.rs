@@ -310,8 +310,9 @@ pub(crate) struct Transaction<'s, 'a> {
     journal: Journal,
     /// The attempt log.
     pub log: AttemptLog,
-    /// `state.json` as it was before, put back byte for byte if the commit fails half-way.
-    before: Option<Vec<u8>>,
+    /// `state.json` as it was before (held open), put back byte for byte if the
+    /// commit fails half-way.
+    before: Option<std::fs::File>,
     /// Operations applied so far (a prefix of the journal's).
     applied: usize,
     /// The identity of each file put in place from the staging area, taken right
@@ -339,9 +340,9 @@ pub(crate) fn begin<'s, 'a>(
 ) -> Result<Transaction<'s, 'a>> {
     let log_copy = ctx.open_log_copy()?;
     let state_dir = &session.state_dir;
-    // Kept as bytes: parsing the state again would cost as much as the update of
-    // a large instance, and putting back the same bytes is exact.
-    let before = state_dir.state_bytes()?;
+    // Held open rather than parsed again (as costly as the update of a large
+    // instance) or read into memory: putting back the same bytes is exact.
+    let before = state_dir.hold_state()?;
     let txid = util::new_txid();
     let logs = state_dir.logs()?;
     let reserves = state_dir.dir.try_clone()?;
@@ -625,7 +626,7 @@ impl Transaction<'_, '_> {
             return Ok(());
         }
         match &self.before {
-            Some(before) => self.state_dir().restore_state_bytes(before),
+            Some(before) => self.state_dir().restore_state(before),
             None => {
                 self.state_dir().dir.unlink("state.json")?;
                 Ok(self.state_dir().dir.sync()?)

@@ -57,9 +57,11 @@ impl Document {
         }
     }
 
-    /// The document as indented JSON text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("documents serialize")
+    /// Writes the document as indented JSON text and a newline (streamed: a plan
+    /// of 20,000 files is megabytes of text).
+    pub fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
     }
 }
 

@@ -113,10 +113,11 @@ pub fn open_url(url: &str, options: &RemoteOptions) -> Result<Package, SourceErr
                     return Err(transfer(url, "the package changed on the server while it was being opened".into()));
                 };
                 stats.requests += 1;
-                let mut rest = Vec::new();
-                body.read_to_end(&mut rest).map_err(|e| transfer(url, format!("reading the header: {e}")))?;
-                stats.bytes += rest.len() as u64;
-                copy.write_at(&rest, header_start)?;
+                let received = copy.write_stream(url, &mut *body, header_start, "the header")?;
+                stats.bytes += received;
+                if received != start - header_start {
+                    return Err(transfer(url, "the header came short".into()));
+                }
             }
             (validator, false)
         }
@@ -228,22 +229,28 @@ impl Copy {
     fn write_whole(&self, url: &str, body: &mut dyn Read, len: Option<u64>) -> Result<u64, SourceError> {
         std::fs::remove_file(&self.meta).ok();
         self.file.set_len(0).map_err(|e| SourceError::Cache { path: self.path.clone(), source: e })?;
-        let mut buffer = vec![0u8; 256 << 10];
-        let mut offset = 0u64;
-        loop {
-            let n = body
-                .read(&mut buffer)
-                .map_err(|e| transfer(url, format!("the download broke after {offset} bytes: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            self.write_at(&buffer[..n], offset)?;
-            offset += n as u64;
-        }
+        let offset = self.write_stream(url, body, 0, "the download")?;
         if len.is_some_and(|len| len != offset) {
             return Err(transfer(url, format!("the download ended after {offset} of {} bytes", len.unwrap_or(0))));
         }
         Ok(offset)
+    }
+
+    /// Streams `body` into the copy from `start` (a buffer at a time, never the
+    /// whole body in memory: a header can be megabytes); returns the bytes received.
+    fn write_stream(&self, url: &str, body: &mut dyn Read, start: u64, what: &str) -> Result<u64, SourceError> {
+        let mut buffer = vec![0u8; 256 << 10];
+        let mut received = 0u64;
+        loop {
+            let n = body
+                .read(&mut buffer)
+                .map_err(|e| transfer(url, format!("{what} broke after {received} bytes: {e}")))?;
+            if n == 0 {
+                return Ok(received);
+            }
+            self.write_at(&buffer[..n], start + received)?;
+            received += n as u64;
+        }
     }
 
     /// Whether the copy holds `part` (its bytes hash to its digest).
