@@ -261,10 +261,12 @@ def main(argv=None) -> int:
         www = scratch / "www"
         www.mkdir()
 
-        def build(src: Path, out: Path, deltas=()) -> tuple[float, dict]:
+        def build(src: Path, out: Path, deltas=(), header_copy=False) -> tuple[float, dict]:
             argv = [pkgbuild, "build", src, "-o", out, "--key", key, "--no-stub", "--json"]
             for d in deltas:
                 argv += ["--delta-from", d]
+            if header_copy:
+                argv.append("--header-copy")
             seconds, _, out_json = timed(argv, env=env)
             return seconds, envelope_data(out_json, "pkgbuild build")
 
@@ -313,7 +315,10 @@ def main(argv=None) -> int:
             src = rel / f"D{i}"
             full_pkg, express_pkg = www / f"D{i}-full.upkg", www / f"D{i}.upkg"
             build_full_s, _ = build(src, full_pkg)
-            build_delta_s, build_json = build(src, express_pkg, [www / "A.upkg", www / "B.upkg", www / "C.upkg"])
+            build_delta_s, build_json = build(src, express_pkg, [www / "A.upkg", www / "B.upkg", www / "C.upkg"],
+                                              header_copy=True)
+            # The same package published without its header copy.
+            os.link(express_pkg, www / f"D{i}-plain.upkg")
             make_deb(src / "root", "1.3", debs / f"D{i}.deb", scratch)
             url = f"http://127.0.0.1:{port}/D{i}.upkg"
             m: dict = {"changed_files": len(changed[name]), "package_bytes": express_pkg.stat().st_size,
@@ -333,6 +338,9 @@ def main(argv=None) -> int:
                 s, peak, doc = install(url, installed("A"), "--cache-dir", fresh(None))
                 rep = doc["targets"][0]["report"]
                 record("express-url-from-oldest", (s, peak, rep["fetched"]["bytes"], len(rep.get("fallbacks", []))))
+                s, peak, doc = install(url.replace(".upkg", "-plain.upkg"), installed("C"), "--cache-dir", fresh(None))
+                rep = doc["targets"][0]["report"]
+                record("express-url-plain", (s, peak, rep["fetched"]["bytes"], len(rep.get("fallbacks", []))))
                 s, peak, doc = install(express_pkg, installed("C"))
                 record("express-file", (s, peak, doc["targets"][0]["report"]["plan"]["reads"]["bytes"], 0))
                 s, peak, doc = install(full_pkg, installed("C"))
@@ -438,7 +446,8 @@ def markdown(results: dict, runs: int, size_mb: float, ci: bool) -> str:
              f"{info['bytes']:,} bytes ({size_mb} MiB, seed 1). Releases A, B and C (2% of the files changed "
              "between each), then three updates D of C: 1% and 5% of the files changed (a slice of each "
              "overwritten and a line appended), and the three largest binaries changed in four 4 KiB places. "
-             "Each D is built with `--delta-from A --delta-from B --delta-from C` and served by nginx on loopback. "
+             "Each D is built with `--delta-from A --delta-from B --delta-from C --header-copy` and served by nginx "
+             "on loopback, with its header copy (section 14.4 of the spec) and again without. "
              "Installs keep their default durability (one `syncfs`), dpkg its own (an fsync per file).", ""]
     for name, m in results["scenarios"].items():
         r = m["rows"]
@@ -451,6 +460,7 @@ def markdown(results: dict, runs: int, size_mb: float, ci: bool) -> str:
         labels = {
             "express-url": "pkgrun URL (express, from release C)",
             "express-url-from-oldest": "pkgrun URL (express, from release A)",
+            "express-url-plain": "pkgrun URL (express, from C, no header copy published)",
             "express-file": "pkgrun FILE (express, from C)",
             "update-without-deltas": "pkgrun FILE without deltas (from C)",
             "full-install": "pkgrun FILE, full (fresh) install",

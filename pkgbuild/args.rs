@@ -98,4 +98,9 @@ pub struct BuildArgs {
     /// last few releases).
     #[arg(long, value_name = "OLD.upkg")]
     pub delta_from: Vec<PathBuf>,
+    /// Also write OUT.header.zst, the package's signed header compressed: publish
+    /// it beside the package on a web server, and `pkgrun URL` fetches it instead
+    /// of the header (about a quarter of the bytes; checked against the package).
+    #[arg(long)]
+    pub header_copy: bool,
 }

@@ -244,6 +244,9 @@ fn build(
             signed,
             human::bytes(output.size)
         );
+        if let Some(copy) = &output.header_copy {
+            upkg_cli::errln!("Header copy: {} (publish it beside the package)", copy.display());
+        }
         if let Some(deltas) = &output.deltas {
             upkg_cli::errln!(
                 "Deltas: {} changed since the {} earlier {}; {} of {} kept ({} of patches for {} of those files compressed alone).",
@@ -271,5 +274,6 @@ fn build(
         stub: header.stub.is_some(),
         signer,
         deltas: output.deltas.clone(),
+        header_copy: output.header_copy.clone(),
     })))))
 }

@@ -172,6 +172,7 @@ fn build(args: BuildArgs, env: &Environment) -> Result<Command, UsageError> {
         options.threads = threads.max(1);
     }
     options.delta_from = args.delta_from;
+    options.header_copy = args.header_copy;
     let key = args.key.map(|key| (key, passphrase(args.passphrase_file.or_else(|| env.passphrase_file.clone()), env)));
     Ok(Command::Build { source: args.source, output: args.output, key, options: Box::new(options) })
 }

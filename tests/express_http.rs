@@ -207,39 +207,91 @@ fn repair_fetches_again_from_the_recorded_url() {
     assert_eq!(std::fs::read(ctx.path("t/bin/app")).unwrap(), b"damaged again", "nothing was restored from it");
 }
 
-/// A header larger than the first request (64 KiB from the end): the rest of it
-/// is fetched once, streamed into the local copy, and the install reads from it
-/// like any other.
-#[test]
-fn a_header_larger_than_the_first_request_is_fetched_once_more() {
-    let ctx = TestContext::new();
-    let manifest = "[package]\nid = \"many-r1\"\ntitle = \"Many files\"\nversion = \"1.0\"\nbuild = 1\nrestart = \"never\"\n\n\
-                    [applies-to]\nproduct = \"many\"\nfresh-install = true\n\n[[files]]\nsource = \"root\"\ndest = \".\"\n";
-    ctx.write_file("many/package.toml", manifest.as_bytes(), 0o644);
-    let files = 800;
+/// Builds `www/NAME.upkg`, a package of `files` small files (a header well over
+/// the first request's 64 KiB), with its header copy when `header_copy`.
+fn many_files(ctx: &TestContext, name: &str, build: u32, files: usize, header_copy: bool) -> Vec<u8> {
+    let manifest = format!(
+        "[package]\nid = \"many-r{build}\"\ntitle = \"Many files\"\nversion = \"1.{build}\"\nbuild = {build}\nrestart = \"never\"\n\n\
+         [applies-to]\nproduct = \"many\"\nfresh-install = true\n\n[[files]]\nsource = \"root\"\ndest = \".\"\n"
+    );
+    let src = format!("many-{build}");
+    ctx.write_file(format!("{src}/package.toml"), manifest.as_bytes(), 0o644);
     for n in 0..files {
-        ctx.write_file(format!("many/root/data/file-{n:04}.txt"), format!("file {n}\n").as_bytes(), 0o644);
+        ctx.write_file(format!("{src}/root/data/file-{n:04}.txt"), format!("file {n} of {build}\n").as_bytes(), 0o644);
     }
     ctx.mkdir("www", 0o755);
-    run(&mut ctx.build_command("many", "www/many.upkg", &common::BuildOptions::default())).assert_success();
-    let package = std::fs::read(ctx.path("www/many.upkg")).unwrap();
-    let trailer = &package[package.len() - 96..];
-    let header_len = u64::from_le_bytes(trailer[48..56].try_into().unwrap());
-    assert!(header_len > 64 << 10, "the header ({header_len} bytes) must not fit in the first request");
-
-    let nginx = servers::nginx(&ctx.path("www"), &ctx.path("nginx"));
-    let output = run(&mut pkgrun(&ctx, &nginx.url("many.upkg"), &["--target", "t", "--json", "-q"]));
-    output.assert_success();
-    for n in [0, files / 2, files - 1] {
-        assert_eq!(
-            std::fs::read(ctx.path(format!("t/data/file-{n:04}.txt"))).unwrap(),
-            format!("file {n}\n").as_bytes()
-        );
+    let mut command = ctx.build_command(&src, format!("www/{name}.upkg"), &common::BuildOptions::default());
+    if header_copy {
+        command.arg("--header-copy");
     }
-    let requests = nginx.requests();
-    assert!(requests[0].starts_with("bytes=-65536 206 "), "{requests:?}");
+    run(&mut command).assert_success();
+    std::fs::read(ctx.path(format!("www/{name}.upkg"))).unwrap()
+}
+
+fn header_len(package: &[u8]) -> u64 {
+    let trailer = &package[package.len() - 96..];
+    u64::from_le_bytes(trailer[48..56].try_into().unwrap())
+}
+
+/// A header larger than the first request (64 KiB from the end): from the header
+/// copy published beside the package when there is one (a fraction of the bytes),
+/// else the rest of it from the package, once. A header copy that is not this
+/// package's (stale, or damaged) is reported and not used.
+#[test]
+fn a_large_header_comes_from_its_header_copy_or_from_the_package() {
+    let ctx = TestContext::new();
+    let files = 800;
+    let package = many_files(&ctx, "many", 2, files, true);
+    let header = header_len(&package);
+    assert!(header > 64 << 10, "the header ({header} bytes) must not fit in the first request");
+    let copy = std::fs::read(ctx.path("www/many.upkg.header.zst")).expect("pkgbuild --header-copy wrote it");
+    assert!((copy.len() as u64) * 3 < header, "a header copy of {} bytes for a header of {header}", copy.len());
+    many_files(&ctx, "stale", 1, files, true);
+    std::fs::copy(ctx.path("www/many.upkg"), ctx.path("www/plain.upkg")).unwrap();
+    std::fs::copy(ctx.path("www/many.upkg"), ctx.path("www/stale.upkg")).unwrap();
+    std::fs::copy(ctx.path("www/many.upkg"), ctx.path("www/damaged.upkg")).unwrap();
+    let mut damaged = copy.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    std::fs::write(ctx.path("www/damaged.upkg.header.zst"), &damaged).unwrap();
+    let nginx = servers::nginx(&ctx.path("www"), &ctx.path("nginx"));
+
     let second_end = package.len() as u64 - (64 << 10) - 1;
-    assert!(requests[1].starts_with("bytes=") && requests[1].contains(&format!("-{second_end} 206 ")), "{requests:?}");
-    let fetched = report(&output)["fetched"]["bytes"].as_u64().unwrap();
-    assert!(fetched <= package.len() as u64, "{fetched}");
+    let cases = [
+        ("many", "header-copy", None),
+        ("plain", "range", None),
+        ("stale", "range", Some("it is not this package's header")),
+        ("damaged", "range", Some("it could not be read")),
+    ];
+    for (name, from, why) in cases {
+        let mut command = pkgrun(&ctx, &nginx.url(&format!("{name}.upkg")), &["--target", name, "--json"]);
+        command.env("PKGRUN_CACHE", ctx.path(format!("cache-{name}")));
+        let before = nginx.requests().len();
+        let output = run(&mut command);
+        output.assert_success();
+        for n in [0, files / 2, files - 1] {
+            let installed = std::fs::read(ctx.path(format!("{name}/data/file-{n:04}.txt"))).unwrap();
+            assert_eq!(installed, format!("file {n} of 2\n").as_bytes(), "{name}");
+        }
+        let fetched = report(&output)["fetched"].clone();
+        assert_eq!(fetched["header"], from, "{name}: {fetched}");
+        let requests = nginx.requests()[before..].to_vec();
+        assert!(requests[0].starts_with("bytes=-65536 206 "), "{name}: {requests:?}");
+        // The header copy is asked for whole (no range): 200, or 404 without one.
+        let published = name != "plain";
+        assert!(requests[1].starts_with(if published { "- 200 " } else { "- 404 " }), "{name}: {requests:?}");
+        let bytes = fetched["bytes"].as_u64().unwrap();
+        if from == "header-copy" {
+            assert!(requests[2..].iter().all(|r| !r.contains(&format!("-{second_end} 206 "))), "{name}: {requests:?}");
+            assert!(bytes < header, "{name}: {bytes} bytes fetched for a header of {header}");
+        } else {
+            assert!(requests[2].contains(&format!("-{second_end} 206 ")), "{name}: {requests:?}");
+        }
+        match why {
+            Some(why) => {
+                output.assert_stderr_contains(why);
+            }
+            None => assert!(!output.stderr.contains("header copy"), "{name}: {}", output.render()),
+        }
+    }
 }

@@ -385,6 +385,7 @@ impl Builder {
             threads: 2,
             created: CREATED,
             delta_from,
+            header_copy: false,
         };
         upkg_build::build(&self.temp.path().join(tree), &out, &options, &|_| {})
             .unwrap_or_else(|e| panic!("building {tree}: {e}"));

@@ -47,6 +47,9 @@ pub struct BuildOptions {
     pub created: u64,
     /// Earlier releases (package files or expanded trees) to make deltas from.
     pub delta_from: Vec<PathBuf>,
+    /// Also write the header copy (`OUTPUT.header.zst`, spec section 14.4) for
+    /// express updates from a web server.
+    pub header_copy: bool,
 }
 
 impl BuildOptions {
@@ -61,6 +64,7 @@ impl BuildOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             created: 0,
             delta_from: Vec::new(),
+            header_copy: false,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct BuildOutput {
     pub size: u64,
     /// What `delta_from` made (`None` without it).
     pub deltas: Option<DeltaReport>,
+    /// Where the header copy was written (`None` without `header_copy`).
+    pub header_copy: Option<PathBuf>,
 }
 
 /// How far a build is, for a progress bar.
@@ -278,11 +284,30 @@ pub fn build(
     file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(out_io)?;
     let size = position + tail.len() as u64;
     temp.persist(output).map_err(|e| out_io(e.error))?;
-    // Make the rename durable too.
+    let header_copy = if options.header_copy { Some(write_header_copy(output, &out_dir, &tail, size)?) } else { None };
+    // Make the renames durable too.
     if let Ok(dir) = File::open(&out_dir) {
         let _ = dir.sync_all();
     }
-    Ok(BuildOutput { header, path: output.to_owned(), size, deltas: delta_set.map(|set| set.report) })
+    Ok(BuildOutput { header, path: output.to_owned(), size, deltas: delta_set.map(|set| set.report), header_copy })
+}
+
+/// Writes `OUTPUT.header.zst` from the package's `tail` (header, signature block
+/// and trailer), through a temporary file renamed into place.
+fn write_header_copy(output: &Path, out_dir: &Path, tail: &[u8], size: u64) -> Result<PathBuf, BuildError> {
+    let mut path = output.as_os_str().to_owned();
+    path.push(upkg_format::HEADER_COPY_SUFFIX);
+    let path = PathBuf::from(path);
+    let copy_io = |e: io::Error| BuildError::Io { path: path.clone(), source: e };
+    let trailer_bytes = tail[tail.len() - upkg_format::TRAILER_LEN..].try_into().expect("a trailer");
+    let trailer = upkg_format::Trailer::decode(trailer_bytes, size)?;
+    let header = &tail[..trailer.header_len as usize];
+    let mut temp = tempfile::Builder::new().prefix(".pkgbuild-").tempfile_in(out_dir).map_err(copy_io)?;
+    upkg_format::write_header_copy(header, std::io::BufWriter::new(temp.as_file_mut())).map_err(copy_io)?;
+    temp.as_file().sync_all().map_err(copy_io)?;
+    temp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(copy_io)?;
+    temp.persist(&path).map_err(|e| copy_io(e.error))?;
+    Ok(path)
 }
 
 /// The zstd level of deltas in gzip and cabinet packages (the patches are zstd frames whatever the codec).

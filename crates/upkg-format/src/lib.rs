@@ -23,6 +23,7 @@ mod delta;
 mod digest;
 mod error;
 mod header;
+mod header_copy;
 mod json;
 mod layout;
 mod package;
@@ -49,7 +50,10 @@ pub use header::{
     Applicability, Codec, Delta, FileEntry, FormatVersion, Header, Kind, MAX_HEADER_LEN, Member, Mode, PackageInfo,
     Part, Payload, Policy, Restart, Role, ScriptRole, Scripts, Service, check_identifier, is_package_path, is_serial,
 };
-pub use package::{ExpandedTree, FetchStats, Layout, Package, PackageFile, Range, RangeSource, SignedRange};
+pub use header_copy::{HEADER_COPY_SUFFIX, HeaderCopyError, read_header_copy, write_header_copy};
+pub use package::{
+    ExpandedTree, FetchStats, HeaderFetch, Layout, Package, PackageFile, Range, RangeSource, SignedRange,
+};
 pub use paths::{
     EXPANDED_HEADER, EXPANDED_RUNNER, EXPANDED_SIGNATURE, PACKAGE_DIR, STATE_DIR, check_entry_path, is_state_path,
     parent_path, resolve_link_target,

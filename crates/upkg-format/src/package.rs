@@ -78,6 +78,25 @@ pub struct FetchStats {
     pub requests: u64,
     /// Whether the server sent the whole file (it ignores range requests).
     pub whole_file: bool,
+    /// Where the signed header came from.
+    pub header: HeaderFetch,
+}
+
+/// Where a package's header was fetched from (spec section 14.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum HeaderFetch {
+    /// With the end of the file, in the first request (a small header).
+    #[default]
+    EndOfFile,
+    /// From the header copy published beside the package, compressed.
+    HeaderCopy,
+    /// From the package with a range request (no header copy, or one that was
+    /// not this package's).
+    Range,
+    /// With the whole file (the server ignores range requests).
+    WholeFile,
 }
 
 /// Where the bytes of a package file come from when they are not all local yet (a

@@ -508,6 +508,8 @@ pub struct BuildData {
     pub signer: BuildSigner,
     /// The deltas made with `--delta-from` (null without it).
     pub deltas: Option<DeltaReport>,
+    /// The header copy written with `--header-copy` (null without it).
+    pub header_copy: Option<PathBuf>,
 }
 
 /// `pkgbuild keygen`: the key pair written.

@@ -107,6 +107,18 @@ impl Client {
         }
     }
 
+    /// A plain GET of `url`, a companion of the package (its header copy) on the
+    /// same server: its body when the server has it (200), `None` otherwise.
+    pub fn get_companion(&self, url: &str) -> Result<Option<Box<dyn Read + Send>>, SourceError> {
+        let response = self
+            .agent
+            .get(url)
+            .header("Accept-Encoding", "identity")
+            .call()
+            .map_err(|e| SourceError::Transfer { url: url.to_owned(), reason: e.to_string() })?;
+        Ok((response.status().as_u16() == 200).then(|| Box::new(response.into_body().into_reader()) as Box<_>))
+    }
+
     fn transfer(&self, reason: String) -> SourceError {
         SourceError::Transfer { url: self.url.clone(), reason }
     }

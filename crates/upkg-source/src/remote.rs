@@ -73,6 +73,7 @@ const TAIL: u64 = 64 << 10;
 #[cfg(feature = "http")]
 pub fn open_url(url: &str, options: &RemoteOptions) -> Result<Package, SourceError> {
     use crate::http::{Client, Reply, Want};
+    use upkg_format::HeaderFetch;
 
     let client = Client::new(url, options.ca_file.as_deref())?;
     let copy = Copy::open(&options.cache_dir, url)?;
@@ -82,6 +83,7 @@ pub fn open_url(url: &str, options: &RemoteOptions) -> Result<Package, SourceErr
             stats.requests = 1;
             stats.bytes = copy.write_whole(url, &mut *body, len)?;
             stats.whole_file = true;
+            stats.header = HeaderFetch::WholeFile;
             (validator, true)
         }
         Reply::Partial { start, end, total, mut body, validator } => {
@@ -106,17 +108,26 @@ pub fn open_url(url: &str, options: &RemoteOptions) -> Result<Package, SourceErr
             copy.write_at(&tail, start)?;
             let header_start = trailer.header_offset();
             if header_start < start {
-                // A header larger than the first request: the rest of it, once.
-                let Reply::Partial { mut body, .. } =
-                    client.get(Want::Bytes { start: header_start, end: start }, validator.as_deref())?
-                else {
-                    return Err(transfer(url, "the package changed on the server while it was being opened".into()));
-                };
-                stats.requests += 1;
-                let received = copy.write_stream(url, &mut *body, header_start, "the header")?;
-                stats.bytes += received;
-                if received != start - header_start {
-                    return Err(transfer(url, "the header came short".into()));
+                // A header larger than the first request: from its header copy when
+                // the server has one, else the rest of it from the package, once.
+                if from_header_copy(&client, url, &copy, &trailer, start, &mut stats, &*options.notify) {
+                    stats.header = HeaderFetch::HeaderCopy;
+                } else {
+                    stats.header = HeaderFetch::Range;
+                    let Reply::Partial { mut body, .. } =
+                        client.get(Want::Bytes { start: header_start, end: start }, validator.as_deref())?
+                    else {
+                        return Err(transfer(
+                            url,
+                            "the package changed on the server while it was being opened".into(),
+                        ));
+                    };
+                    stats.requests += 1;
+                    let received = copy.write_stream(url, &mut *body, header_start, "the header")?;
+                    stats.bytes += received;
+                    if received != start - header_start {
+                        return Err(transfer(url, "the header came short".into()));
+                    }
                 }
             }
             (validator, false)
@@ -141,6 +152,75 @@ pub fn open_url(url: &str, options: &RemoteOptions) -> Result<Package, SourceErr
         ));
     }
     Ok(Package::File(package))
+}
+
+/// Fills the local copy's header up to `received` (where the first request's
+/// bytes begin) from the header copy beside the package at `url`, if the server
+/// has one and it is this package's header; says whether it did. A header copy
+/// that is not this package's (stale, damaged) is reported and left: the header
+/// is then read from the package.
+#[cfg(feature = "http")]
+fn from_header_copy(
+    client: &crate::http::Client,
+    url: &str,
+    copy: &Copy,
+    trailer: &upkg_format::Trailer,
+    received: u64,
+    stats: &mut FetchStats,
+    notify: &(dyn Fn(&str) + Send + Sync),
+) -> bool {
+    let copy_url = companion_url(url, upkg_format::HEADER_COPY_SUFFIX);
+    let body = match client.get_companion(&copy_url) {
+        Ok(Some(body)) => body,
+        // None published (or the server cannot be asked): the package's own header.
+        Ok(None) | Err(_) => {
+            stats.requests += 1;
+            return false;
+        }
+    };
+    stats.requests += 1;
+    let mut counted = CountingReader { inner: body, count: 0 };
+    let header_start = trailer.header_offset();
+    let missing = received - header_start;
+    let result = upkg_format::read_header_copy(&mut counted, trailer, |bytes, at| {
+        // Only what the first request did not bring; the rest is checked all the same.
+        if at < missing {
+            let end = bytes.len().min((missing - at) as usize);
+            copy.write_at(&bytes[..end], header_start + at).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    });
+    stats.bytes += counted.count;
+    match result {
+        Ok(()) => true,
+        Err(why) => {
+            notify(&format!("{copy_url}: the header copy was not used ({why}): the header is read from the package"));
+            false
+        }
+    }
+}
+
+/// `url` with `suffix` added to its path (before a query or a fragment).
+#[cfg(feature = "http")]
+fn companion_url(url: &str, suffix: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    format!("{}{suffix}{}", &url[..end], &url[end..])
+}
+
+/// Counts the bytes read through it.
+#[cfg(feature = "http")]
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+#[cfg(feature = "http")]
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 fn transfer(url: &str, reason: String) -> SourceError {
@@ -480,5 +560,18 @@ impl RangeSource for Remote {
 
     fn stats(&self) -> FetchStats {
         self.state.lock().expect("fetch state lock").stats
+    }
+}
+
+#[cfg(all(test, feature = "http"))]
+mod tests {
+    use super::companion_url;
+
+    #[test]
+    fn the_header_copy_is_named_after_the_path_before_a_query() {
+        let suffix = upkg_format::HEADER_COPY_SUFFIX;
+        assert_eq!(companion_url("https://h/sp1.run", suffix), "https://h/sp1.run.header.zst");
+        assert_eq!(companion_url("https://h/sp1.run?token=a#x", suffix), "https://h/sp1.run.header.zst?token=a#x");
+        assert_eq!(companion_url("http://h:8080/a/b#f", suffix), "http://h:8080/a/b.header.zst#f");
     }
 }
