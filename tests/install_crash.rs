@@ -15,7 +15,9 @@
 //! manage included), an attempt log with exactly one verdict that says which, an
 //! instance that verifies, and nothing of the transaction still running.
 //!
-//! The quick sweeps (CI) skip most of the calls that only append to a log (see
+//! The quick sweeps (CI) skip most of the calls that only append to a log or
+//! write inside one of the transaction's own directories, where consecutive stops
+//! leave states that differ only in how far that private write had gone (see
 //! `sweep::points`); `UPKG_FULL_SWEEP=1` takes every call, and every call of the
 //! recovery of every stop (`cargo test --test install_crash -- --ignored`).
 
@@ -272,7 +274,8 @@ fn repair_survives_every_fault_at_every_call() {
 }
 
 /// Stops the install at `k`, then recovers with a stop after every one of the
-/// recovery's own calls in turn (each time from a fresh stop at `k`), then, from
+/// recovery's own calls in turn (the quick sweep thins its private runs, see
+/// `sweep::points`; each time from a fresh stop at `k`), then, from
 /// that state, recovers again with a stop at its first call, its second, ... until
 /// a recovery finishes; checks each case.
 fn recover_through_every_call(scenario: &Scenario<'_>, fault: Fault, stops: &[usize]) {
@@ -284,7 +287,7 @@ fn recover_through_every_call(scenario: &Scenario<'_>, fault: Fault, stops: &[us
         let mut listing = on_target(scenario.ctx, &["status", "--threads", "1"], &target);
         let calls = sweep::trace(&mut listing);
         std::fs::remove_dir_all(scenario.ctx.path(&target)).unwrap();
-        cases.extend(sweep::points(&calls, true).into_iter().map(|j| (k, j, calls.len())));
+        cases.extend(sweep::points(&calls, sweep::full_sweep()).into_iter().map(|j| (k, j, calls.len())));
     }
     in_parallel(&cases, &|&(k, j, total)| {
         let label = format!("{}: {} then recovery {} of {total}", scenario.name, fault.at(k).env(), fault.at(j).env());
@@ -544,4 +547,37 @@ fn services_end_as_they_were() {
             );
         }
     }
+}
+
+/// The quick sweep thins only the runs that touch nothing but a log or a
+/// transaction's own directory, and keeps every call that touches the target.
+#[test]
+fn the_quick_sweep_thins_only_private_runs() {
+    let call = |n: usize, op: &str, path: &str| sweep::Call { n, op: op.into(), path: format!("/t/{path}") };
+    let mut calls = vec![call(1, "create", ".pkgrun/journal.json.tmp")];
+    for i in 0..25 {
+        calls.push(call(calls.len() + 1, "create", &format!(".pkgrun/tx/7-ab/staging/f{i}")));
+        calls.push(call(calls.len() + 1, "write", &format!(".pkgrun/tx/7-ab/staging/f{i}")));
+    }
+    calls.push(call(calls.len() + 1, "chown", ".pkgrun/tx/7-ab/staging/f0"));
+    for i in 0..5 {
+        let n = calls.len() + 1;
+        calls.push(call(n, "rename", &format!(".pkgrun/tx/7-ab/staging/f{i} -> /t/f{i}")));
+        calls.push(call(n + 1, "write", ".pkgrun/logs/a.log"));
+    }
+    for _ in 0..12 {
+        calls.push(call(calls.len() + 1, "write", ".pkgrun/logs/a.log"));
+    }
+    let quick = sweep::points(&calls, false);
+    assert_eq!(sweep::points(&calls, true), (1..=calls.len()).collect::<Vec<_>>());
+    // The journal; of the 51 staging calls the first create, the first write, every
+    // tenth and the last (the chown, the first of its kind too).
+    let staging: Vec<usize> = vec![2, 3, 12, 22, 32, 42, 52];
+    let mut expected = vec![1];
+    expected.extend(&staging);
+    // Every rename into the tree and the single log writes between them; the last
+    // of those begins the final run of 13 appends: its tenth and its last.
+    expected.extend(53..=62);
+    expected.extend([72, 74]);
+    assert_eq!(quick, expected);
 }

@@ -57,35 +57,57 @@ pub fn full_sweep() -> bool {
     std::env::var_os("UPKG_FULL_SWEEP").is_some_and(|v| v != "0")
 }
 
-/// The calls a sweep stops at. Every call, except that inside a run of appends
-/// to a log with nothing else in between (the states differ only in the log's
-/// last lines) the quick sweep keeps the first, the last and every tenth; the
-/// full sweep keeps all.
+/// The calls a sweep stops at. The full sweep keeps every call. The quick sweep
+/// (CI) thins the runs of calls whose stops leave states that differ only in how
+/// far a private write had gone: appends to one log with nothing else in between
+/// (the states differ in the log's last lines), and calls confined to one of a
+/// transaction's own directories (`tx/ID/staging`, `keep`, `repair`, `reserve`:
+/// nothing of the target changes while they are written, and a stop anywhere in
+/// them is undone or finished the same way). Of such a run it keeps the first
+/// call of each kind, every tenth and the last; every other call is kept.
 pub fn points(calls: &[Call], full: bool) -> Vec<usize> {
     // For debugging one case: UPKG_SWEEP_ONLY=K.
     if let Some(only) = std::env::var("UPKG_SWEEP_ONLY").ok().and_then(|v| v.parse().ok()) {
         return vec![only];
     }
-    let is_log_write = |c: &Call| c.op == "write" && c.path.ends_with(".log");
     let mut chosen = Vec::new();
     let mut i = 0;
     while i < calls.len() {
-        if !is_log_write(&calls[i]) {
+        let Some(run) = private_run(&calls[i]) else {
             chosen.push(calls[i].n);
             i += 1;
             continue;
-        }
+        };
         let start = i;
-        while i < calls.len() && is_log_write(&calls[i]) && calls[i].path == calls[start].path {
+        while i < calls.len() && private_run(&calls[i]).as_ref() == Some(&run) {
             i += 1;
         }
+        let mut kinds = BTreeSet::new();
         for (offset, call) in calls[start..i].iter().enumerate() {
-            if full || offset == 0 || offset % 10 == 0 || start + offset == i - 1 {
+            let first_of_kind = kinds.insert(call.op.as_str());
+            if full || first_of_kind || offset % 10 == 0 || start + offset == i - 1 {
                 chosen.push(call.n);
             }
         }
     }
     chosen
+}
+
+/// The private run a call belongs to: the log it appends to, or the
+/// transaction's own directory every path of the call lies in; `None` for any
+/// other call.
+fn private_run(call: &Call) -> Option<String> {
+    if call.op == "write" && call.path.ends_with(".log") {
+        return Some(call.path.clone());
+    }
+    let mut areas = call.path.split(" -> ").map(|path| {
+        let (_, in_tx) = path.split_once("/.pkgrun/tx/")?;
+        let mut parts = in_tx.split('/');
+        let (tx, area) = (parts.next()?, parts.next()?);
+        ["staging", "keep", "repair", "reserve"].contains(&area).then(|| format!("{tx}/{area}"))
+    });
+    let first = areas.next()??;
+    areas.all(|other| other.as_ref() == Some(&first)).then_some(first)
 }
 
 /// A fault injected at one call.
