@@ -19,8 +19,9 @@ use crate::plan::{Method, PlanEntry};
 use crate::transaction::{Context, Progress, ProgressStage};
 use upkg_unpack::Durability;
 
-/// Deltas whose base and result together exceed this are applied one at a time,
-/// so that memory stays near the largest changed file, not a multiple of it.
+/// The least memory the deltas applied at once may share (base and result of
+/// each): small files are rebuilt in parallel within it even when the largest
+/// changed file is smaller.
 const PARALLEL_DELTA_BYTES: u64 = 16 << 20;
 
 /// One file to rebuild.
@@ -55,8 +56,14 @@ pub(crate) fn rebuild(
     (ctx.notify)(&format!("rebuilding {} files from deltas", jobs.len()));
     let total = jobs.iter().map(|job| job.entry.size).sum();
     (ctx.progress)(Progress::Start { stage: ProgressStage::Rebuilding, total });
-    let (large, small): (Vec<&Job<'_>>, Vec<&Job<'_>>) =
-        jobs.iter().partition(|job| base_size(header, job) + job.entry.size > PARALLEL_DELTA_BYTES);
+    // Deltas applied at once share the memory the largest one needs alone (its
+    // base and its result, about twice the largest changed file), or at least
+    // PARALLEL_DELTA_BYTES: each thread's share is applied in parallel, a larger
+    // delta alone.
+    let footprint = |job: &Job<'_>| base_size(header, job) + job.entry.size;
+    let budget = jobs.iter().map(footprint).max().unwrap_or(0).max(PARALLEL_DELTA_BYTES);
+    let share = budget / ctx.threads.max(1) as u64;
+    let (large, small): (Vec<&Job<'_>>, Vec<&Job<'_>>) = jobs.iter().partition(|job| footprint(job) > share);
     let fallbacks: Mutex<Vec<Fallback>> = Mutex::new(Vec::new());
     let run = |job: &Job<'_>| -> Result<()> {
         if let Some(reason) = rebuild_one(ctx, header, job, root, staging)? {

@@ -1041,7 +1041,7 @@ fn space_check(
         .filter(|e| matches!(e.action, PlanAction::Add | PlanAction::Replace) && e.kind != Kind::Dir)
         .collect();
     let package_files: Vec<&FileEntry> = header.files.iter().filter(|e| e.is_package_file()).collect();
-    let header_bytes = blocks(serde_json::to_vec(header).map_or(0, |v| v.len() as u64)) + block;
+    let header_bytes = blocks(serialized_len(header)) + block;
     let signature_bytes = block;
 
     // Staging: the placed files and the package's own files, in their tree.
