@@ -572,9 +572,7 @@ fn the_quick_sweep_thins_only_private_runs() {
     assert_eq!(sweep::points(&calls, true), (1..=calls.len()).collect::<Vec<_>>());
     // The journal; of the 51 staging calls the first create, the first write, every
     // tenth and the last (the chown, the first of its kind too).
-    let staging: Vec<usize> = vec![2, 3, 12, 22, 32, 42, 52];
-    let mut expected = vec![1];
-    expected.extend(&staging);
+    let mut expected = vec![1, 2, 3, 12, 22, 32, 42, 52];
     // Every rename into the tree and the single log writes between them; the last
     // of those begins the final run of 13 appends: its tenth and its last.
     expected.extend(53..=62);

@@ -70,16 +70,17 @@ pub fn points(calls: &[Call], full: bool) -> Vec<usize> {
     if let Some(only) = std::env::var("UPKG_SWEEP_ONLY").ok().and_then(|v| v.parse().ok()) {
         return vec![only];
     }
+    let runs: Vec<Option<String>> = calls.iter().map(private_run).collect();
     let mut chosen = Vec::new();
     let mut i = 0;
     while i < calls.len() {
-        let Some(run) = private_run(&calls[i]) else {
+        if runs[i].is_none() {
             chosen.push(calls[i].n);
             i += 1;
             continue;
-        };
+        }
         let start = i;
-        while i < calls.len() && private_run(&calls[i]).as_ref() == Some(&run) {
+        while i < calls.len() && runs[i] == runs[start] {
             i += 1;
         }
         let mut kinds = BTreeSet::new();
